@@ -1,0 +1,517 @@
+"""Ingest a city (rasters + optional labels) into a chunked, compressed Zarr city store.
+
+Every check that can be made from the files' headers runs before a single pixel is written; pixel-level
+checks (unknown label colours, out-of-range indices, all-nodata rasters) run during the one streaming
+pass that writes the store. The store is written under a temporary name beside the target and renamed
+into place only when complete, so a failure never leaves a partial store behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+import rasterio
+import rioxarray
+import xarray as xr
+import zarr
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from zarr.codecs import BloscCodec
+
+from .normalize import QUANTILE_LEVELS, BandStats
+from .palette import Palette, PaletteError, code_to_rgb, expand_colour_table
+from .store import ATTRS_KEY, FORMAT_NAME, FORMAT_VERSION, CityStore, RasterInfo, valid_mask
+
+log = logging.getLogger(__name__)
+# Plain JPEG/PNG rasters are accepted on purpose (identity transform, no CRS); dask reads them in
+# threads, where a thread-local catch_warnings would not reach, hence a module-wide filter.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
+#: Drivers without efficient windowed access: read such rasters as one chunk (they are small by nature).
+_WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
+#: Above this many bits, per-block histograms are replaced by a strided sample for quantiles.
+_MAX_HIST_BITS = 16
+_SAMPLE_PER_BAND = 2_000_000
+#: dask meta for per-block Python objects (partial statistics, colour counts).
+_OBJ = np.empty((0, 0), dtype=object)
+
+
+class IngestError(ValueError):
+    """Bad input: the message names the file and the problem in one line."""
+
+
+@dataclass
+class _RasterSource:
+    image: Path
+    label: Path | None
+    height: int = 0
+    width: int = 0
+    count: int = 0
+    dtype: str = ""
+    crs: CRS | None = None
+    transform: rasterio.Affine = field(default_factory=rasterio.Affine.identity)
+    nodata: float | None = None
+    band_names: list[str] = field(default_factory=list)
+    driver: str = ""
+    label_mode: str = ""  # "index", "rgb" or "colour-table"
+    label_colormap: dict | None = None
+
+
+def expand_paths(spec: str | os.PathLike | Sequence[str | os.PathLike] | None, what: str) -> list[Path]:
+    """A glob, a path, or a list of either -> sorted existing paths; an empty result is an error."""
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    paths: list[Path] = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise IngestError(f"{text}: no {what} files match this pattern")
+            paths.extend(Path(m) for m in matches)
+        else:
+            if not Path(text).exists():
+                raise IngestError(f"{text}: {what} file not found")
+            paths.append(Path(text))
+    if not paths:
+        raise IngestError(f"no {what} files given")
+    return paths
+
+
+def pair_images_labels(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path | None]]:
+    """Pair by matching file stems when every image has exactly one namesake label, else by sorted order."""
+    if not labels:
+        return [(p, None) for p in images]
+    by_stem = {}
+    for label in labels:
+        by_stem.setdefault(label.stem, []).append(label)
+    if all(len(by_stem.get(img.stem, [])) == 1 for img in images) and len(images) == len(labels):
+        return [(img, by_stem[img.stem][0]) for img in images]
+    if len(images) != len(labels):
+        raise IngestError(
+            f"{images[0].parent}: {len(images)} images but {len(labels)} labels, and their names do not match one to one"
+        )
+    return list(zip(images, labels))
+
+
+def ingest_city(
+    images: str | Sequence[str],
+    out: str | Path,
+    *,
+    labels: str | Sequence[str] | None = None,
+    palette: str | Path | None = None,
+    classes: str | Path | Sequence[str] | None = None,
+    name: str | None = None,
+    ignore_index: int = 255,
+    nodata: float | None = None,
+    min_size: int = 256,
+    chunk_size: int = 512,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CityStore:
+    """Ingest one city into ``out`` (a ``.zarr`` directory) and return the opened store.
+
+    ``classes`` is a class list or a JSON file (``{"classes": [{"index", "name"}]}``; a palette file
+    works too) for class-index labels; with ``palette`` the class names come from the palette.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise IngestError(f"{out}: output store already exists (pass --overwrite to replace it)")
+    pal = _load_palette(palette, ignore_index)
+    class_names = list(pal.class_names) if pal else _load_class_names(classes)
+    pairs = pair_images_labels(expand_paths(images, "image"), expand_paths(labels, "label"))
+    sources = [_inspect(img, lbl, pal, nodata) for img, lbl in pairs]
+    _check_city(sources, min_size)
+
+    name = name or out.stem
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    started = time.perf_counter()
+    try:
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+        totals = _StatsAccumulator(sources[0].count, np.dtype(sources[0].dtype))
+        infos, max_label = [], -1
+        ids = _raster_ids([s.image for s in sources])
+        for i, (rid, src) in enumerate(zip(ids, sources)):
+            t0 = time.perf_counter()
+            info, stats, raster_max = _write_raster(tmp, rid, src, pal, class_names, ignore_index, chunk_size)
+            totals.merge(stats)
+            max_label = max(max_label, raster_max)
+            infos.append(info)
+            if progress:
+                mpx = src.height * src.width / 1e6
+                dt = time.perf_counter() - t0
+                log.info("ingest %s [%d/%d] %s: %.2f Mpx in %.1fs (%.1f Mpx/s)", name, i + 1, len(sources), rid, mpx, dt, mpx / dt)
+        if labels is not None and not class_names:
+            class_names = [f"class_{k}" for k in range(max_label + 1)]
+        root.attrs[ATTRS_KEY] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "band_names": sources[0].band_names,
+            "dtype": sources[0].dtype,
+            "nodata": sources[0].nodata,
+            "class_names": class_names,
+            "ignore_index": ignore_index,
+            "has_labels": labels is not None,
+            "band_stats": totals.band_stats().to_attrs(),
+            "rasters": [info.to_attrs() for info in infos],
+            "provenance": {
+                "images": [str(s.image.resolve()) for s in sources],
+                "labels": [str(s.label.resolve()) if s.label else None for s in sources],
+                "palette": str(Path(palette).resolve()) if palette else None,
+                "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+        if out.exists():  # only reachable with overwrite=True
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if progress:
+        mpx = sum(s.height * s.width for s in sources) / 1e6
+        dt = time.perf_counter() - started
+        log.info("ingested %s: %d rasters, %.1f Mpx in %.1fs (%.1f Mpx/s) -> %s", name, len(sources), mpx, dt, mpx / dt, out)
+    return CityStore(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# header checks
+
+
+def _load_palette(palette: str | Path | None, ignore_index: int) -> Palette | None:
+    if palette is None:
+        return None
+    try:
+        return Palette.load(palette, ignore_index)
+    except PaletteError as exc:
+        raise IngestError(str(exc)) from None
+
+
+def _load_class_names(classes: str | Path | Sequence[str] | None) -> list[str]:
+    if classes is None:
+        return []
+    if isinstance(classes, (str, Path)):
+        path = Path(classes)
+        try:
+            spec = json.loads(path.read_text())
+            entries = sorted(spec["classes"], key=lambda c: int(c["index"]))
+        except FileNotFoundError:
+            raise IngestError(f"{path}: classes file not found") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise IngestError(f"{path}: expected {{'classes': [{{index, name}}]}} ({exc!r})") from None
+        if [int(c["index"]) for c in entries] != list(range(len(entries))):
+            raise IngestError(f"{path}: class indices must be 0..{len(entries) - 1}")
+        return [str(c["name"]) for c in entries]
+    return [str(c) for c in classes]
+
+
+def _open(path: Path, role: str) -> rasterio.DatasetReader:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise IngestError(f"{path}: cannot read {role} raster ({str(exc).splitlines()[0]})") from None
+
+
+def _band_names(src: rasterio.DatasetReader) -> list[str]:
+    names = []
+    for i, (desc, interp) in enumerate(zip(src.descriptions, src.colorinterp), start=1):
+        if desc:
+            names.append(desc)
+        elif interp.name in {"red", "green", "blue", "alpha"}:
+            names.append(interp.name)
+        else:
+            names.append(f"b{i}")
+    return names if len(set(names)) == len(names) else [f"b{i}" for i in range(1, len(names) + 1)]
+
+
+def _inspect(image: Path, label: Path | None, pal: Palette | None, nodata: float | None) -> _RasterSource:
+    src = _RasterSource(image, label)
+    with _open(image, "image") as ds:
+        src.height, src.width, src.count, src.dtype = ds.height, ds.width, ds.count, ds.dtypes[0]
+        if len(set(ds.dtypes)) != 1:
+            raise IngestError(f"{image}: bands have different dtypes {ds.dtypes}")
+        src.crs, src.transform, src.driver = ds.crs, ds.transform, ds.driver
+        src.nodata = nodata if nodata is not None else ds.nodata
+        src.band_names = _band_names(ds)
+    if label is None:
+        return src
+    with _open(label, "label") as ds:
+        if (ds.height, ds.width) != (src.height, src.width):
+            raise IngestError(f"{label}: label is {ds.height}x{ds.width} but image {image.name} is {src.height}x{src.width}")
+        if ds.crs is not None and ds.crs != src.crs:
+            raise IngestError(f"{label}: label CRS {ds.crs} differs from image CRS {src.crs} ({image.name})")
+        if ds.crs is not None and not ds.transform.almost_equals(src.transform):
+            raise IngestError(f"{label}: label transform {tuple(ds.transform)[:6]} differs from image transform {tuple(src.transform)[:6]}")
+        colour_table = ds.count == 1 and ds.colorinterp[0].name == "palette"
+        if pal is None:
+            if ds.count != 1:
+                raise IngestError(f"{label}: a class-index label must have 1 band, found {ds.count} (colour masks need --palette)")
+            src.label_mode = "index"
+        elif colour_table:
+            src.label_mode, src.label_colormap = "colour-table", ds.colormap(1)
+        elif ds.count in (3, 4) and ds.dtypes[0] == "uint8":
+            src.label_mode = "rgb"
+        else:
+            raise IngestError(f"{label}: a colour mask must be 8-bit RGB(A) or paletted, found {ds.count} band(s) of {ds.dtypes[0]}")
+    return src
+
+
+def _check_city(sources: list[_RasterSource], min_size: int) -> None:
+    first = sources[0]
+    for s in sources:
+        if s.count != first.count:
+            raise IngestError(f"{s.image}: has {s.count} bands but {first.image.name} has {first.count}; one city needs one band count")
+        if s.dtype != first.dtype:
+            raise IngestError(f"{s.image}: dtype {s.dtype} differs from {first.image.name} ({first.dtype})")
+        if s.height < min_size or s.width < min_size:
+            raise IngestError(f"{s.image}: raster is {s.height}x{s.width}, smaller than one {min_size}x{min_size} patch")
+        if (s.label is None) != (first.label is None):
+            raise IngestError(f"{s.image}: some rasters have labels and some do not")
+
+
+def _raster_ids(paths: list[Path]) -> list[str]:
+    ids, seen = [], {}
+    for p in paths:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem) or "raster"
+        if base in seen or base.startswith("."):
+            parent = re.sub(r"[^A-Za-z0-9_.-]", "_", p.parent.parent.name or p.parent.name)
+            base = f"{parent}_{base}".lstrip(".")
+        n, rid = 1, base
+        while rid in seen:
+            n, rid = n + 1, f"{base}_{n}"
+        seen[rid] = True
+        ids.append(rid)
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------------
+# the streaming pass
+
+
+def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
+    chunks = {"band": -1, "y": -1, "x": -1} if whole else {"band": -1, "y": chunk, "x": chunk}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        arr = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=False, cache=False)
+    if whole:
+        arr = arr.chunk({"band": -1, "y": chunk, "x": chunk})
+    return arr
+
+
+def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None, class_names: list[str],
+                  ignore_index: int, chunk: int) -> tuple[RasterInfo, "_StatsAccumulator", int]:
+    whole = src.driver in _WHOLE_FILE_DRIVERS
+    image = _read_lazy(src.image, chunk, whole).data
+    valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
+    data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "long_name": "image"})}
+
+    label_checks = []
+    if src.label is not None:
+        raw = _read_lazy(src.label, chunk, whole or src.label_mode != "index").data
+        if src.label_mode == "index":
+            label = raw[0].astype(np.uint8) if raw.dtype != np.uint8 else raw[0]
+            if np.dtype(raw.dtype).kind == "f" or (np.dtype(raw.dtype).kind in "iu" and np.iinfo(raw.dtype).max > 255):
+                label_checks.append(da.map_blocks(_wide_label_check, raw[0], dtype=object, meta=_OBJ, chunks=((1,) * raw.numblocks[1], (1,) * raw.numblocks[2]))
+                                    .to_delayed().ravel().tolist())
+        else:
+            colormap = src.label_colormap
+            label = da.map_blocks(_decode_block, raw, pal, colormap, dtype=np.uint8, drop_axis=0)
+            unknown = da.map_blocks(_unknown_block, raw, pal, colormap, dtype=object, meta=_OBJ, drop_axis=0,
+                                    chunks=((1,) * raw.numblocks[1], (1,) * raw.numblocks[2]))
+            label_checks.append(unknown.to_delayed().ravel().tolist())
+        label = da.where(valid, label, np.uint8(ignore_index)).astype(np.uint8)
+        data_vars["label"] = (("y", "x"), label, {"ignore_index": ignore_index, "long_name": "class index"})
+        label_hist = da.map_blocks(_label_hist_block, label, dtype=object, meta=_OBJ, chunks=((1,) * label.numblocks[0], (1,) * label.numblocks[1]))
+        label_checks.append([_sum_blocks(label_hist)])
+
+    ds = xr.Dataset(data_vars, coords={"band": np.arange(1, src.count + 1)})
+    if src.crs is not None:
+        ds = ds.rio.write_crs(src.crs)
+    ds = ds.rio.write_transform(src.transform)
+    ds = ds.assign_coords(_pixel_centres(src))
+    ds = ds.rio.write_grid_mapping("spatial_ref")
+    codec = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+    ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=codec)
+    if "label" in ds:
+        ds["label"].encoding.update(chunks=(chunk, chunk), compressors=codec)
+    write = ds.to_zarr(str(store), group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
+    stats_blocks = da.map_blocks(_stats_block, image, valid, dtype=object, meta=_OBJ, drop_axis=0,
+                                 chunks=((1,) * image.numblocks[1], (1,) * image.numblocks[2]))
+    stats_parts = stats_blocks.to_delayed().ravel().tolist()
+    _, stats_parts, *checks = dask.compute(write, stats_parts, *label_checks, scheduler="threads")
+
+    stats = _StatsAccumulator(src.count, np.dtype(src.dtype))
+    for part in stats_parts:
+        stats.merge(part[0, 0])
+    if stats.count == 0:
+        raise IngestError(f"{src.image}: every pixel is nodata (nodata={src.nodata})")
+    max_label = -1
+    if src.label is not None:
+        *colour_checks, (hist,) = checks
+        for parts in colour_checks:
+            _raise_on_bad_labels(src, parts)
+        others = [v for v in np.nonzero(hist)[0] if v != ignore_index]
+        max_label = int(max(others)) if others else -1
+        if class_names and others and max(others) >= len(class_names):
+            bad = [int(v) for v in others if v >= len(class_names)]
+            n = int(sum(hist[v] for v in bad))
+            raise IngestError(f"{src.label}: label values {bad} ({n} pixels) out of range for {len(class_names)} classes "
+                              f"(valid: 0..{len(class_names) - 1} and ignore {ignore_index})")
+    info = RasterInfo(rid, src.height, src.width, src.crs, src.transform, str(src.image.resolve()),
+                      str(src.label.resolve()) if src.label else None, int(stats.count))
+    group = zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
+    group.attrs[ATTRS_KEY] = info.to_attrs()
+    return info, stats, max_label
+
+
+def _pixel_centres(src: _RasterSource) -> dict:
+    t = src.transform
+    return {"x": t.c + t.a * (np.arange(src.width) + 0.5), "y": t.f + t.e * (np.arange(src.height) + 0.5)}
+
+
+def valid_mask_blocks(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    return valid_mask(block, nodata)
+
+
+def _rgb(block: np.ndarray, colormap: dict | None) -> np.ndarray:
+    return expand_colour_table(block[0], colormap) if colormap is not None else block[:3]
+
+
+def _decode_block(block: np.ndarray, pal: Palette, colormap: dict | None) -> np.ndarray:
+    return pal.decode(_rgb(block, colormap))[0]
+
+
+def _unknown_block(block: np.ndarray, pal: Palette, colormap: dict | None) -> np.ndarray:
+    _, codes, counts = pal.decode(_rgb(block, colormap))
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = dict(zip(codes.tolist(), counts.tolist()))
+    return out
+
+
+def _wide_label_check(block: np.ndarray) -> np.ndarray:
+    """Label values that do not fit uint8 (or are not integers) would wrap silently: count them."""
+    bad = (block < 0) | (block > 255) | (block != np.floor(block))
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = {"__wide__": int(bad.sum())}
+    return out
+
+
+def _label_hist_block(block: np.ndarray) -> np.ndarray:
+    """Per-block histogram of label values (merged to validate indices and find the class count)."""
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = np.bincount(block.ravel(), minlength=256).astype(np.int64)
+    return out
+
+
+@dask.delayed
+def _sum_blocks_delayed(parts: list) -> np.ndarray:
+    return np.sum([p[0, 0] for p in parts], axis=0)
+
+
+def _sum_blocks(hist_blocks: da.Array):
+    return _sum_blocks_delayed(hist_blocks.to_delayed().ravel().tolist())
+
+
+def _raise_on_bad_labels(src: _RasterSource, parts: Iterable[dict]) -> None:
+    merged: dict = {}
+    for part in parts:
+        for key, n in part[0, 0].items():
+            merged[key] = merged.get(key, 0) + n
+    wide = merged.pop("__wide__", 0)
+    if wide:
+        raise IngestError(f"{src.label}: {wide} pixels hold label values that are not integers in 0..255")
+    if merged:
+        worst = sorted(merged.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{code_to_rgb(c)}: {n} px" for c, n in worst[:5])
+        more = f" and {len(worst) - 5} more" if len(worst) > 5 else ""
+        raise IngestError(f"{src.label}: {len(worst)} colour(s) not in the palette ({shown}{more}); "
+                          f"{sum(merged.values())} pixels in all")
+
+
+# ---------------------------------------------------------------------------------------------------
+# band statistics (exact histograms for <=16-bit integers, a strided sample otherwise)
+
+
+def _stats_block(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    pixels = image[:, valid]
+    part = _StatsAccumulator(image.shape[0], image.dtype)
+    part.add(pixels)
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = part
+    return out
+
+
+class _StatsAccumulator:
+    """Mergeable per-band sums and histograms (or samples) of valid pixels."""
+
+    def __init__(self, bands: int, dtype: np.dtype):
+        self.bands, self.dtype = bands, np.dtype(dtype)
+        self.count = 0
+        self.sum = np.zeros(bands)
+        self.sumsq = np.zeros(bands)
+        self.exact = self.dtype.kind in "iub" and self.dtype.itemsize * 8 <= _MAX_HIST_BITS
+        self.offset = int(np.iinfo(self.dtype).min) if self.exact and self.dtype.kind == "i" else 0
+        nbins = (1 << (self.dtype.itemsize * 8)) if self.exact else 0
+        self.hist = np.zeros((bands, nbins), dtype=np.int64) if self.exact else None
+        self.samples: list[np.ndarray] = []
+
+    def add(self, pixels: np.ndarray) -> None:
+        n = pixels.shape[1]
+        if n == 0:
+            return
+        values = pixels.astype(np.float64)
+        self.count += n
+        self.sum += values.sum(axis=1)
+        self.sumsq += (values**2).sum(axis=1)
+        if self.exact:
+            for b in range(self.bands):
+                self.hist[b] += np.bincount(pixels[b].astype(np.int64) - self.offset, minlength=self.hist.shape[1])
+        else:
+            step = max(1, n // 20_000)
+            self.samples.append(values[:, ::step])
+
+    def merge(self, other: "_StatsAccumulator") -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+        if self.exact:
+            self.hist += other.hist
+        else:
+            self.samples.extend(other.samples)
+
+    def band_stats(self) -> BandStats:
+        mean = self.sum / self.count
+        std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
+        if self.exact:
+            quantiles = np.stack([_hist_quantiles(h, self.offset) for h in self.hist])
+        else:
+            sample = np.concatenate(self.samples, axis=1)
+            if sample.shape[1] > _SAMPLE_PER_BAND:
+                sample = sample[:, :: sample.shape[1] // _SAMPLE_PER_BAND]
+            quantiles = np.quantile(sample, QUANTILE_LEVELS, axis=1).T
+        return BandStats(mean=mean, std=std, quantiles=quantiles)
+
+
+def _hist_quantiles(hist: np.ndarray, offset: int) -> np.ndarray:
+    """Quantiles of an integer histogram (lower value at each level, like numpy's 'inverted_cdf')."""
+    cdf = np.cumsum(hist)
+    targets = np.maximum(np.ceil(QUANTILE_LEVELS * cdf[-1]), 1)
+    return (np.searchsorted(cdf, targets) + offset).astype(np.float64)
