@@ -1,0 +1,137 @@
+"""Patch grids cover every pixel with the requested overlap; streams yield normalised patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semi2i.data.ingest import ingest_city
+from semi2i.data.patches import Window, city_windows, equal_shards, grid_starts, patch_grid, shuffled
+from semi2i.data.stream import iter_patches, read_patches
+
+
+@pytest.mark.parametrize("length,size,overlap", [(256, 256, 32), (700, 256, 32), (480, 256, 32), (1000, 128, 16), (129, 128, 0)])
+def test_grid_covers_every_pixel_with_overlap(length, size, overlap):
+    starts = grid_starts(length, size, overlap)
+    covered = np.zeros(length, int)
+    for s in starts:
+        covered[s : s + size] += 1
+    assert covered.min() >= 1 and starts[0] == 0 and starts[-1] == length - size
+    # all but the border-aligned last step use the exact stride; the last one overlaps at least as much
+    steps = np.diff(starts)
+    assert (steps[:-1] == size - overlap).all() if len(steps) > 1 else True
+    assert len(steps) == 0 or 0 < steps[-1] <= size - overlap
+
+
+def test_grid_by_hand():
+    assert grid_starts(700, 256, 32) == [0, 224, 444]
+    assert patch_grid(300, 500, 256, 32) == [(0, 0), (0, 224), (0, 244), (44, 0), (44, 224), (44, 244)]
+    with pytest.raises(ValueError, match="shorter than one 256 px patch"):
+        grid_starts(100, 256, 32)
+
+
+def test_shuffle_is_seeded_and_shards_are_equal():
+    windows = [Window("s", "r", i, 0, 8) for i in range(11)]
+    assert shuffled(windows, 3) == shuffled(windows, 3) != shuffled(windows, 4)
+    assert shuffled(windows, 3, epoch=1) != shuffled(windows, 3, epoch=0)
+    assert sorted(shuffled(windows, 3)) == sorted(windows)
+    assert len(equal_shards(windows, 2)) == 10 and len(equal_shards(windows, 3)) == 9
+
+
+@pytest.fixture
+def city(tmp_path, write):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(3, 70, 90)).astype(np.uint8)
+    img[:, :10, :10] = 0
+    lbl = rng.integers(0, 3, size=(70, 90)).astype(np.uint8)
+    lbl[60:, :] = 255
+    write(tmp_path / "img" / "a.tif", img, nodata=0)
+    write(tmp_path / "lbl" / "a.tif", lbl)
+    write(tmp_path / "img" / "b.tif", img[:, :, ::-1].copy(), nodata=0)
+    write(tmp_path / "lbl" / "b.tif", lbl[:, ::-1].copy())
+    store = ingest_city(str(tmp_path / "img/*.tif"), tmp_path / "c.zarr", labels=str(tmp_path / "lbl/*.tif"),
+                        classes=["a", "b", "c"], min_size=32)
+    return store, img, lbl
+
+
+def test_windows_and_skip_threshold(city):
+    store, _, _ = city
+    windows = city_windows(store, size=32, overlap=8)
+    assert len(windows) == 2 * len(patch_grid(70, 90, 32, 8))
+    kept = city_windows(store, size=32, overlap=8, max_ignored=0.5)
+    # windows starting at y=38 cover rows 38..69, of which 60..69 are ignore: 10/32 < 0.5, so kept
+    assert 0 < len(kept) <= len(windows)
+    assert all(w in windows for w in kept)
+    assert len(city_windows(store, size=32, overlap=8, max_ignored=0.0)) < len(windows)
+
+
+def test_plain_iterator_normalises_and_masks(city):
+    store, img, lbl = city
+    windows = city_windows(store, size=32, overlap=8)
+    batch = next(iter_patches(windows, batch_size=3, normalize="zscore"))
+    assert batch["image"].shape == (3, 3, 32, 32) and batch["image"].dtype == np.float32
+    assert batch["label"].shape == (3, 32, 32) and batch["label"].dtype == np.int64
+    first = windows[0]
+    assert (first.y, first.x) == (0, 0)
+    expected = (img[:, :32, :32].astype(np.float32) - store.band_stats.mean[:, None, None]) / store.band_stats.std[:, None, None]
+    expected[:, :10, :10] = 0.0
+    np.testing.assert_allclose(batch["image"][0], expected, rtol=1e-5, atol=1e-5)
+    expected_label = lbl[:32, :32].astype(np.int64)
+    expected_label[:10, :10] = 255
+    np.testing.assert_array_equal(batch["label"][0], expected_label)
+    unit = next(iter_patches(windows, normalize="unit"))["image"]
+    assert unit.min() >= -1.0 and unit.max() <= 1.0
+
+
+def test_plain_iterator_shards_partition_the_shuffled_windows(city):
+    store, _, _ = city
+    windows = city_windows(store, size=32, overlap=8)
+    whole = [tuple(b["image"][0].ravel()[:5]) + (int(b["raster_index"][0]), int(b["y"][0]), int(b["x"][0]))
+             for b in iter_patches(windows, seed=7)]
+    shards = [[(int(b["raster_index"][0]), int(b["y"][0]), int(b["x"][0])) for b in iter_patches(windows, seed=7, shard=i, num_shards=2)]
+              for i in range(2)]
+    assert len(shards[0]) == len(shards[1])
+    assert sorted(shards[0] + shards[1]) == sorted(k[-3:] for k in whole[: len(shards[0]) * 2])
+
+
+@pytest.mark.ray
+def test_ray_stream_equal_shards_same_patches_as_plain_iterator(city, ray_session):
+    from semi2i.data.stream import patch_dataset
+
+    store, _, _ = city
+    windows = city_windows(store, size=32, overlap=8)
+    ds = patch_dataset(windows, normalize="unit", seed=11, num_shards=2, read_batch_size=4)
+    splits = ds.streaming_split(2, equal=True)
+    # split iterators advance together (like Train workers), so each is consumed in its own thread
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        shard_batches = list(pool.map(lambda it: list(it.iter_batches(batch_size=None, batch_format="numpy")), splits))
+    keys = []
+    counts = []
+    for batches in shard_batches:
+        rows = [(int(r), int(y), int(x), img.tobytes(), lab.tobytes())
+                for b in batches for r, y, x, img, lab in zip(b["raster_index"], b["y"], b["x"], b["image"], b["label"])]
+        counts.append(len(rows))
+        keys.extend(rows)
+    assert counts[0] == counts[1] == len(windows) // 2
+    plain = [(int(b["raster_index"][0]), int(b["y"][0]), int(b["x"][0]), b["image"][0].tobytes(), b["label"][0].tobytes())
+             for b in iter_patches(windows, normalize="unit", seed=11, num_shards=2, shard=0)] + \
+            [(int(b["raster_index"][0]), int(b["y"][0]), int(b["x"][0]), b["image"][0].tobytes(), b["label"][0].tobytes())
+             for b in iter_patches(windows, normalize="unit", seed=11, num_shards=2, shard=1)]
+    assert sorted(keys) == sorted(plain)
+    # torch batches work: only numeric columns come out of the reader
+    torch_batch = next(iter(ds.iter_torch_batches(batch_size=4)))
+    assert torch_batch["image"].shape == (4, 3, 32, 32) and str(torch_batch["label"].dtype) == "torch.int64"
+
+
+def test_read_patches_stats_override(city):
+    store, img, _ = city
+    from semi2i.data.normalize import BandStats
+
+    stats = BandStats(mean=np.zeros(3), std=np.ones(3), quantiles=np.tile(np.linspace(0, 255, 1001), (3, 1)))
+    w = Window(str(store.path), "a", 20, 20, 32)
+    cols = {"store": np.array([w.store], object), "raster": np.array([w.raster], object), "y": np.array([20]), "x": np.array([20]),
+            "size": np.array([32])}
+    out = read_patches(cols, "zscore", stats.to_attrs())
+    np.testing.assert_allclose(out["image"][0], img[:, 20:52, 20:52].astype(np.float32))
