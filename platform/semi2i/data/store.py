@@ -154,7 +154,18 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
     return valid
 
 
-@functools.lru_cache(maxsize=64)
 def open_store(path: str) -> CityStore:
-    """A process-wide cache of opened stores (Ray tasks and actors read many windows from few stores)."""
+    """A process-wide cache of opened stores (Ray tasks and actors read many windows from few stores).
+
+    Keyed by the root metadata's mtime too, so a store re-ingested with ``--overwrite`` is re-opened
+    instead of served stale from a long-lived worker."""
+    try:
+        stamp = (Path(path) / "zarr.json").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _open_store_cached(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_store_cached(path: str, stamp: int | None) -> CityStore:
     return CityStore(path)
