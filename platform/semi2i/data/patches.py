@@ -79,3 +79,26 @@ def equal_shards(windows: list[Window], num_shards: int) -> list[Window]:
     if usable == 0:
         raise ValueError(f"{len(windows)} windows cannot be shared by {num_shards} workers")
     return windows[:usable]
+
+
+def step_windows(windows: list[Window], seed: int, step: int, rank: int = 0, world: int = 1, per_worker: int = 1) -> list[Window]:
+    """The windows worker ``rank`` of ``world`` trains on at global ``step``.
+
+    The windows form an endless stream of seeded permutations (epoch e = ``shuffled(windows, seed, e)``);
+    step s consumes items [s·G, (s+1)·G) of it, G = world · per_worker, and each rank takes its own
+    slice. Every worker gets an equal share, any step can be recomputed from its number alone (so a
+    resumed run replays exactly the patches an uninterrupted one would see), and a single process
+    with ``per_worker = world · p`` sees the union of what ``world`` workers see with ``p`` each.
+    """
+    n = len(windows)
+    if n == 0:
+        raise ValueError("no windows to train on")
+    global_batch = world * per_worker
+    first = step * global_batch + rank * per_worker
+    picked, cache = [], {}
+    for k in range(first, first + per_worker):
+        epoch, pos = divmod(k, n)
+        if epoch not in cache:
+            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        picked.append(windows[cache[epoch][pos]])
+    return picked

@@ -1,0 +1,104 @@
+"""Stylize a whole city: every raster of a source store through a stylizer, into a new city store.
+
+The output is what fine-tuning reads: the stylized rasters as georeferenced GeoTIFFs (the source's
+CRS and transform, the target's dtype and band count, so users can open them in a GIS) with the
+*source labels*, ingested into a city store. Nodata pixels stay nodata. Deterministic: a stylizer
+maps the same input to the same output, so re-running reproduces the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from semi2i.data.ingest import ingest_city
+from semi2i.data.store import CityStore
+from semi2i.stylizers.base import Stylizer
+
+log = logging.getLogger(__name__)
+
+
+def stylize_city(source: CityStore, stylizer: Stylizer, out_dir: str | Path, *, target_dtype: np.dtype | str,
+                 name: str | None = None, overwrite: bool = False) -> CityStore:
+    """Write ``<out_dir>/images/*.tif``, ``<out_dir>/labels/*.tif`` and ``<out_dir>/store.zarr``."""
+    out_dir = Path(out_dir)
+    store_path = out_dir / "store.zarr"
+    if store_path.exists() and not overwrite:
+        raise FileExistsError(f"{store_path}: stylized store already exists (overwrite=True to replace it)")
+    if stylizer.in_bands != source.num_bands:
+        raise ValueError(f"{stylizer!r} expects {stylizer.in_bands} bands, {source.path} has {source.num_bands}")
+    dtype = np.dtype(target_dtype)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started, mpx = time.perf_counter(), 0.0
+    images, labels = [], []
+    for info in source.rasters:
+        ds = source.dataset(info.id)
+        raw = ds.image.values
+        valid = source.valid_mask(raw)
+        fake = _to_dtype(stylizer.stylize(raw), dtype)
+        nodata = source.nodata
+        _keep_nodata(fake, valid, nodata)
+        profile = dict(driver="GTiff", height=info.height, width=info.width, count=fake.shape[0], dtype=dtype,
+                       transform=info.transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+        if info.crs is not None:
+            profile["crs"] = info.crs
+        if nodata is not None:
+            profile["nodata"] = nodata
+        image_path = tmp / "images" / f"{info.id}.tif"
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(image_path, "w", **profile) as dst:
+            dst.write(fake)
+        images.append(str(image_path))
+        if source.has_labels:
+            label_path = tmp / "labels" / f"{info.id}.tif"
+            label_path.parent.mkdir(parents=True, exist_ok=True)
+            lp = dict(profile, count=1, dtype="uint8", nodata=source.ignore_index)
+            with rasterio.open(label_path, "w", **lp) as dst:
+                dst.write(ds.label.values[None])
+            labels.append(str(label_path))
+        mpx += info.height * info.width / 1e6
+        log.info("stylize %s (%s): %s %.2f Mpx, %.2f Mpx/s", source.name, stylizer.name, info.id,
+                 info.height * info.width / 1e6, mpx / (time.perf_counter() - started))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out_dir)
+    # the store is written last (atomically): its presence is what marks the stylized city complete
+    return ingest_city(
+        [str(out_dir / "images" / Path(p).name) for p in images],
+        store_path,
+        labels=[str(out_dir / "labels" / Path(p).name) for p in labels] or None,
+        classes=source.class_names if source.has_labels else None,
+        name=name or f"{source.name}-{stylizer.name}",
+        ignore_index=source.ignore_index,
+        nodata=source.nodata,
+        min_size=1,
+        progress=False,
+    )
+
+
+def _keep_nodata(fake: np.ndarray, valid: np.ndarray, nodata: float | None) -> None:
+    """Nodata pixels become nodata; a valid pixel that happens to equal nodata in every band is
+    nudged by one step in its first band, so it is not lost as nodata on re-reading."""
+    if nodata is None or np.isnan(nodata):
+        return
+    fill = np.asarray(nodata).astype(fake.dtype)
+    collide = valid & (fake == fill).all(axis=0)
+    top = np.iinfo(fake.dtype).max if fake.dtype.kind in "iu" else np.inf
+    fake[0][collide] = fill + 1 if fill < top else fill - 1
+    fake[:, ~valid] = fill
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip stylized float pixels into the target's integer range (floats pass through)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

@@ -1,0 +1,477 @@
+"""Data-parallel SemI2I and U-net training on Ray Train (``TorchTrainer``, DDP, gloo/nccl).
+
+The same code runs 1 CPU process, N workers on one machine, or a GPU cluster:
+
+* every worker runs the single-process step classes (:class:`SemI2IStep`, :class:`UNetStep`)
+  unchanged, on DDP-wrapped networks (``prepare_model``);
+* **style statistics**: each step, every worker's batch μ, σ are averaged across workers with
+  ``all_reduce`` before Algorithm 1, so all replicas hold the same global statistics (DDP does not
+  touch them: :class:`GlobalStyleStats` is not inside a DDP module);
+* **data**: each worker reads its own equal, seeded share of patches straight from the city stores
+  (:func:`semi2i.data.patches.step_windows`, the same reader as the Ray Data stream) with a prefetch
+  thread. Any step's patches follow from the step number alone, so a resumed run replays exactly
+  what an uninterrupted one would have seen, and no worker ever waits in a collective that another
+  worker skips (equal shares, same step count);
+* **checkpoints** every N steps from rank 0 through ``ray.train.report``; ``FailureConfig`` restarts
+  a lost worker group from the latest one, and a run started again with the same run folder resumes
+  (Train V2 restores the run named ``<stage>`` under ``<run_dir>/ray``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from semi2i.config import SemI2IConfig, UNetTrainConfig
+from semi2i.data.normalize import BandStats
+from semi2i.data.patches import Window, city_windows, step_windows
+from semi2i.data.store import open_store
+from semi2i.data.stream import Normalize, read_patches
+
+log = logging.getLogger(__name__)
+
+SEMI2I_CHECKPOINT = "semi2i.pt"
+UNET_CHECKPOINT = "unet.pt"
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-worker data: equal, deterministic shares read ahead in a thread
+
+
+def patch_batches(
+    windows: list[Window],
+    *,
+    seed: int,
+    start_step: int,
+    end_step: int,
+    rank: int,
+    world: int,
+    per_worker: int,
+    normalize: Normalize,
+    stats: BandStats | None = None,
+    prefetch: int = 4,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This worker's batches for steps [start_step, end_step), read by a background thread."""
+    stats_attrs = stats.to_attrs() if stats is not None else None
+    out: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for step in range(start_step, end_step):
+                picked = step_windows(windows, seed, step, rank, world, per_worker)
+                cols = {
+                    "store": np.array([w.store for w in picked], dtype=object),
+                    "raster": np.array([w.raster for w in picked], dtype=object),
+                    "y": np.array([w.y for w in picked]),
+                    "x": np.array([w.x for w in picked]),
+                    "size": np.array([w.size for w in picked]),
+                }
+                batch = read_patches(cols, normalize, stats_attrs)
+                item = {"image": torch.from_numpy(batch["image"]), "label": torch.from_numpy(batch["label"])}
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(None)
+        except BaseException as exc:  # surface reader errors in the training thread
+            out.put(exc)
+
+    thread = threading.Thread(target=produce, name="patch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers shared by both loops
+
+
+def _setup_worker(threads: int) -> tuple[int, int, torch.device]:
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(max(1, threads))
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
+def _wrap(module: torch.nn.Module, world: int) -> torch.nn.Module:
+    """DDP-wrap for >1 worker. Buffers are not broadcast: every replica computes identical ones
+    (instance norm has none; batch-norm running stats differ per shard and are averaged at save)."""
+    import ray.train.torch
+
+    if world == 1:
+        return module
+    return ray.train.torch.prepare_model(module, move_to_device=True, parallel_strategy_kwargs={"broadcast_buffers": False})
+
+
+def _allreduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    reduced = tensor.clone()
+    torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
+    return reduced / torch.distributed.get_world_size()
+
+
+def _average_buffers(module: torch.nn.Module, world: int) -> None:
+    """Average floating buffers (batch-norm running statistics) so the saved model sees every shard."""
+    if world == 1:
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            buf.copy_(_allreduce_mean(buf))
+
+
+def _restored_state(name: str) -> dict[str, Any] | None:
+    import ray.train
+
+    from semi2i.training.semi2i_step import load_checkpoint
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return load_checkpoint(Path(d) / name)
+
+
+def _report(metrics: dict[str, float], rank: int, state_fn: Callable[[], dict] | None, name: str) -> None:
+    """Report metrics from every rank; with ``state_fn``, rank 0 also hands Ray a checkpoint."""
+    import ray.train
+
+    from semi2i.training.semi2i_step import save_checkpoint
+
+    if state_fn is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(Path(d) / name, state_fn())
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class _Progress:
+    """Rank 0's log lines with rates and ETA, plus TensorBoard scalars."""
+
+    def __init__(self, name: str, run_dir: Path, rank: int, total: int, start: int, units: str, per_step: int):
+        self.name, self.rank, self.total, self.start, self.units, self.per_step = name, rank, total, start, units, per_step
+        self.t0 = time.perf_counter()
+        self.writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard" / name))
+
+    def rate(self, step: int) -> float:
+        return (step - self.start) * self.per_step / max(time.perf_counter() - self.t0, 1e-9)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            self.writer.add_scalar(f"{self.name}/{key}", value, step)
+        rate = self.rate(step)
+        eta = (self.total - step) * self.per_step / max(rate, 1e-9)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in {"step"})
+        log.info("%s step %d/%d %s | %.2f %s/s, ETA %s", self.name, step, self.total, shown, rate, self.units, _eta(eta))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _crash_once(config: dict, step: int) -> None:
+    """Failure injection for tests: raise once at a given step (a marker file makes it once)."""
+    crash = config.get("crash_at_step")
+    if crash is None or step != crash:
+        return
+    marker = Path(config["run_dir"]) / f".crashed-{config['stage']}-{step}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected failure at step {step}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# SemI2I
+
+
+def semi2i_worker_loop(config: dict) -> dict:
+    """Ray Train worker: SemI2I on one patch per domain per worker per step (paper §3)."""
+    from semi2i.training.semi2i_step import SemI2IStep, build_models
+    from semi2i.training.semi2i_trainer import steps_per_epoch
+
+    rank, world, device = _setup_worker(config["threads"])
+    cfg = SemI2IConfig(**config["cfg"])
+    run_dir = Path(config["run_dir"])
+    models = build_models(cfg).to(device)
+    step = SemI2IStep(
+        cfg,
+        _wrap(models.generator, world),
+        _wrap(models.disc_a, world),
+        _wrap(models.disc_b, world),
+        models.style,
+        reduce_style_stats=_allreduce_mean if world > 1 else None,
+    )
+    restored = _restored_state(SEMI2I_CHECKPOINT)
+    if restored is not None:
+        step.load_state_dict(restored)
+
+    windows_a = city_windows(open_store(config["source"]), cfg.patch_size, config["overlap"])
+    windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
+    spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
+    total = config.get("max_steps") or cfg.epochs * spe
+    progress = _Progress("semi2i", run_dir, rank, total, step.step, "steps", 1)
+    batches = {
+        domain: patch_batches(windows, seed=cfg.seed + offset, start_step=step.step, end_step=total, rank=rank, world=world,
+                              per_worker=1, normalize="unit")
+        for domain, windows, offset in (("a", windows_a, 0), ("b", windows_b, 1_000_003))
+    }
+    losses: dict[str, float] = {}
+    for batch_a, batch_b in zip(batches["a"], batches["b"]):
+        step.set_epoch(step.step // spe)
+        losses = step(batch_a["image"], batch_b["image"])
+        done = step.step
+        checkpoint = done % cfg.checkpoint_every == 0 or done == total
+        if done % cfg.log_every == 0 or checkpoint:
+            metrics = {**losses, "step": done, "epoch": step.epoch, "steps_per_s": progress.rate(done)}
+            progress.log(done, metrics)
+            _report(metrics, rank, step.state_dict if checkpoint else None, SEMI2I_CHECKPOINT)
+        _crash_once(config, done)
+    progress.close()
+
+    # every rank's global statistics, so callers can verify they are identical
+    stats = torch.cat([b.detach().flatten() for b in step.style.buffers()])
+    gathered = [torch.zeros_like(stats) for _ in range(world)]
+    if world > 1:
+        torch.distributed.all_gather(gathered, stats)
+    else:
+        gathered = [stats]
+    if rank == 0:
+        from semi2i.training.semi2i_step import save_checkpoint
+
+        save_checkpoint(run_dir / SEMI2I_CHECKPOINT, step.state_dict())
+    return {"step": step.step, "epoch": step.epoch, "losses": losses, "style_stats_per_rank": [g.cpu().numpy() for g in gathered]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# U-net
+
+
+def unet_worker_loop(config: dict) -> dict:
+    """Ray Train worker: U-net training (or fine-tuning from ``init``) on labelled patches."""
+    from semi2i.models.unet import UNet
+    from semi2i.training.semi2i_step import load_checkpoint, save_checkpoint
+    from semi2i.training.unet_step import UNetStep
+
+    rank, world, device = _setup_worker(config["threads"])
+    cfg = UNetTrainConfig(**config["cfg"])
+    run_dir = Path(config["run_dir"])
+    stats = BandStats.from_attrs(config["stats"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        model = UNet(config["in_bands"], config["num_classes"], cfg.base_width, cfg.depth)
+    if config.get("init"):
+        model.load_state_dict(load_checkpoint(config["init"])["model"])
+    model.to(device)
+    step = UNetStep(_wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"])
+    restored = _restored_state(UNET_CHECKPOINT)
+    if restored is not None:
+        step.load_state_dict(restored)
+
+    windows = [w for store in config["stores"] for w in city_windows(open_store(store), cfg.patch_size, config["overlap"])]
+    per_worker = max(1, cfg.batch_size // world)
+    total = config["steps"]
+    progress = _Progress(config["stage"], run_dir, rank, total, step.iteration, "samples", per_worker * world)
+
+    def state() -> dict:
+        saved = step.state_dict()
+        saved.update(unet_metadata(config))
+        return saved
+
+    for batch in patch_batches(windows, seed=config["seed"], start_step=step.iteration, end_step=total, rank=rank, world=world,
+                               per_worker=per_worker, normalize="zscore", stats=stats):
+        values = step.step(batch["image"], batch["label"])
+        done = step.iteration
+        checkpoint = done % config["checkpoint_every"] == 0 or done == total
+        if done % config["log_every"] == 0 or checkpoint:
+            metrics = {**{k: float(v) for k, v in values.items()}, "step": done, "samples_per_s": progress.rate(done)}
+            progress.log(done, metrics)
+            if checkpoint:
+                _average_buffers(model, world)
+            _report(metrics, rank, state if checkpoint else None, UNET_CHECKPOINT)
+        _crash_once(config, done)
+    progress.close()
+    if rank == 0:
+        save_checkpoint(run_dir / config["output"], state())
+    return {"step": step.iteration}
+
+
+def unet_metadata(config: dict) -> dict:
+    """What a U-net checkpoint must carry to be used on new imagery: its architecture and normaliser."""
+    return {
+        "in_bands": config["in_bands"],
+        "num_classes": config["num_classes"],
+        "class_names": config["class_names"],
+        "ignore_index": config["ignore_index"],
+        "unet": config["cfg"],
+        "stats": config["stats"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# drivers
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How many workers, on what; threads per worker default to an even share of this node's cores."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    threads_per_worker: int | None = None
+    max_failures: int = 3
+
+    def threads(self) -> int:
+        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.num_workers)
+
+
+def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, scaling: Scaling) -> Any:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init()
+    cpus_needed = scaling.num_workers * (0 if scaling.use_gpu else 1)
+    available = ray.cluster_resources().get("CPU", 0)
+    if cpus_needed > available:
+        raise ValueError(f"{stage}: {scaling.num_workers} workers need {cpus_needed} CPUs but the Ray cluster has {available:g}")
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**config, "run_dir": str(run_dir), "stage": stage, "threads": scaling.threads()},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                               resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),
+        run_config=ray.train.RunConfig(
+            name=stage,
+            storage_path=str((run_dir / "ray").resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()
+
+
+def fit_semi2i(
+    cfg: SemI2IConfig,
+    source_store: str | Path,
+    target_store: str | Path,
+    run_dir: str | Path,
+    *,
+    overlap: int = 32,
+    scaling: Scaling = Scaling(),
+    max_steps: int | None = None,
+    crash_at_step: int | None = None,
+) -> dict:
+    """Train SemI2I (source = domain A, target = domain B) with Ray Train; returns rank 0's summary.
+
+    The final training state is written to ``<run_dir>/semi2i.pt``.
+    """
+    run_dir = Path(run_dir)
+    source, target = open_store(str(source_store)), open_store(str(target_store))
+    cfg = dataclasses.replace(cfg, in_bands_a=source.num_bands, in_bands_b=target.num_bands)
+    config = {
+        "cfg": dataclasses.asdict(cfg),
+        "source": str(Path(source_store).resolve()),
+        "target": str(Path(target_store).resolve()),
+        "overlap": overlap,
+        "max_steps": max_steps,
+        "crash_at_step": crash_at_step,
+    }
+    result = _fit(semi2i_worker_loop, config, run_dir, "semi2i", scaling)
+    return result.return_value
+
+
+def fit_unet(
+    cfg: UNetTrainConfig,
+    stores: list[str | Path],
+    run_dir: str | Path,
+    *,
+    stage: str = "unet",
+    output: str = UNET_CHECKPOINT,
+    steps: int | None = None,
+    init: str | Path | None = None,
+    stats: BandStats | None = None,
+    overlap: int = 32,
+    seed: int = 0,
+    scaling: Scaling = Scaling(),
+    checkpoint_every: int = 100,
+    log_every: int = 10,
+    crash_at_step: int | None = None,
+) -> dict:
+    """Train a U-net on labelled city stores (or fine-tune ``init``) with Ray Train.
+
+    ``stats`` is the model's input normaliser (default: the first store's statistics); a fine-tune
+    keeps the normaliser of the checkpoint it starts from. Writes ``<run_dir>/<output>``.
+    """
+    from semi2i.training.semi2i_step import load_checkpoint
+
+    run_dir = Path(run_dir)
+    opened = [open_store(str(s)) for s in stores]
+    first = opened[0]
+    for s in opened:
+        if not s.has_labels:
+            raise ValueError(f"{s.path}: U-net training needs labels, this store has none")
+        if s.num_bands != first.num_bands or s.class_names != first.class_names:
+            raise ValueError(f"{s.path}: bands/classes differ from {first.path}")
+    if init is not None:
+        stats = BandStats.from_attrs(load_checkpoint(init)["stats"])
+    stats = stats or first.band_stats
+    config = {
+        "cfg": dataclasses.asdict(cfg),
+        "stores": [str(Path(s).resolve()) for s in stores],
+        "in_bands": first.num_bands,
+        "num_classes": first.num_classes,
+        "class_names": first.class_names,
+        "ignore_index": first.ignore_index,
+        "stats": stats.to_attrs(),
+        "init": str(init) if init else None,
+        "steps": steps if steps is not None else (cfg.finetune_steps if init else cfg.train_steps),
+        "output": output,
+        "overlap": overlap,
+        "seed": seed,
+        "checkpoint_every": checkpoint_every,
+        "log_every": log_every,
+        "crash_at_step": crash_at_step,
+    }
+    result = _fit(unet_worker_loop, config, run_dir, stage, scaling)
+    return result.return_value

@@ -1,0 +1,152 @@
+"""Ray Train: synchronized style statistics on 2 workers, kill-and-resume equality, U-net fine-tune
+on stylized patches. Few and small: every TorchTrainer start costs ~10-20 s on 2 cores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from semi2i.config import SemI2IConfig, UNetTrainConfig
+from semi2i.data.ingest import ingest_city
+from semi2i.data.patches import city_windows, step_windows
+from semi2i.data.store import CityStore
+from semi2i.data.stream import iter_patches
+from semi2i.training.distributed import SEMI2I_CHECKPOINT, Scaling, fit_semi2i, fit_unet, patch_batches
+from semi2i.training.semi2i_step import SemI2IStep, load_checkpoint
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+CFG = SemI2IConfig(base_width=4, n_res_blocks=1, disc_width=4, patch_size=32, epochs=2, decay_epoch=1, max_steps_per_epoch=6,
+                   checkpoint_every=2, log_every=1, preview_every=1000, seed=3)
+STEPS = 6
+TWO = Scaling(num_workers=2, threads_per_worker=1, max_failures=0)
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory):
+    from semi2i.data.synthetic import make_demo_cities
+
+    root = tmp_path_factory.mktemp("cities")
+    files = make_demo_cities(root / "data", size=96, rasters_per_city=1, seed=1)
+    stores = {}
+    for name, f in files.items():
+        stores[name] = ingest_city([str(p) for p in f.images], root / f"{name}.zarr", labels=[str(p) for p in f.labels],
+                                   classes=root / "data" / "classes.json", min_size=32, progress=False)
+    return stores["demo_source"], stores["demo_target"]
+
+
+@pytest.fixture(scope="module")
+def reference(cities, tmp_path_factory, ray_session):
+    """An uninterrupted 2-worker run of STEPS steps."""
+    source, target = cities
+    run = tmp_path_factory.mktemp("reference")
+    summary = fit_semi2i(CFG, source.path, target.path, run, overlap=8, scaling=TWO)
+    return summary, load_checkpoint(run / SEMI2I_CHECKPOINT)
+
+
+def _assert_same_state(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
+    for part in ("generator", "disc_a", "disc_b", "style"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(value, b[part][key], atol=atol, rtol=0 if atol == 0 else 1e-4, msg=f"{part}.{key}")
+
+
+def test_two_workers_hold_identical_style_stats_equal_to_single_process(cities, reference):
+    source, target = cities
+    summary, state = reference
+    assert summary["step"] == STEPS
+    per_rank = summary["style_stats_per_rank"]
+    assert len(per_rank) == 2 and np.array_equal(per_rank[0], per_rank[1])  # bit-identical on both ranks
+    assert np.abs(per_rank[0]).sum() > 0
+
+    # Single process, batch 2 = (rank 0's patch, rank 1's patch): its batch-mean mu/sigma is the
+    # average of the two ranks' statistics and its gradients the DDP average, so Algorithm 1 must
+    # give the same global statistics (and the same weights) as the 2-worker run.
+    # (Adam turns float rounding differences into parameter differences of up to ~lr per step, hence
+    # the tolerance; a run that did NOT average the ranks' statistics is 10x further away, see below.)
+    expected, single = _single_process(source, target, ranks=(0, 1))
+    np.testing.assert_allclose(per_rank[0], expected, rtol=2e-3, atol=1e-5)
+    # Weights: Adam's first steps are ~lr·sign(g), so parameters with near-zero gradients may flip on
+    # rounding noise; compare mean distances instead of elementwise. The replay must be much closer to
+    # the distributed run than the rank-0-only replay is (and than training moved the weights).
+    rank0_only, single_rank0 = _single_process(source, target, ranks=(0,))
+    init = SemI2IStep.create(dataclasses.replace(CFG, in_bands_a=source.num_bands, in_bands_b=target.num_bands)).state_dict()
+    flat = lambda st: torch.cat([v.flatten().float() for part in ("generator", "disc_a", "disc_b") for v in st[part].values()])
+    gap = (flat(state) - flat(single.state_dict())).abs().mean()
+    gap_rank0 = (flat(state) - flat(single_rank0.state_dict())).abs().mean()
+    moved = (flat(state) - flat(init)).abs().mean()
+    assert state["step"] == STEPS and gap < 0.05 * moved and gap < 0.3 * gap_rank0, (gap, gap_rank0, moved)
+    assert np.abs(rank0_only - per_rank[0]).max() > 10 * np.abs(expected - per_rank[0]).max()
+
+
+def _single_process(source: CityStore, target: CityStore, ranks: tuple[int, ...]):
+    """Replay the 2-worker run's data in one process with a batch made of the given ranks' patches."""
+    cfg = dataclasses.replace(CFG, in_bands_a=source.num_bands, in_bands_b=target.num_bands)
+    single = SemI2IStep.create(cfg)
+    wa, wb = city_windows(source, cfg.patch_size, 8), city_windows(target, cfg.patch_size, 8)
+    spe = min(len(wa), len(wb), cfg.max_steps_per_epoch) // 2
+
+    def batch(windows, seed, s):
+        picked = [w for r in ranks for w in step_windows(windows, seed, s, r, 2, 1)]
+        return torch.from_numpy(next(iter_patches(picked, batch_size=len(picked), normalize="unit"))["image"])
+
+    for s in range(STEPS):
+        single.set_epoch(s // spe)
+        single(batch(wa, cfg.seed, s), batch(wb, cfg.seed + 1_000_003, s))
+    return torch.cat([buf.flatten() for buf in single.style.buffers()]).numpy(), single
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(cities, reference, tmp_path):
+    source, target = cities
+    _, expected = reference
+    # killed after the checkpoint at step 4 (no retries): the run fails ...
+    with pytest.raises(Exception, match="injected failure at step 5"):
+        fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=TWO, crash_at_step=5)
+    assert not (tmp_path / SEMI2I_CHECKPOINT).exists()
+    # ... and started again on the same run folder, it resumes from step 4 and ends where the
+    # uninterrupted run ended
+    summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=TWO)
+    assert summary["step"] == STEPS
+    _assert_same_state(load_checkpoint(tmp_path / SEMI2I_CHECKPOINT), expected, atol=1e-6)
+
+
+def test_lost_worker_group_restarts_from_checkpoint(cities, reference, tmp_path):
+    source, target = cities
+    _, expected = reference
+    retrying = dataclasses.replace(TWO, max_failures=1)
+    summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=retrying, crash_at_step=3)
+    assert summary["step"] == STEPS and (tmp_path / ".crashed-semi2i-3").exists()
+    _assert_same_state(load_checkpoint(tmp_path / SEMI2I_CHECKPOINT), expected, atol=1e-6)
+
+
+def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_path, ray_session):
+    from semi2i.stylize import stylize_city
+    from semi2i.stylizers import load_stylizer
+
+    source, target = cities
+    stylizer = load_stylizer("histogram_matching", source_stats=source.band_stats, target_stats=target.band_stats)
+    fake = stylize_city(source, stylizer, tmp_path / "fake", target_dtype=target.dtype)
+    assert [r.id for r in fake.rasters] == [r.id for r in source.rasters] and fake.rasters[0].crs == source.rasters[0].crs
+
+    cfg = UNetTrainConfig(base_width=4, depth=2, patch_size=32, batch_size=2, train_steps=2, finetune_steps=2, lr=1e-3)
+    one = Scaling(num_workers=1, threads_per_worker=1, max_failures=0)
+    fit_unet(cfg, [source.path], tmp_path, stage="unet_source", output="unet_source.pt", overlap=8, scaling=one)
+    fit_unet(cfg, [fake.path], tmp_path, stage="unet_finetune", output="unet_finetune.pt", overlap=8, scaling=one,
+             init=tmp_path / "unet_source.pt")
+    tuned = load_checkpoint(tmp_path / "unet_finetune.pt")
+    assert tuned["step"] == 2
+    # the fine-tune keeps the source model's normaliser
+    np.testing.assert_allclose(tuned["stats"]["mean"], source.band_stats.mean)
+
+    # what the fine-tune loop reads: stylized pixels, source labels
+    windows = city_windows(fake, 32, 8)
+    batch = next(patch_batches(windows, seed=0, start_step=0, end_step=1, rank=0, world=1, per_worker=2, normalize="raw"))
+    for i, w in enumerate(step_windows(windows, 0, 0, 0, 1, 2)):
+        src_image, src_label = source.read_window(w.raster, w.y, w.x, 32, 32)
+        fake_image, _ = fake.read_window(w.raster, w.y, w.x, 32, 32)
+        np.testing.assert_array_equal(batch["label"][i].numpy(), src_label)
+        np.testing.assert_array_equal(batch["image"][i].numpy(), fake_image.astype(np.float32))
+        assert not np.array_equal(fake_image, src_image)
