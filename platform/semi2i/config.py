@@ -1,0 +1,280 @@
+"""Typed run configuration and the named profiles (``paper``, ``quick``) loaded from YAML.
+
+Profiles are data: ``semi2i/profiles/<name>.yaml``. Everything downstream receives these frozen
+dataclasses, so values are validated once, here at the edge, and every bad key is reported with its
+dotted path in one :class:`ConfigError` (not one crash per run attempt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A profile or an override is invalid; the message lists every bad key on its own line."""
+
+
+@dataclass(frozen=True)
+class SemI2IConfig:
+    """SemI2I model and training settings (paper §2-3). Defaults are the paper's values.
+
+    ``lambda_cross``, ``lambda_self``, ``lambda_grad``, ``lambda_adv`` are λ1..λ4 of Eq. 1-2.
+    ``in_bands_a``/``in_bands_b`` depend on the data, so the pipeline sets them at run time with
+    :func:`dataclasses.replace`; profiles leave them out.
+    """
+
+    in_bands_a: int = 3
+    in_bands_b: int = 3
+    base_width: int = 64  # encoder widths w, 2w, 4w (DESIGN: 64-128-256)
+    n_res_blocks: int = 4  # not given by the paper; 4 as in MUNIT's AdaIN content encoder
+    disc_width: int = 64  # PatchGAN ndf
+    patch_size: int = 256  # training patch side, one patch per domain per step
+    lambda_cross: float = 10.0  # λ1
+    lambda_self: float = 10.0  # λ2
+    lambda_grad: float = 10.0  # λ3
+    lambda_adv: float = 1.0  # λ4
+    d_rate: float = 0.95  # Algorithm 1 decay rate
+    adain_eps: float = 1e-5
+    lr: float = 1e-3
+    beta1: float = 0.5  # Adam betas as in CycleGAN (the paper only says "Adam")
+    beta2: float = 0.999
+    epochs: int = 25
+    decay_epoch: int = 15
+    max_steps_per_epoch: int | None = None  # cap on min(#A, #B) for time-boxed runs; None = paper
+    checkpoint_every: int = 1000  # steps
+    preview_every: int = 500  # steps
+    log_every: int = 50  # steps (log line + TensorBoard scalars)
+    seed: int = 0
+
+    @property
+    def lambdas(self) -> tuple[float, float, float, float]:
+        return (self.lambda_cross, self.lambda_self, self.lambda_grad, self.lambda_adv)
+
+
+@dataclass(frozen=True)
+class UNetTrainConfig:
+    """U-net training and fine-tuning budget (paper §3). Defaults are the paper's values."""
+
+    base_width: int = 64
+    depth: int = 4
+    patch_size: int = 256
+    batch_size: int = 32
+    train_steps: int = 8000
+    finetune_steps: int = 2500
+    lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of settings. ``patch_size``/``overlap`` is the grid that cuts city rasters into
+    patches (paper: 256 with overlap 32); the stylizers tile whole rasters with the same overlap."""
+
+    name: str
+    patch_size: int
+    overlap: int
+    semi2i: SemI2IConfig = field(default_factory=SemI2IConfig)
+    unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+
+
+PROFILE_DIR = "profiles"
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    folder = resources.files("semi2i") / PROFILE_DIR
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Load a shipped profile by name (``"paper"``, ``"quick"``) or a YAML file by path.
+
+    ``overrides`` is merged on top before validation; keys may be nested dicts
+    (``{"semi2i": {"lr": 2e-4}}``) or dotted paths (``{"semi2i.lr": 2e-4}``), which is what a
+    sweep or a CLI passes.
+    """
+    raw, origin = _read_yaml(name_or_path)
+    merged = _deep_merge(raw, _expand_dotted(dict(overrides or {})))
+    return profile_from_dict(merged, origin=origin)
+
+
+def profile_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> Profile:
+    """Validate a plain mapping into a :class:`Profile`, collecting every error before raising."""
+    errors: list[str] = []
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{origin}: a profile must be a mapping, got {type(data).__name__}")
+    sections = {"semi2i": SemI2IConfig, "unet": UNetTrainConfig}
+    top_fields = {f.name: f for f in dataclasses.fields(Profile)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in top_fields:
+            errors.append(_unknown(str(key), top_fields))
+        elif key in sections:
+            if not isinstance(value, Mapping):
+                errors.append(f"{key}: expected a mapping of settings, got {type(value).__name__}")
+                continue
+            values[key] = _build(sections[key], value, key, errors)
+        elif _check(key, value, _hints(Profile)[key], errors):
+            values[key] = _coerce(value, _hints(Profile)[key])
+    missing = [k for k in ("name", "patch_size", "overlap") if k not in data]
+    errors.extend(f"{k}: missing (required)" for k in missing)
+    if missing or len(values) < len({*data} & {*top_fields}):
+        raise ConfigError(f"invalid profile {origin}:\n" + "\n".join(f"  - {e}" for e in errors))
+    profile = Profile(**values)
+    # Range and consistency checks on the values that passed the type checks (bad ones were
+    # replaced by defaults above, so report only keys not already reported).
+    flagged = {e.split(":", 1)[0] for e in errors}
+    errors.extend(e for e in _cross_checks(profile) if e.split(":", 1)[0] not in flagged)
+    if errors:
+        raise ConfigError(f"invalid profile {origin}:\n" + "\n".join(f"  - {e}" for e in errors))
+    return profile
+
+
+# --- validation internals ---------------------------------------------------------------------
+_POSITIVE_INTS = {
+    "patch_size", "base_width", "n_res_blocks", "disc_width", "epochs", "checkpoint_every",
+    "preview_every", "log_every", "in_bands_a", "in_bands_b", "depth", "batch_size",
+    "train_steps", "max_steps_per_epoch",
+}
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, errors: list[str]) -> Any:
+    """The section's dataclass from the keys that pass their checks (the others are reported)."""
+    hints = _hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}"
+        if key not in known:
+            errors.append(_unknown(path, known))
+        elif _check(path, value, hints[key], errors):
+            kwargs[key] = _coerce(value, hints[key])
+    return cls(**kwargs)
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def _check(path: str, value: Any, hint: Any, errors: list[str]) -> bool:
+    """Type- and sign-check one value against its annotation; ints are accepted where floats are."""
+    options = _options(hint)
+    if value is None and type(None) in options:
+        return True
+    if isinstance(value, bool):  # YAML's true/false is never a number here
+        matches = False
+    else:
+        matches = any(
+            (kind is float and isinstance(value, (int, float))) or (kind in (int, str) and isinstance(value, kind))
+            for kind in options
+        )
+    if not matches:
+        wanted = " or ".join("null" if k is type(None) else k.__name__ for k in options)
+        errors.append(f"{path}: expected {wanted}, got {type(value).__name__} {value!r}")
+        return False
+    if path.rsplit(".", 1)[-1] in _POSITIVE_INTS and isinstance(value, int) and value <= 0:
+        errors.append(f"{path}: must be > 0, got {value}")
+        return False
+    return True
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    if float in _options(hint) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _cross_checks(p: Profile) -> list[str]:
+    s, u, errs = p.semi2i, p.unet, []
+    if not 0 <= p.overlap < p.patch_size:
+        errs.append(f"overlap: must be in [0, patch_size={p.patch_size}), got {p.overlap}")
+    for section, size in (("semi2i", s.patch_size), ("unet", u.patch_size)):
+        if size > p.patch_size:
+            errs.append(f"{section}.patch_size: {size} exceeds the patch grid size {p.patch_size}")
+    if s.patch_size % 4:
+        errs.append(f"semi2i.patch_size: must be divisible by 4 (two stride-2 convs), got {s.patch_size}")
+    if s.patch_size < 32:
+        errs.append(f"semi2i.patch_size: the 70x70 PatchGAN needs at least 32, got {s.patch_size}")
+    if not 0 <= s.decay_epoch <= s.epochs:
+        errs.append(f"semi2i.decay_epoch: must be in [0, epochs={s.epochs}], got {s.decay_epoch}")
+    if not 0.0 < s.d_rate < 1.0:
+        errs.append(f"semi2i.d_rate: must be in (0, 1), got {s.d_rate}")
+    for key in ("lr", "adain_eps"):
+        if getattr(s, key) <= 0:
+            errs.append(f"semi2i.{key}: must be > 0, got {getattr(s, key)}")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(s, key) < 1.0:
+            errs.append(f"semi2i.{key}: must be in [0, 1), got {getattr(s, key)}")
+    for key in ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv"):
+        if getattr(s, key) < 0:
+            errs.append(f"semi2i.{key}: must be >= 0, got {getattr(s, key)}")
+    if u.lr <= 0:
+        errs.append(f"unet.lr: must be > 0, got {u.lr}")
+    if u.finetune_steps < 0:
+        errs.append(f"unet.finetune_steps: must be >= 0, got {u.finetune_steps}")
+    return errs
+
+
+def _unknown(path: str, known: Mapping[str, Any]) -> str:
+    key = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    return f"{path}: unknown key{hint}"
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _read_yaml(name_or_path: str | Path) -> tuple[dict, str]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"profile file {str(path)!r} does not exist")
+        text, origin = path.read_text(), str(path)
+    else:
+        resource = resources.files("semi2i") / PROFILE_DIR / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise ConfigError(
+                f"unknown profile {str(name_or_path)!r}; available: {', '.join(available_profiles())}"
+            )
+        text, origin = resource.read_text(), f"{name_or_path!r}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a profile must be a YAML mapping")
+    return data, origin
+
+
+def _expand_dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, Mapping):
+            node[parts[-1]] = _deep_merge(node.get(parts[-1], {}), _expand_dotted(dict(value)))
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _deep_merge(base: Any, update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base) if isinstance(base, Mapping) else {}
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,228 @@
+"""One SemI2I training step and the whole training state, shared by the single-process trainer and the
+Ray Train (DDP) loop.
+
+A step (paper §3): one patch per domain → one generator update on L_G (Eq. 1) → one discriminator
+update on L_D (Eq. 2) with detached fakes → the Algorithm 1 update of the global style statistics.
+
+Made for data parallelism without changes:
+
+* the generator and the discriminators may be passed wrapped in ``DistributedDataParallel``; the
+  generator update calls the *unwrapped* discriminators with ``requires_grad`` off, so no gradient
+  work is spent on D and DDP's reducer never waits for D gradients that do not come;
+* the style statistics go through ``reduce_style_stats`` (identity here, an all-reduce mean under Ray
+  Train) before Algorithm 1, so every replica holds the same global statistics;
+* :class:`GlobalStyleStats` is a separate module, not inside the DDP-wrapped generator, so DDP's
+  buffer broadcast cannot overwrite it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from semi2i.config import SemI2IConfig
+from semi2i.losses import discriminator_loss, generator_loss
+from semi2i.models.discriminator import PatchDiscriminator
+from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
+from semi2i.training.schedule import semi2i_learning_rate
+
+StyleReducer = Callable[[Tensor], Tensor]
+
+#: Names of the loss values a step returns (and the trainer logs), in the paper's notation.
+LOSS_KEYS = ("L_G", "L_cross", "L_self", "L_grad", "L_adv_G", "L_D", "L_adv_D")
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+@dataclass
+class SemI2IModels:
+    """The trainable networks and the global style statistics, built from one config."""
+
+    generator: SemI2IGenerator
+    disc_a: PatchDiscriminator  # judges domain A's band space: real A vs fake B
+    disc_b: PatchDiscriminator  # real B vs fake A
+    style: GlobalStyleStats
+
+    def to(self, device: torch.device | str) -> "SemI2IModels":
+        for module in (self.generator, self.disc_a, self.disc_b, self.style):
+            module.to(device)
+        return self
+
+
+def build_models(cfg: SemI2IConfig) -> SemI2IModels:
+    """Fresh networks, initialised from ``cfg.seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        generator = SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps)
+        disc_a = PatchDiscriminator(cfg.in_bands_a, cfg.disc_width)
+        disc_b = PatchDiscriminator(cfg.in_bands_b, cfg.disc_width)
+    return SemI2IModels(generator, disc_a, disc_b, GlobalStyleStats(generator.style_channels, cfg.d_rate))
+
+
+class SemI2IStep:
+    """Callable training step holding the models, both Adam optimizers, the step/epoch counters.
+
+    ``generator``/``disc_a``/``disc_b`` may be DDP-wrapped; ``style`` must not be. ``reduce_style_stats``
+    receives the step's batch-mean statistics stacked as a (4, C) tensor [μ_A; σ_A; μ_B; σ_B] and
+    returns the tensor Algorithm 1 should use (under DDP: the mean over workers).
+    """
+
+    def __init__(
+        self,
+        cfg: SemI2IConfig,
+        generator: nn.Module,
+        disc_a: nn.Module,
+        disc_b: nn.Module,
+        style: GlobalStyleStats,
+        *,
+        reduce_style_stats: StyleReducer | None = None,
+    ):
+        self.cfg = cfg
+        self.generator, self.disc_a, self.disc_b, self.style = generator, disc_a, disc_b, style
+        self.reduce_style_stats = reduce_style_stats or (lambda stats: stats)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(list(disc_a.parameters()) + list(disc_b.parameters()), lr=cfg.lr, betas=betas)
+        self.step = 0  # completed steps
+        self.epoch = 0
+        self.set_epoch(0)
+
+    @classmethod
+    def create(cls, cfg: SemI2IConfig, device: torch.device | str = "cpu", **kwargs: Any) -> "SemI2IStep":
+        """Build fresh models from ``cfg`` (single process) and wrap them in a step."""
+        m = build_models(cfg).to(device)
+        return cls(cfg, m.generator, m.disc_a, m.disc_b, m.style, **kwargs)
+
+    @property
+    def models(self) -> SemI2IModels:
+        """The unwrapped networks (what stylizing and checkpoints use)."""
+        return SemI2IModels(unwrap(self.generator), unwrap(self.disc_a), unwrap(self.disc_b), self.style)
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Enter ``epoch`` (0-based): both optimizers take Eq. 3's learning rate."""
+        lr = semi2i_learning_rate(epoch, self.cfg.lr, self.cfg.epochs, self.cfg.decay_epoch)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        self.epoch = epoch
+
+    def __call__(self, a: Tensor, b: Tensor) -> dict[str, float]:
+        """One step on a batch per domain (paper: one patch each), images in [-1, 1].
+
+        Returns every loss term of Eq. 1-2 as floats, plus ``lr``.
+        """
+        device = next(unwrap(self.generator).parameters()).device
+        a, b = a.to(device), b.to(device)
+        d_a, d_b = unwrap(self.disc_a), unwrap(self.disc_b)
+
+        # Generator update on L_G (Eq. 1). D only scores the fakes: no gradients for its weights.
+        d_params = list(d_a.parameters()) + list(d_b.parameters())
+        for p in d_params:
+            p.requires_grad_(False)
+        try:
+            out = self.generator(a, b)
+            g_terms = generator_loss(a, b, out, d_a, d_b, self.cfg.lambdas)
+            self.opt_g.zero_grad(set_to_none=True)
+            g_terms["total"].backward()
+            self.opt_g.step()
+        finally:
+            for p in d_params:
+                p.requires_grad_(True)
+
+        # Discriminator update on L_D (Eq. 2), through the (possibly DDP-wrapped) discriminators.
+        d_terms = discriminator_loss(
+            a, b, out["fake_a"].detach(), out["fake_b"].detach(), self.disc_a, self.disc_b, self.cfg.lambda_adv
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        d_terms["total"].backward()
+        self.opt_d.step()
+
+        # Algorithm 1 on this step's batch-mean μ, σ (all-reduced across workers by the hook).
+        stats = torch.stack([out[k].detach().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")])
+        self.style.update(*self.reduce_style_stats(stats))
+        self.step += 1
+
+        values = {
+            "L_G": g_terms["total"], "L_cross": g_terms["cross"], "L_self": g_terms["self"],
+            "L_grad": g_terms["grad"], "L_adv_G": g_terms["adv_g"],
+            "L_D": d_terms["total"], "L_adv_D": d_terms["adv_d"],
+        }
+        losses = {k: float(v.detach()) for k, v in values.items()}
+        losses["lr"] = self.lr
+        return losses
+
+    # --- the whole training state ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """All weights, both optimizers, counters, global statistics and the config (plain types)."""
+        m = self.models
+        return {
+            "generator": m.generator.state_dict(),
+            "disc_a": m.disc_a.state_dict(),
+            "disc_b": m.disc_b.state_dict(),
+            "style": m.style.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        m = self.models
+        m.generator.load_state_dict(state["generator"])
+        m.disc_a.load_state_dict(state["disc_a"])
+        m.disc_b.load_state_dict(state["disc_b"])
+        m.style.load_state_dict(state["style"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.set_epoch(int(state["epoch"]))
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.state_dict())
+
+    def load(self, path: str | Path) -> None:
+        device = next(unwrap(self.generator).parameters()).device
+        self.load_state_dict(load_checkpoint(path, map_location=device))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def load_stylizing_models(
+    path: str | Path, map_location: torch.device | str = "cpu"
+) -> tuple[SemI2IGenerator, GlobalStyleStats, SemI2IConfig]:
+    """The generator (eval mode) and global statistics of a checkpoint, for test-time stylizing."""
+    state = load_checkpoint(path, map_location)
+    cfg = SemI2IConfig(**state["config"])
+    generator = SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps)
+    generator.load_state_dict(state["generator"])
+    style = GlobalStyleStats(generator.style_channels, cfg.d_rate)
+    style.load_state_dict(state["style"])
+    return generator.to(map_location).eval(), style.to(map_location), cfg

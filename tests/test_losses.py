@@ -1,0 +1,113 @@
+"""Loss terms with hand-computed values, and the composition of Eq. 1 and Eq. 2."""
+
+import pytest
+import torch
+
+from semi2i.losses import (
+    discriminator_loss,
+    generator_loss,
+    gradient_l1,
+    lsgan_discriminator,
+    lsgan_generator,
+    reconstruction_l1,
+    sobel,
+)
+
+
+def step_edge(h=5, w=6, at=3):
+    x = torch.zeros(1, 1, h, w)
+    x[..., at:] = 1.0
+    return x
+
+
+def test_sobel_of_a_vertical_step_edge():
+    g = sobel(step_edge())
+    assert g.shape == (1, 1, 2, 5, 6)
+    # d/dx = (1·Δ + 2·Δ + 1·Δ)/8 = 0.5 on both columns next to the step, 0 elsewhere; d/dy = 0.
+    expected_row = torch.tensor([0.0, 0.0, 0.5, 0.5, 0.0, 0.0])
+    torch.testing.assert_close(g[0, 0, 0], expected_row.expand(5, 6))
+    torch.testing.assert_close(g[0, 0, 1], torch.zeros(5, 6))
+
+
+def test_sobel_of_a_horizontal_step_and_of_a_ramp():
+    horizontal = step_edge(4, 6, at=2).transpose(-1, -2)  # ones from row 2 down
+    g = sobel(horizontal)
+    torch.testing.assert_close(g[0, 0, 1, :, 0], torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(g[0, 0, 0], torch.zeros(6, 4))
+    ramp = torch.arange(5.0).expand(1, 1, 4, 5)  # slope 1 per pixel
+    gx = sobel(ramp)[0, 0, 0]
+    torch.testing.assert_close(gx[:, 1:-1], torch.ones(4, 3))  # normalised: slope 1 gives 1
+    torch.testing.assert_close(gx[:, 0], torch.full((4,), 0.5))  # replicate border: half the slope
+
+
+def test_sobel_is_per_band():
+    x = torch.cat([step_edge(), torch.zeros(1, 1, 5, 6), -2 * step_edge()], dim=1)
+    g = sobel(x)
+    torch.testing.assert_close(g[:, 2], -2 * g[:, 0])
+    assert g[:, 1].abs().sum() == 0
+
+
+def test_gradient_l1():
+    edge = step_edge(8, 8, at=4)
+    # 2 columns × 8 rows of |0.5| among 2 × 64 gradient values
+    assert gradient_l1(edge, torch.zeros_like(edge)).item() == pytest.approx(16 * 0.5 / 128)
+    assert gradient_l1(edge, edge + 0.25).item() == 0.0  # a colour shift keeps the gradients
+    # different band counts: the gradients of the band means are compared
+    three = torch.cat([edge, 2 * edge, 0 * edge], dim=1)
+    assert gradient_l1(three, edge).item() == 0.0
+    assert gradient_l1(three, 0 * edge).item() == pytest.approx(16 * 0.5 / 128)
+
+
+def test_lsgan_and_reconstruction_values():
+    assert lsgan_generator(torch.full((1, 1, 3, 3), 0.5)).item() == pytest.approx(0.25)
+    assert lsgan_discriminator(torch.ones(1, 1, 3, 3), torch.zeros(1, 1, 3, 3)).item() == 0.0
+    assert lsgan_discriminator(torch.zeros(2, 1, 3, 3), torch.ones(2, 1, 3, 3)).item() == pytest.approx(1.0)
+    assert reconstruction_l1(torch.zeros(1, 2, 4, 4), torch.full((1, 2, 4, 4), -0.75)).item() == pytest.approx(0.75)
+
+
+def _const_disc(value):
+    return lambda x: torch.full((x.shape[0], 1, 2, 2), value)
+
+
+@pytest.mark.parametrize("lambdas,total", [((10, 10, 10, 1), 11.125), ((1, 2, 3, 4), 3.6875)])
+def test_generator_loss_is_eq1(lambdas, total):
+    a, b = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    out = {
+        "cross_a": torch.full_like(a, 0.5), "cross_b": torch.zeros_like(b),  # L_cross = 0.5
+        "self_a": torch.full_like(a, 0.25), "self_b": torch.full_like(b, -0.25),  # L_self = 0.5
+        "fake_a": step_edge(8, 8, at=4), "fake_b": torch.zeros_like(a),  # L_grad = 0.0625
+    }
+    terms = generator_loss(a, b, out, _const_disc(0.5), _const_disc(0.5), lambdas)  # L_adv_G = 0.25 + 0.25
+    assert terms["cross"].item() == pytest.approx(0.5)
+    assert terms["self"].item() == pytest.approx(0.5)
+    assert terms["grad"].item() == pytest.approx(0.0625)
+    assert terms["adv_g"].item() == pytest.approx(0.5)
+    assert terms["total"].item() == pytest.approx(total)
+
+
+def test_generator_loss_sends_each_fake_to_the_discriminator_of_its_band_space():
+    a, b = torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 8, 8)
+    seen = {}
+
+    def d_a(x):
+        seen["a"] = x.shape[1]
+        return torch.ones(1, 1, 2, 2)
+
+    def d_b(x):
+        seen["b"] = x.shape[1]
+        return torch.ones(1, 1, 2, 2)
+
+    out = {"cross_a": a, "cross_b": b, "self_a": a, "self_b": b}
+    out.update(fake_a=torch.zeros_like(b), fake_b=torch.zeros_like(a))
+    generator_loss(a, b, out, d_a, d_b, (10, 10, 10, 1))
+    assert seen == {"a": 3, "b": 1}  # D_A judges fake B (A's bands), D_B judges fake A
+
+
+def test_discriminator_loss_is_eq2():
+    mean_disc = lambda x: x.mean(dim=1, keepdim=True)  # noqa: E731  scores = the image mean
+    a, b = torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4)
+    perfect = discriminator_loss(a, b, torch.zeros_like(b), torch.zeros_like(a), mean_disc, mean_disc, 1.0)
+    assert perfect["adv_d"].item() == 0.0
+    fooled = discriminator_loss(a, b, torch.ones_like(b), torch.ones_like(a), mean_disc, mean_disc, 2.0)
+    assert fooled["adv_d"].item() == pytest.approx(1.0)  # 0.5·(0 + 1) per discriminator
+    assert fooled["total"].item() == pytest.approx(2.0)  # λ4 · L_adv_D
