@@ -15,7 +15,7 @@ from semi2i.stylizers import (
     SemI2IStylizer,
     load_stylizer,
 )
-from semi2i.stylizers.semi2i import _ramp, _starts
+from semi2i.tiling import ramp as _ramp, tile_starts as _starts
 from semi2i.training.semi2i_step import SemI2IStep
 
 

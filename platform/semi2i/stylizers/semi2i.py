@@ -20,6 +20,7 @@ import torch
 from semi2i.data.normalize import BandStats
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
 from semi2i.stylizers.base import Stylizer
+from semi2i.tiling import blend_tiles
 
 
 class SemI2IStylizer(Stylizer):
@@ -78,34 +79,14 @@ class SemI2IStylizer(Stylizer):
         )
 
     def _stylize(self, image: np.ndarray) -> np.ndarray:
-        _, height, width = image.shape
-        th, tw = min(self.tile_size, height), min(self.tile_size, width)
-        windows = [(y, x) for y in _starts(height, th, self.overlap) for x in _starts(width, tw, self.overlap)]
-        weight = np.outer(_ramp(th, self.overlap), _ramp(tw, self.overlap)).astype(np.float32)
-        acc = np.zeros((self.out_bands, height, width), dtype=np.float32)
-        total = np.zeros((height, width), dtype=np.float32)
-        for first in range(0, len(windows), self.batch_tiles):
-            batch = windows[first : first + self.batch_tiles]
-            tiles = np.stack([self.source_stats.to_unit_range(image[:, y : y + th, x : x + tw]) for y, x in batch])
-            fake = self.generator.stylize(torch.from_numpy(tiles).to(self.device), self.source, self.style)
-            for (y, x), tile in zip(batch, fake.float().cpu().numpy()):
-                acc[:, y : y + th, x : x + tw] += tile * weight
-                total[y : y + th, x : x + tw] += weight
-        acc /= total
-        return self.target_stats.from_unit_range(acc)
-
-
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Fewest tile origins covering [0, length) with >= ``overlap`` shared pixels, spread evenly."""
-    if length <= tile:
-        return [0]
-    count = -(-(length - tile) // (tile - overlap)) + 1
-    return [int(s) for s in np.round(np.linspace(0, length - tile, count))]
-
-
-def _ramp(n: int, overlap: int) -> np.ndarray:
-    """Blend weights along one tile side: rising over ``overlap`` pixels at each end, 1 inside, never 0."""
-    if overlap <= 0:
-        return np.ones(n)
-    edge = np.minimum(np.arange(1, n + 1), np.arange(n, 0, -1))
-    return np.minimum(edge, overlap + 1) / (overlap + 1)
+        fake = blend_tiles(
+            image,
+            lambda tiles: self.generator.stylize(tiles, self.source, self.style),
+            self.out_bands,
+            tile=self.tile_size,
+            overlap=self.overlap,
+            batch_tiles=self.batch_tiles,
+            prepare=self.source_stats.to_unit_range,
+            device=self.device,
+        )
+        return self.target_stats.from_unit_range(fake)

@@ -279,7 +279,8 @@ def semi2i_worker_loop(config: dict) -> dict:
         from semi2i.training.semi2i_step import save_checkpoint
 
         save_checkpoint(run_dir / SEMI2I_CHECKPOINT, step.state_dict())
-    return {"step": step.step, "epoch": step.epoch, "losses": losses, "style_stats_per_rank": [g.cpu().numpy() for g in gathered]}
+    return {"step": step.step, "epoch": step.epoch, "losses": losses, "steps_per_s": progress.rate(step.step),
+            "style_stats_per_rank": [g.cpu().numpy() for g in gathered]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def unet_worker_loop(config: dict) -> dict:
     progress.close()
     if rank == 0:
         save_checkpoint(run_dir / config["output"], state())
-    return {"step": step.iteration}
+    return {"step": step.iteration, "samples_per_s": progress.rate(step.iteration)}
 
 
 def unet_metadata(config: dict) -> dict:
@@ -377,7 +378,8 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
         raise ValueError(f"{stage}: {scaling.num_workers} workers need {cpus_needed} CPUs but the Ray cluster has {available:g}")
     trainer = TorchTrainer(
         loop,
-        train_loop_config={**config, "run_dir": str(run_dir), "stage": stage, "threads": scaling.threads()},
+        # absolute: Ray Train workers run in their own working directories
+        train_loop_config={**config, "run_dir": str(run_dir.resolve()), "stage": stage, "threads": scaling.threads()},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                                resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),
@@ -464,7 +466,7 @@ def fit_unet(
         "class_names": first.class_names,
         "ignore_index": first.ignore_index,
         "stats": stats.to_attrs(),
-        "init": str(init) if init else None,
+        "init": str(Path(init).resolve()) if init else None,
         "steps": steps if steps is not None else (cfg.finetune_steps if init else cfg.train_steps),
         "output": output,
         "overlap": overlap,
