@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 
+from semi2i.data.geotiff import write_geotiff
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.stylizers.base import Stylizer
@@ -45,24 +45,9 @@ def stylize_city(source: CityStore, stylizer: Stylizer, out_dir: str | Path, *, 
         fake = _to_dtype(stylizer.stylize(raw), dtype)
         nodata = source.nodata
         _keep_nodata(fake, valid, nodata)
-        profile = dict(driver="GTiff", height=info.height, width=info.width, count=fake.shape[0], dtype=dtype,
-                       transform=info.transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-        if info.crs is not None:
-            profile["crs"] = info.crs
-        if nodata is not None:
-            profile["nodata"] = nodata
-        image_path = tmp / "images" / f"{info.id}.tif"
-        image_path.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(image_path, "w", **profile) as dst:
-            dst.write(fake)
-        images.append(str(image_path))
+        images.append(str(write_geotiff(tmp / "images" / f"{info.id}.tif", fake, info, nodata=nodata)))
         if source.has_labels:
-            label_path = tmp / "labels" / f"{info.id}.tif"
-            label_path.parent.mkdir(parents=True, exist_ok=True)
-            lp = dict(profile, count=1, dtype="uint8", nodata=source.ignore_index)
-            with rasterio.open(label_path, "w", **lp) as dst:
-                dst.write(ds.label.values[None])
-            labels.append(str(label_path))
+            labels.append(str(write_geotiff(tmp / "labels" / f"{info.id}.tif", ds.label.values, info, nodata=source.ignore_index)))
         mpx += info.height * info.width / 1e6
         log.info("stylize %s (%s): %s %.2f Mpx, %.2f Mpx/s", source.name, stylizer.name, info.id,
                  info.height * info.width / 1e6, mpx / (time.perf_counter() - started))

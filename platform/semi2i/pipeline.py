@@ -1,0 +1,396 @@
+"""The adapt pipeline (paper §2-3 end to end), one resumable stage per function, one run folder.
+
+    ingest -> unet_source -> semi2i -> stylize -> finetune -> segment (+ score) -> report
+
+Every stage writes its outputs atomically into the run folder and is skipped when they exist, so a
+run that was interrupted resumes where it stopped. The run folder::
+
+    stores/{source,target}.zarr          ingested cities
+    unet_source.pt, unet_<method>.pt     U-nets (source-only, fine-tuned per stylizer, target oracle)
+    semi2i.pt                            SemI2I training state (weights, optimizers, global stats)
+    stylized/<method>/                   the stylized source: GeoTIFFs + store.zarr (source labels)
+    maps/<method>/*.tif                  georeferenced class maps of the target
+    scores/<method>.json                 confusion matrix + IoU per method
+    report.json, report.md, previews/    the comparison (report.json is a contract other tools read)
+    tensorboard/, ray/                   training curves and Ray Train's checkpoints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from semi2i.config import ConfigError, Profile, load_profile
+from semi2i.data.ingest import ingest_city
+from semi2i.data.store import CityStore
+from semi2i.metrics import scores
+from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("ingest", "unet_source", "semi2i", "stylize", "finetune", "segment", "report")
+#: methods whose U-net is the source model fine-tuned on the stylizer's output
+STYLIZED_METHODS = ("histogram_matching", "gray_world", "semi2i")
+METHODS = ("source_only", *STYLIZED_METHODS, "target_oracle")
+REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class CitySpec:
+    name: str
+    images: list[str]
+    labels: list[str] | None = None
+    palette: str | None = None
+    classes: str | None = None
+    nodata: float | None = None
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    name: str
+    source: CitySpec
+    target: CitySpec
+    classes: list[str]
+    profile: Profile
+    methods: tuple[str, ...] = METHODS
+    seed: int = 0
+    workers: int = 1
+    gpu: bool = False
+    synthetic: dict | None = None
+    raw: dict = field(default_factory=dict)
+
+
+_TOP_KEYS = {"name", "profile", "source", "target", "classes", "methods", "overrides", "seed", "workers", "gpu", "synthetic"}
+_CITY_KEYS = {"name", "images", "labels", "palette", "classes", "nodata"}
+
+
+def load_adapt_config(path: str | Path | None, *, profile: str | None = None, seed: int | None = None,
+                      workers: int | None = None, gpu: bool | None = None) -> AdaptConfig:
+    """Read and validate a YAML config; every problem is reported before any work starts.
+
+    Relative paths resolve against the repository root (so ``../shared/...`` works from anywhere).
+    ``path=None`` is the built-in synthetic demo. Command-line values override the file's.
+    """
+    if path is None:
+        data: dict = {"name": "demo", "synthetic": {}}
+        origin = "<built-in demo>"
+    else:
+        origin = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data.setdefault("name", Path(path).stem)
+    errors = [f"{origin}: unknown key '{k}' (known: {', '.join(sorted(_TOP_KEYS))})" for k in data if k not in _TOP_KEYS]
+
+    synthetic = data.get("synthetic")
+    if synthetic is not None:
+        if not isinstance(synthetic, dict) or set(synthetic) - {"size", "rasters", "seed"}:
+            errors.append(f"{origin}: 'synthetic' takes size, rasters, seed")
+        classes_default = ["building", "road", "vegetation", "water", "land"]
+        source = CitySpec("demo_source", [])
+        target = CitySpec("demo_target", [])
+    else:
+        source = _city(data.get("source"), "source", origin, errors, require_labels=True)
+        target = _city(data.get("target"), "target", origin, errors, require_labels=False)
+        classes_default = None
+    classes = data.get("classes", classes_default)
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        errors.append(f"{origin}: 'classes' must be a non-empty list of class names")
+    methods = data.get("methods", list(METHODS))
+    if not isinstance(methods, list) or any(m not in METHODS for m in methods):
+        errors.append(f"{origin}: 'methods' must be a list from {list(METHODS)}, got {methods}")
+    overrides = data.get("overrides") or {}
+    try:
+        prof = load_profile(profile or data.get("profile", "quick"), overrides)
+    except ConfigError as exc:
+        errors.append(f"{origin}: {exc}")
+        prof = None
+    values = {"seed": seed if seed is not None else data.get("seed", 0),
+              "workers": workers if workers is not None else data.get("workers", 1),
+              "gpu": gpu if gpu is not None else data.get("gpu", False)}
+    for key, kind in (("seed", int), ("workers", int), ("gpu", bool)):
+        if not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool):
+            errors.append(f"{origin}: '{key}' must be {kind.__name__}, got {values[key]!r}")
+    if isinstance(values["workers"], int) and values["workers"] < 1:
+        errors.append(f"{origin}: 'workers' must be >= 1")
+    if synthetic is None and target is not None and target.labels is None and isinstance(methods, list):
+        methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return AdaptConfig(
+        name=str(data["name"]), source=source, target=target, classes=list(classes), profile=prof,
+        methods=tuple(methods), seed=values["seed"], workers=values["workers"], gpu=values["gpu"],
+        synthetic=synthetic, raw=data,
+    )
+
+
+def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: bool) -> CitySpec | None:
+    if not isinstance(spec, dict):
+        errors.append(f"{origin}: '{role}' must be a mapping with images (and labels, palette/classes)")
+        return None
+    for key in spec:
+        if key not in _CITY_KEYS:
+            errors.append(f"{origin}: unknown key '{role}.{key}' (known: {', '.join(sorted(_CITY_KEYS))})")
+    if "images" not in spec:
+        errors.append(f"{origin}: '{role}.images' is required")
+    if require_labels and "labels" not in spec:
+        errors.append(f"{origin}: '{role}.labels' is required (the source's labels train the U-net)")
+    if spec.get("palette") and spec.get("classes"):
+        errors.append(f"{origin}: '{role}' takes either palette (colour masks) or classes (index labels), not both")
+
+    def paths(value: Any, key: str) -> list[str] | None:
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            errors.append(f"{origin}: '{role}.{key}' must be a path/glob or a list of them")
+            return None
+        return [str(resolve(v)) for v in items]
+
+    def one(value: Any, key: str) -> str | None:
+        if value is None:
+            return None
+        path = resolve(value)
+        if not path.exists():
+            errors.append(f"{origin}: '{role}.{key}' file not found: {path}")
+        return str(path)
+
+    return CitySpec(
+        name=str(spec.get("name", role)),
+        images=paths(spec.get("images"), "images") or [],
+        labels=paths(spec.get("labels"), "labels"),
+        palette=one(spec.get("palette"), "palette"),
+        classes=one(spec.get("classes"), "classes"),
+        nodata=spec.get("nodata"),
+    )
+
+
+def resolve(path: str | Path) -> Path:
+    """Relative paths in configs are relative to the repository root."""
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+class AdaptRun:
+    """Runs the stages of one adaptation in ``run_dir``; each stage is skipped when its outputs exist."""
+
+    def __init__(self, cfg: AdaptConfig, run_dir: str | Path, *, skip: tuple[str, ...] = ()):
+        self.cfg, self.run_dir, self.skip = cfg, Path(run_dir), set(skip)
+        unknown = self.skip - set(STAGES)
+        if unknown:
+            raise ConfigError(f"unknown stage(s) to skip: {sorted(unknown)}; stages: {', '.join(STAGES)}")
+        self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu)
+        self.timings: dict[str, float] = {}
+
+    # paths
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    def store(self, role: str) -> CityStore:
+        path = self.path("stores", f"{role}.zarr")
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (run the ingest stage first)")
+        return CityStore(path)
+
+    def unet_path(self, method: str) -> Path:
+        return self.path("unet_source.pt" if method == "source_only" else f"unet_{method}.pt")
+
+    def run(self) -> dict | None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_resolved_config()
+        for stage in STAGES:
+            if stage in self.skip:
+                log.info("stage %s: skipped (--skip)", stage)
+                continue
+            started = time.perf_counter()
+            getattr(self, f"stage_{stage}")()
+            self.timings[stage] = time.perf_counter() - started
+        return json.loads(self.path("report.json").read_text()) if self.path("report.json").exists() else None
+
+    def _write_resolved_config(self) -> None:
+        resolved = {**self.cfg.raw, "profile": self.cfg.profile.name, "seed": self.cfg.seed, "workers": self.cfg.workers,
+                    "gpu": self.cfg.gpu, "resolved_profile": dataclasses.asdict(self.cfg.profile)}
+        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+
+    # 1. ingest
+    def stage_ingest(self) -> None:
+        cfg = self.cfg
+        patch = cfg.profile.patch_size
+        if cfg.synthetic is not None:
+            from semi2i.data.synthetic import make_demo_cities
+
+            syn = cfg.synthetic
+            files = make_demo_cities(self.path("data"), size=syn.get("size", 512), rasters_per_city=syn.get("rasters", 2),
+                                     seed=syn.get("seed", 0))
+            classes = str(self.path("data", "classes.json"))
+            specs = {"source": CitySpec("demo_source", [str(p) for p in files["demo_source"].images],
+                                        [str(p) for p in files["demo_source"].labels], classes=classes),
+                     "target": CitySpec("demo_target", [str(p) for p in files["demo_target"].images],
+                                        [str(p) for p in files["demo_target"].labels], classes=classes)}
+        else:
+            specs = {"source": cfg.source, "target": cfg.target}
+        for role, spec in specs.items():
+            out = self.path("stores", f"{role}.zarr")
+            if out.exists():
+                log.info("stage ingest: %s exists, kept", out)
+                continue
+            store = ingest_city(spec.images, out, labels=spec.labels, palette=spec.palette, classes=spec.classes,
+                                name=spec.name, nodata=spec.nodata, min_size=patch)
+            if store.has_labels and store.class_names != cfg.classes:
+                raise ConfigError(f"{out}: classes {store.class_names} differ from the config's {cfg.classes}")
+        source, target = self.store("source"), self.store("target")
+        if source.num_bands != target.num_bands and any(m in self.cfg.methods for m in ("histogram_matching", "gray_world")):
+            log.warning("source has %d bands and target %d: per-band baselines are skipped", source.num_bands, target.num_bands)
+
+    # 2. U-net on the real source
+    def stage_unet_source(self) -> None:
+        if self.unet_path("source_only").exists():
+            return
+        p = self.cfg.profile
+        fit_unet(p.unet, [self.store("source").path], self.run_dir, stage="unet_source", output="unet_source.pt",
+                 overlap=p.overlap, seed=self.cfg.seed, scaling=self.scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+
+    # 3. SemI2I on source + target images
+    def stage_semi2i(self) -> None:
+        if "semi2i" not in self.cfg.methods or self.path("semi2i.pt").exists():
+            return
+        cfg = dataclasses.replace(self.cfg.profile.semi2i, seed=self.cfg.seed)
+        fit_semi2i(cfg, self.store("source").path, self.store("target").path, self.run_dir, overlap=self.cfg.profile.overlap,
+                   scaling=self.scaling)
+
+    # 4. stylize the source rasters
+    def stage_stylize(self) -> None:
+        from semi2i.stylize import stylize_city
+        from semi2i.stylizers import load_stylizer
+
+        source, target = self.store("source"), self.store("target")
+        for method in self._stylized_methods(source, target):
+            out = self.path("stylized", method)
+            if (out / "store.zarr").exists():
+                continue
+            options = {"checkpoint": self.path("semi2i.pt"), "overlap": self.cfg.profile.overlap} if method == "semi2i" else {}
+            stylizer = load_stylizer(method, source_stats=source.band_stats, target_stats=target.band_stats, **options)
+            stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True)
+
+    def _stylized_methods(self, source: CityStore, target: CityStore) -> list[str]:
+        methods = [m for m in STYLIZED_METHODS if m in self.cfg.methods]
+        if source.num_bands != target.num_bands:
+            methods = [m for m in methods if m == "semi2i"]
+        return methods
+
+    # 5. fine-tune (and the target oracle)
+    def stage_finetune(self) -> None:
+        p = self.cfg.profile
+        source, target = self.store("source"), self.store("target")
+        for method in self._stylized_methods(source, target):
+            if self.unet_path(method).exists():
+                continue
+            init = self.unet_path("source_only") if source.num_bands == target.num_bands else None
+            fit_unet(p.unet, [self.path("stylized", method, "store.zarr")], self.run_dir, stage=f"finetune_{method}",
+                     output=self.unet_path(method).name, init=init, stats=None if init else target.band_stats,
+                     steps=p.unet.finetune_steps if init else p.unet.train_steps, overlap=p.overlap, seed=self.cfg.seed,
+                     scaling=self.scaling, checkpoint_every=max(1, p.unet.finetune_steps // 2))
+        if "target_oracle" in self.cfg.methods and target.has_labels and not self.unet_path("target_oracle").exists():
+            fit_unet(p.unet, [target.path], self.run_dir, stage="target_oracle", output=self.unet_path("target_oracle").name,
+                     overlap=p.overlap, seed=self.cfg.seed, scaling=self.scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+
+    def _available_methods(self) -> list[str]:
+        return [m for m in self.cfg.methods if self.unet_path(m).exists()]
+
+    # 6. segment the target (and score where it has labels)
+    def stage_segment(self) -> None:
+        from semi2i.segment import SegmentationModel, segment_store
+
+        target = self.store("target")
+        for method in self._available_methods():
+            score_path = self.path("scores", f"{method}.json")
+            if score_path.exists():
+                continue
+            model = SegmentationModel(self.unet_path(method))
+            _, cm = segment_store(target, model, self.path("maps", method), overlap=self.cfg.profile.overlap)
+            result = {"method": method, "checkpoint": str(self.unet_path(method))}
+            if cm is not None:
+                result.update(confusion_matrix=cm.tolist(), **scores(cm, target.class_names))
+            _atomic_text(score_path, json.dumps(result, indent=1))
+
+    # 7. report
+    def stage_report(self) -> None:
+        target = self.store("target")
+        if not target.has_labels:
+            log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
+            return
+        methods = {}
+        for method in self._available_methods():
+            score = json.loads(self.path("scores", f"{method}.json").read_text())
+            methods[method] = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"]}
+            if method in REPORT_NOTES:
+                methods[method]["note"] = REPORT_NOTES[method]
+        report = {
+            "source": self.store("source").name,
+            "target": target.name,
+            "classes": target.class_names,
+            "profile": self.cfg.profile.name,
+            "methods": methods,
+            "seed": self.cfg.seed,
+            "config": self.cfg.name,
+        }
+        if {"source_only", "semi2i", "target_oracle"} <= set(methods):
+            gap = methods["target_oracle"]["miou"] - methods["source_only"]["miou"]
+            if gap:
+                report["semi2i_gap_closed"] = round((methods["semi2i"]["miou"] - methods["source_only"]["miou"]) / gap, 4)
+        _atomic_text(self.path("report.json"), json.dumps(report, indent=1))
+        markdown = report_markdown(report)
+        _atomic_text(self.path("report.md"), markdown)
+        print(markdown)
+        from semi2i.previews import adaptation_preview
+
+        adaptation_preview(self, self.path("previews", "adaptation.png"))
+
+
+def report_markdown(report: dict) -> str:
+    classes = report["classes"]
+    lines = [f"# {report['source']} -> {report['target']} ({report['profile']} profile, seed {report.get('seed', 0)})", "",
+             "IoU in percent on the target's labels (ignore pixels excluded).", "",
+             "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |",
+             "|---" * (len(classes) + 3) + "|"]
+    for name, m in report["methods"].items():
+        cells = [_pct(m["iou"].get(c)) for c in classes]
+        label = f"{name} (upper bound)" if name == "target_oracle" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} |")
+    if "semi2i_gap_closed" in report:
+        lines += ["", f"SemI2I closes {100 * report['semi2i_gap_closed']:.1f}% of the source-only -> oracle mIoU gap."]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
