@@ -477,16 +477,18 @@ class _StatsAccumulator:
         n = pixels.shape[1]
         if n == 0:
             return
-        values = pixels.astype(np.float64)
         self.count += n
+        if self.exact:
+            # one bincount over all bands (band b's values shifted by b * nbins); sums come from it later
+            nbins = self.hist.shape[1]
+            shifted = pixels.astype(np.int64) - self.offset + (np.arange(self.bands) * nbins)[:, None]
+            self.hist += np.bincount(shifted.ravel(), minlength=self.bands * nbins).reshape(self.bands, nbins)
+            return
+        values = pixels.astype(np.float64)
         self.sum += values.sum(axis=1)
         self.sumsq += (values**2).sum(axis=1)
-        if self.exact:
-            for b in range(self.bands):
-                self.hist[b] += np.bincount(pixels[b].astype(np.int64) - self.offset, minlength=self.hist.shape[1])
-        else:
-            step = max(1, n // 20_000)
-            self.samples.append(values[:, ::step])
+        step = max(1, n // 20_000)
+        self.samples.append(values[:, ::step])
 
     def merge(self, other: "_StatsAccumulator") -> None:
         self.count += other.count
@@ -498,6 +500,9 @@ class _StatsAccumulator:
             self.samples.extend(other.samples)
 
     def band_stats(self) -> BandStats:
+        if self.exact:
+            values = np.arange(self.hist.shape[1], dtype=np.float64) + self.offset
+            self.sum, self.sumsq = self.hist @ values, self.hist @ values**2
         mean = self.sum / self.count
         std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
         if self.exact:
