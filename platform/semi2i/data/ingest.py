@@ -321,7 +321,7 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
     whole = src.driver in _WHOLE_FILE_DRIVERS
     image = _read_lazy(src.image, chunk, whole).data
     valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
-    data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "long_name": "image"})}
+    data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})}
 
     label_checks = []
     if src.label is not None:

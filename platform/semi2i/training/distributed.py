@@ -227,7 +227,7 @@ def _crash_once(config: dict, step: int) -> None:
 def semi2i_worker_loop(config: dict) -> dict:
     """Ray Train worker: SemI2I on one patch per domain per worker per step (paper §3)."""
     from semi2i.training.semi2i_step import SemI2IStep, build_models
-    from semi2i.training.semi2i_trainer import steps_per_epoch
+    from semi2i.training.semi2i_trainer import save_preview, steps_per_epoch
 
     rank, world, device = _setup_worker(config["threads"])
     cfg = SemI2IConfig(**config["cfg"])
@@ -265,6 +265,9 @@ def semi2i_worker_loop(config: dict) -> dict:
             metrics = {**losses, "step": done, "epoch": step.epoch, "steps_per_s": progress.rate(done)}
             progress.log(done, metrics)
             _report(metrics, rank, step.state_dict if checkpoint else None, SEMI2I_CHECKPOINT)
+        if rank == 0 and done % cfg.preview_every == 0:
+            with torch.no_grad():
+                save_preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"semi2i_step{done:06d}.png")
         _crash_once(config, done)
     progress.close()
 
