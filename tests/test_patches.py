@@ -7,7 +7,7 @@ import pytest
 
 from semi2i.data.ingest import ingest_city
 from semi2i.data.patches import Window, city_windows, equal_shards, grid_starts, patch_grid, shuffled
-from semi2i.data.stream import iter_patches, read_patches
+from semi2i.data.stream import iter_patches, read_patches, window_columns
 
 
 @pytest.mark.parametrize("length,size,overlap", [(256, 256, 32), (700, 256, 32), (480, 256, 32), (1000, 128, 16), (129, 128, 0)])
@@ -131,7 +131,5 @@ def test_read_patches_stats_override(city):
 
     stats = BandStats(mean=np.zeros(3), std=np.ones(3), quantiles=np.tile(np.linspace(0, 255, 1001), (3, 1)))
     w = Window(str(store.path), "a", 20, 20, 32)
-    cols = {"store": np.array([w.store], object), "raster": np.array([w.raster], object), "y": np.array([20]), "x": np.array([20]),
-            "size": np.array([32])}
-    out = read_patches(cols, "zscore", stats.to_attrs())
+    out = read_patches(window_columns([w]), "zscore", stats.to_attrs())
     np.testing.assert_allclose(out["image"][0], img[:, 20:52, 20:52].astype(np.float32))

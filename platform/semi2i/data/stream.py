@@ -65,7 +65,8 @@ def _raster_index(store_path: str, raster: str) -> int:
     return [r.id for r in open_store(store_path).rasters].index(raster)
 
 
-def _columns(windows: list[Window]) -> dict[str, np.ndarray]:
+def window_columns(windows: list[Window]) -> dict[str, np.ndarray]:
+    """Windows as the columnar batch :func:`read_patches` takes (what Ray Data hands to map_batches)."""
     return {
         "store": np.array([w.store for w in windows], dtype=object),
         "raster": np.array([w.raster for w in windows], dtype=object),
@@ -92,7 +93,7 @@ def iter_patches(
     windows = equal_shards(windows, num_shards)[shard::num_shards]
     stats_attrs = stats.to_attrs() if stats is not None else None
     for start in range(0, len(windows), batch_size):
-        yield read_patches(_columns(windows[start : start + batch_size]), normalize, stats_attrs)
+        yield read_patches(window_columns(windows[start : start + batch_size]), normalize, stats_attrs)
 
 
 def patch_dataset(

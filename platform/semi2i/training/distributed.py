@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
 from semi2i.config import SemI2IConfig, UNetTrainConfig
 from semi2i.data.normalize import BandStats
 from semi2i.data.patches import Window, city_windows, step_windows
 from semi2i.data.store import open_store
-from semi2i.data.stream import Normalize, read_patches
+from semi2i.data.stream import Normalize, read_patches, window_columns
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,7 @@ def patch_batches(
         try:
             for step in range(start_step, end_step):
                 picked = step_windows(windows, seed, step, rank, world, per_worker)
-                cols = {
-                    "store": np.array([w.store for w in picked], dtype=object),
-                    "raster": np.array([w.raster for w in picked], dtype=object),
-                    "y": np.array([w.y for w in picked]),
-                    "x": np.array([w.x for w in picked]),
-                    "size": np.array([w.size for w in picked]),
-                }
-                batch = read_patches(cols, normalize, stats_attrs)
+                batch = read_patches(window_columns(picked), normalize, stats_attrs)
                 item = {"image": torch.from_numpy(batch["image"]), "label": torch.from_numpy(batch["label"])}
                 while not stop.is_set():
                     try:
