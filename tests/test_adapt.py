@@ -55,7 +55,7 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
     with rasterio.open(next(stylized.glob("*.tif"))) as f:
         assert f.crs == src.rasters[0].crs and f.transform == src.rasters[0].transform
     target = run.store("target")
-    with rasterio.open(tmp_path / "run" / "maps" / "semi2i" / f"{target.rasters[0].id}.tif") as f:
+    with rasterio.open(tmp_path / "run" / "maps" / "semi2i" / "cog" / f"{target.rasters[0].id}.tif") as f:
         assert f.crs == target.rasters[0].crs and f.transform == target.rasters[0].transform and f.nodata == 255
 
     # resume: a second run finds every output and trains nothing

@@ -9,7 +9,7 @@ run that was interrupted resumes where it stopped. The run folder::
     unet_source.pt, unet_<method>.pt     U-nets (source-only, fine-tuned per stylizer, target oracle)
     semi2i.pt                            SemI2I training state (weights, optimizers, global stats)
     stylized/<method>/                   the stylized source: GeoTIFFs + store.zarr (source labels)
-    maps/<method>/*.tif                  georeferenced class maps of the target
+    maps/<method>/                       the target mapped by jobs/map_region.py's code: maps.zarr, cog/*.tif
     scores/<method>.json                 confusion matrix + IoU per method
     report.json, report.md, previews/    the comparison (report.json is a contract other tools read)
     tensorboard/, ray/                   training curves and Ray Train's checkpoints
@@ -320,19 +320,24 @@ class AdaptRun:
     def _available_methods(self) -> list[str]:
         return [m for m in self.cfg.methods if self.unet_path(m).exists()]
 
-    # 6. segment the target (and score where it has labels)
+    # 6. segment the target (and score where it has labels): the region-mapping job's code path
     def stage_segment(self) -> None:
-        from semi2i.segment import SegmentationModel, segment_store
+        from semi2i.mapping import map_region, read_classes
+        from semi2i.metrics import confusion_matrix
 
         target = self.store("target")
         for method in self._available_methods():
             score_path = self.path("scores", f"{method}.json")
             if score_path.exists():
                 continue
-            model = SegmentationModel(self.unet_path(method))
-            _, cm = segment_store(target, model, self.path("maps", method), overlap=self.cfg.profile.overlap)
-            result = {"method": method, "checkpoint": str(self.unet_path(method))}
-            if cm is not None:
+            out = self.path("maps", method)
+            if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
+                map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
+                           use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
+            result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out)}
+            if target.has_labels:
+                cm = sum(confusion_matrix(read_classes(out, r.id), target.dataset(r.id).label.values, target.num_classes,
+                                          target.ignore_index) for r in target.rasters)
                 result.update(confusion_matrix=cm.tolist(), **scores(cm, target.class_names))
             _atomic_text(score_path, json.dumps(result, indent=1))
 

@@ -67,7 +67,7 @@ def adaptation_preview(run: "AdaptRun", out: Path, crop: int = 384, panel: int =
     if target.has_labels:
         panels.append(_panel(lut[tgt.label.values[ty, tx]], "target ground truth", panel))
     for method, title in (("source_only", "source-only U-net"), ("semi2i", "SemI2I fine-tuned U-net")):
-        path = run.path("maps", method, f"{tgt_info.id}.tif")
+        path = run.path("maps", method, "cog", f"{tgt_info.id}.tif")
         if path.exists():
             with rasterio.open(path) as f:
                 panels.append(_panel(lut[f.read(1)[ty, tx]], title, panel))

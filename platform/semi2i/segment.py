@@ -1,4 +1,4 @@
-"""Segment whole rasters with a trained U-net: overlap-blended logits, georeferenced class maps.
+"""A trained U-net as a segmentation model: overlap-blended logits for rasters of any size.
 
 A U-net checkpoint carries its architecture and its input normaliser (the band statistics of the
 imagery it was trained on), so any raster is normalised exactly as the training patches were.
@@ -6,22 +6,15 @@ imagery it was trained on), so any raster is normalised exactly as the training 
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from semi2i.data.geotiff import write_geotiff
 from semi2i.data.normalize import BandStats
-from semi2i.data.store import CityStore
-from semi2i.metrics import confusion_matrix
 from semi2i.models.unet import UNet
 from semi2i.tiling import blend_tiles
 from semi2i.training.semi2i_step import load_checkpoint
-
-log = logging.getLogger(__name__)
 
 
 class SegmentationModel:
@@ -47,28 +40,3 @@ class SegmentationModel:
         with torch.no_grad():
             return blend_tiles(image, self.model, self.num_classes, tile=self.patch_size, overlap=overlap,
                                batch_tiles=batch_tiles, prepare=self.stats.zscore, device=self.device)
-
-
-def segment_store(store: CityStore, model: SegmentationModel, out_dir: str | Path | None = None, *, overlap: int = 32,
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Class maps of every raster (written as GeoTIFFs to ``out_dir`` when given) and, if the store
-    has labels, the confusion matrix against them (ignore and nodata pixels excluded)."""
-    maps, cm = {}, None
-    if store.has_labels and store.class_names != model.class_names:
-        raise ValueError(f"{store.path}: classes {store.class_names} differ from the model's {model.class_names}")
-    started, mpx = time.perf_counter(), 0.0
-    for info in store.rasters:
-        ds = store.dataset(info.id)
-        image = ds.image.values
-        valid = store.valid_mask(image)
-        classes = model.logits(image, overlap).argmax(axis=0).astype(np.uint8)
-        classes[~valid] = model.ignore_index
-        maps[info.id] = classes
-        if store.has_labels:
-            part = confusion_matrix(classes, ds.label.values, model.num_classes, store.ignore_index)
-            cm = part if cm is None else cm + part
-        if out_dir is not None:
-            write_geotiff(Path(out_dir) / f"{info.id}.tif", classes, info, nodata=model.ignore_index)
-        mpx += info.height * info.width / 1e6
-    log.info("segmented %s with %s: %.1f Mpx at %.2f Mpx/s", store.name, model.path.name, mpx, mpx / (time.perf_counter() - started))
-    return maps, cm

@@ -1,0 +1,184 @@
+"""Benchmark region mapping: end-to-end Mpx/s vs the model's forward alone and a naive window loop; peak RSS.
+
+    python jobs/bench_map.py                               # small synthetic regions, a couple of minutes on 2 cores
+    python jobs/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, Ray actor pool
+    python jobs/bench_map.py --checkpoint runs/demo/unet_semi2i.pt
+
+Each region size runs in its own subprocess, so ``ru_maxrss`` (peak RSS) is that size's alone; memory
+is flat when the peak does not grow with the region. Without --checkpoint a random U-net of the given
+shape is used (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=float, nargs="+", default=[0.5, 2.0], help="region sizes in Mpx (square rasters)")
+    p.add_argument("--checkpoint", type=Path, help="U-net checkpoint (default: a random U-net, see --base-width ...)")
+    p.add_argument("--base-width", type=int, default=8)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--chunk-size", type=int, default=1024)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--ray", action="store_true", help="end-to-end on the Ray Data actor pool (RSS then misses the actors)")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # internal: run one size, print JSON
+    return p.parse_args(argv)
+
+
+def _checkpoint(args, work: Path) -> Path:
+    if args.checkpoint:
+        return args.checkpoint
+    import torch
+
+    from semi2i.data.normalize import BandStats
+    from semi2i.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(3, 5, args.base_width, args.depth).eval()
+    stats = BandStats.from_pixels(np.random.default_rng(0).uniform(0, 255, (3, 4096)))
+    path = work / "bench_unet.pt"
+    torch.save({"model": model.state_dict(), "in_bands": 3, "num_classes": 5, "class_names": [f"c{i}" for i in range(5)],
+                "ignore_index": 255, "unet": {"base_width": args.base_width, "depth": args.depth, "patch_size": args.patch},
+                "stats": stats.to_attrs()}, path)
+    return path
+
+
+def _synthetic_raster(path: Path, side: int) -> Path:
+    """A (3, side, side) uint8 GeoTIFF written in strips (its size never sits in memory)."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(0)
+    profile = dict(driver="GTiff", height=side, width=side, count=3, dtype="uint8", crs=CRS.from_epsg(32640),
+                   transform=from_origin(326000.0, 2790000.0, 0.5, 0.5), tiled=True, blockxsize=512, blockysize=512,
+                   nodata=0, BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **profile) as dst:
+        for y in range(0, side, 512):
+            h = min(512, side - y)
+            coarse = rng.integers(1, 256, (3, h // 8 + 1, side // 8 + 1), dtype=np.uint8)
+            dst.write(np.repeat(np.repeat(coarse, 8, 1), 8, 2)[:, :h, :side], window=Window(0, y, side, h))
+    return path
+
+
+def _forward_alone(ckpt: Path, patch: int, seconds: float = 10.0) -> float:
+    """Mpx/s of the model on in-memory normalised patches (batches of 8): the compute ceiling."""
+    import torch
+
+    from semi2i.segment import SegmentationModel
+
+    model = SegmentationModel(ckpt)
+    x = torch.randn(8, model.in_bands, model.patch_size, model.patch_size).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model.model(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model.model(x)
+            n += x.shape[0]
+    return n * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+
+
+def _naive_loop(ckpt: Path, raster: Path, out: Path) -> float:
+    """rasterio window by window (no overlap, no blending), torch one window at a time: Mpx/s."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from semi2i.segment import SegmentationModel
+
+    model = SegmentationModel(ckpt)
+    t = model.patch_size
+    t0 = time.perf_counter()
+    with rasterio.open(raster) as src:
+        profile = dict(src.profile, count=1, dtype="uint8", nodata=255)
+        with rasterio.open(out, "w", **profile) as dst, torch.no_grad():
+            for y in range(0, src.height, t):
+                for x in range(0, src.width, t):
+                    win = Window(x, y, min(t, src.width - x), min(t, src.height - y))
+                    image = src.read(window=win)
+                    logits = model.model(torch.from_numpy(model.stats.zscore(image)[None]))[0]
+                    dst.write(logits.argmax(0).numpy().astype(np.uint8)[None], window=win)
+        pixels = src.height * src.width
+    return pixels / 1e6 / (time.perf_counter() - t0)
+
+
+def run_one(args) -> dict:
+    from semi2i.data.ingest import ingest_city
+    from semi2i.mapping import map_region
+
+    work = Path(args.work)
+    side = int(round((args.one * 1e6) ** 0.5))
+    ckpt = _checkpoint(args, work)
+    raster = _synthetic_raster(work / f"region_{side}.tif", side)
+    t0 = time.perf_counter()
+    store = ingest_city([str(raster)], work / f"region_{side}.zarr", min_size=1, progress=False, overwrite=True)
+    ingest_s = time.perf_counter() - t0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    summary = map_region(str(store.path), ckpt, work / f"map_{side}", chunk_size=args.chunk_size, overlap=args.overlap,
+                         use_ray=args.ray, workers=args.workers, overwrite=True)
+    total_s = time.perf_counter() - t0
+    rss_map = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    mpx = side * side / 1e6
+    result = {
+        "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1),
+        "end_to_end_mpx_s": round(mpx / total_s, 3),
+        "mapping_mpx_s": round(summary["computed_mpx"] / summary["seconds"], 3),
+        "publish_s": round(total_s - summary["seconds"], 1),
+        "peak_rss_mib_before_map": round(rss_before), "peak_rss_mib": round(rss_map),
+    }
+    result["naive_loop_mpx_s"] = round(_naive_loop(ckpt, raster, work / f"naive_{side}.tif"), 3)
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_one(args)))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        work = Path(tmp)
+        ckpt = _checkpoint(args, work)
+        ceiling = _forward_alone(ckpt, args.patch)
+        print(f"forward alone (in-memory patches, batch 8): {ceiling:.3f} Mpx/s", flush=True)
+        rows = []
+        for size in args.sizes:
+            cmd = [sys.executable, __file__, "--one", str(size), "--work", str(work), "--chunk-size", str(args.chunk_size),
+                   "--overlap", str(args.overlap), "--base-width", str(args.base_width), "--depth", str(args.depth),
+                   "--patch", str(args.patch)]
+            cmd += ["--checkpoint", str(ckpt)] + (["--ray"] if args.ray else []) + (["--workers", str(args.workers)] if args.workers else [])
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                print(res.stderr[-3000:], file=sys.stderr)
+                return res.returncode
+            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row["forward_alone_mpx_s"] = round(ceiling, 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for f in work.glob("region_*"):
+                subprocess.run(["rm", "-rf", str(f)])
+        print("\n| Mpx | end-to-end Mpx/s | mapping Mpx/s | naive loop Mpx/s | forward alone Mpx/s | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['mpx']} | {r['end_to_end_mpx_s']} | {r['mapping_mpx_s']} | {r['naive_loop_mpx_s']} | "
+                  f"{r['forward_alone_mpx_s']} | {r['peak_rss_mib']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

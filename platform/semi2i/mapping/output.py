@@ -1,0 +1,100 @@
+"""Outputs of a mapping job: the chunk-aligned zarr, Cloud-Optimized GeoTIFFs and PNG quicklooks.
+
+COGs are written from the zarr block by block (bounded memory) into a tiled GeoTIFF with overviews,
+then copied by GDAL's COG driver; every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import zarr
+from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from semi2i.data.store import RasterInfo
+from semi2i.previews import class_colours
+
+from .worker import NODATA_CLASS
+
+
+def create_outputs(path: Path, rasters: list[RasterInfo], chunk: int, *, class_names: list[str],
+                   probabilities: bool, stylized: tuple[int, str, float | None] | None) -> None:
+    """One group per raster with ``classes`` (H, W) uint8 chunked C x C (one writer per chunk), and
+    optionally ``probabilities`` (K, H, W) uint8 and ``stylized`` (bands, H, W)."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs["semi2i_map"] = {"class_names": class_names, "nodata": NODATA_CLASS, "chunk": chunk}
+    for info in rasters:
+        g = root.create_group(info.id)
+        g.attrs["raster"] = info.to_attrs()
+        g.create_array("classes", shape=(info.height, info.width), chunks=(chunk, chunk), dtype="uint8",
+                       fill_value=NODATA_CLASS)
+        if probabilities:
+            k = len(class_names)
+            g.create_array("probabilities", shape=(k, info.height, info.width), chunks=(k, chunk, chunk),
+                           dtype="uint8", fill_value=0)
+        if stylized is not None:
+            bands, dtype, nodata = stylized
+            g.create_array("stylized", shape=(bands, info.height, info.width), chunks=(bands, chunk, chunk),
+                           dtype=dtype, fill_value=0 if nodata is None else nodata)
+
+
+def write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float | None, block: int = 1024,
+              resampling: Resampling = Resampling.nearest) -> Path:
+    """(H, W) or (bands, H, W) zarr array -> COG with the raster's CRS, transform and nodata, plus overviews."""
+    bands = 1 if array.ndim == 2 else array.shape[0]
+    height, width = array.shape[-2:]
+    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=str(array.dtype),
+                   transform=info.transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+                   BIGTIFF="IF_SAFER")
+    if info.crs is not None:
+        profile["crs"] = info.crs
+    if nodata is not None:
+        profile["nodata"] = nodata
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = path.with_name(f".{path.stem}.stage-{os.getpid()}.tif")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with rasterio.open(stage, "w", **profile) as dst:
+            for y in range(0, height, block):
+                for x in range(0, width, block):
+                    h, w = min(block, height - y), min(block, width - x)
+                    data = np.asarray(array[..., y : y + h, x : x + w])
+                    dst.write(data[None] if data.ndim == 2 else data, window=Window(x, y, w, h))
+            factors = _overview_factors(height, width)
+            if factors:
+                dst.build_overviews(factors, resampling)
+        rasterio.shutil.copy(stage, tmp, driver="COG", compress="DEFLATE", blocksize=512, BIGTIFF="IF_SAFER",
+                             overview_resampling=resampling.name.upper(), overviews="FORCE_USE_EXISTING")
+        os.replace(tmp, path)
+    finally:
+        for p in (stage, tmp):
+            if p.exists():
+                p.unlink()
+    return path
+
+
+def _overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
+    factors, f = [], 2
+    while max(height, width) / f >= smallest / 2 and f <= 1 << 16:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def write_quicklook(classes: zarr.Array, path: Path, num_classes: int, max_size: int = 1024) -> Path:
+    """A PNG of the class map (class colours, nodata grey), strided down to at most ``max_size`` pixels."""
+    height, width = classes.shape
+    step = max(1, -(-max(height, width) // max_size))
+    small = np.asarray(classes[::step, ::step])
+    rgb = class_colours(num_classes)[small]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    Image.fromarray(rgb).save(tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,142 @@
+"""Chunk and window geometry for region mapping.
+
+A raster is cut into output *chunks* of C x C pixels (the zarr chunks of the output, so each chunk
+has exactly one writer). The network runs over *windows* (tiles of the model's patch size) laid on
+one grid per raster, the same grid :func:`semi2i.tiling.blend_tiles` would use for the whole raster.
+A chunk task evaluates every window of that global grid that touches the chunk (its halo), and
+accumulates their tapered logits into the chunk only, in the same order as the whole-raster blend:
+so chunked and whole-raster mapping give the same numbers, and no seam can appear at chunk borders.
+Windows that straddle two chunks are evaluated by both (the price of a single writer per chunk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from semi2i.tiling import ramp, tile_starts
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One output chunk of one raster: pixel box (y, x, h, w) and its chunk-grid index (row, col)."""
+
+    raster: str
+    row: int
+    col: int
+    y: int
+    x: int
+    h: int
+    w: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.raster}/{self.row}_{self.col}"
+
+    @property
+    def pixels(self) -> int:
+        return self.h * self.w
+
+    def to_item(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_item(cls, item: dict) -> "Chunk":
+        return cls(str(item["raster"]), *(int(item[k]) for k in ("row", "col", "y", "x", "h", "w")))
+
+
+def plan_chunks(raster: str, height: int, width: int, chunk: int) -> list[Chunk]:
+    """Row-major chunks of ``chunk`` pixels; the last row/column are cut at the raster edge."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    return [
+        Chunk(raster, r, c, y, x, min(chunk, height - y), min(chunk, width - x))
+        for r, y in enumerate(range(0, height, chunk))
+        for c, x in enumerate(range(0, width, chunk))
+    ]
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """The global window grid of one raster (what ``blend_tiles`` lays over the whole raster)."""
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+
+    def __post_init__(self):
+        if not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap must be in [0, tile={self.tile}), got {self.overlap}")
+
+    @property
+    def th(self) -> int:
+        return min(self.tile, self.height)
+
+    @property
+    def tw(self) -> int:
+        return min(self.tile, self.width)
+
+    def origins(self, y: int, x: int, h: int, w: int) -> list[tuple[int, int]]:
+        """Window origins touching the box, in ``blend_tiles`` order (rows outer, columns inner)."""
+        ys = [s for s in tile_starts(self.height, self.th, self.overlap) if s < y + h and s + self.th > y]
+        xs = [s for s in tile_starts(self.width, self.tw, self.overlap) if s < x + w and s + self.tw > x]
+        return [(oy, ox) for oy in ys for ox in xs]
+
+    def support(self, y: int, x: int, h: int, w: int) -> tuple[int, int, int, int]:
+        """The box of raster pixels those windows read (the chunk plus its halo)."""
+        origins = self.origins(y, x, h, w)
+        y0, x0 = min(o[0] for o in origins), min(o[1] for o in origins)
+        y1, x1 = max(o[0] for o in origins) + self.th, max(o[1] for o in origins) + self.tw
+        return y0, x0, y1 - y0, x1 - x0
+
+    def weight(self) -> np.ndarray:
+        return np.outer(ramp(self.th, self.overlap), ramp(self.tw, self.overlap)).astype(np.float32)
+
+
+def blend_box(
+    image: np.ndarray,
+    origin: tuple[int, int],
+    grid: WindowGrid,
+    box: tuple[int, int, int, int],
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    out_channels: int,
+    *,
+    batch_tiles: int = 8,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Blended network output over ``box`` (y, x, h, w) of the raster, as the whole-raster blend gives it.
+
+    ``image`` holds raster pixels starting at raster coordinates ``origin`` and must cover
+    ``grid.support(*box)``. Returns (out_channels, h, w) float32.
+    """
+    by, bx, bh, bw = box
+    oy, ox = origin
+    th, tw = grid.th, grid.tw
+    weight = grid.weight()
+    acc = np.zeros((out_channels, bh, bw), dtype=np.float32)
+    total = np.zeros((bh, bw), dtype=np.float32)
+    origins = grid.origins(*box)
+    for first in range(0, len(origins), batch_tiles):
+        batch = origins[first : first + batch_tiles]
+        tiles = []
+        for ty, tx in batch:
+            if ty < oy or tx < ox or ty + th > oy + image.shape[1] or tx + tw > ox + image.shape[2]:
+                raise ValueError(f"window {(ty, tx, th, tw)} is outside the pixels given at {origin} {image.shape[1:]}")
+            tiles.append(image[:, ty - oy : ty - oy + th, tx - ox : tx - ox + tw])
+        if prepare is not None:
+            tiles = [prepare(t) for t in tiles]
+        out = fn(torch.from_numpy(np.stack(tiles).astype(np.float32)).to(device)).float().cpu().numpy()
+        for (ty, tx), result in zip(batch, out):
+            # intersection of the window with the box, in window and in box coordinates
+            y0, y1 = max(ty, by), min(ty + th, by + bh)
+            x0, x1 = max(tx, bx), min(tx + tw, bx + bw)
+            win = (slice(y0 - ty, y1 - ty), slice(x0 - tx, x1 - tx))
+            dst = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
+            acc[(slice(None), *dst)] += result[(slice(None), *win)] * weight[win]
+            total[dst] += weight[win]
+    return acc / total

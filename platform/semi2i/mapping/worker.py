@@ -1,0 +1,151 @@
+"""Compute and write one output chunk: read the chunk's halo from zarr, (stylize,) segment, blend, argmax, write.
+
+The same :class:`ChunkMapper` serves the in-process path (small jobs, tests) and the Ray Data actor
+pool (:class:`RayChunkMapper`), so both produce byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from semi2i.data.store import open_store
+from semi2i.segment import SegmentationModel
+
+from .windows import Chunk, WindowGrid, blend_box
+
+NODATA_CLASS = 255
+
+
+class ChunkMapper:
+    """Holds the loaded model(s) and output arrays of one job; :meth:`run` maps one chunk."""
+
+    def __init__(self, job: dict):
+        self.job = job
+        self.device = torch.device(job.get("device") or "cpu")
+        self.model = SegmentationModel(job["checkpoint"], self.device)
+        self.store = open_store(job["store"])
+        if self.store.num_bands != (job["stylize"]["in_bands"] if job.get("stylize") else self.model.in_bands):
+            raise ValueError(f"{self.store.path}: {self.store.num_bands} bands, the model expects {self.model.in_bands}")
+        self.overlap, self.batch_tiles = int(job["overlap"]), int(job["batch_tiles"])
+        self.out = zarr.open_group(job["zarr"], mode="r+")
+        self.done_dir = Path(job["done_dir"])
+        self.stylizer = _load_stylizer(job["stylize"], self.device) if job.get("stylize") else None
+
+    # -- compute -------------------------------------------------------------------------------
+    def compute(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        """The chunk's class map (uint8, ``NODATA_CLASS`` on nodata), logits and, with --stylize, the stylized pixels."""
+        info = self.store.raster(chunk.raster)
+        box = (chunk.y, chunk.x, chunk.h, chunk.w)
+        seg_grid = WindowGrid(info.height, info.width, self.model.patch_size, self.overlap)
+        sy, sx, sh, sw = seg_grid.support(*box)
+        result: dict[str, np.ndarray] = {}
+        if self.stylizer is None:
+            pixels, _ = self.store.read_window(chunk.raster, sy, sx, sh, sw)
+            origin = (sy, sx)
+        else:
+            sty = self.stylizer
+            sty_grid = WindowGrid(info.height, info.width, sty.tile_size, sty.overlap)
+            # the stylizer's windows over the segmentation windows' support, read once
+            ry, rx, rh, rw = _union(sty_grid.support(sy, sx, sh, sw), (sy, sx, sh, sw))
+            raw, _ = self.store.read_window(chunk.raster, ry, rx, rh, rw)
+            fake = blend_box(raw, (ry, rx), sty_grid, (sy, sx, sh, sw),
+                             lambda t: sty.generator.stylize(t, sty.source, sty.style), sty.out_bands,
+                             batch_tiles=sty.batch_tiles, prepare=sty.source_stats.to_unit_range, device=self.device)
+            pixels = sty.target_stats.from_unit_range(fake)
+            # the stylized imagery of this chunk, cast like stylize_city does
+            cy, cx = chunk.y - sy, chunk.x - sx
+            result["stylized"] = _cast(pixels[:, cy : cy + chunk.h, cx : cx + chunk.w], np.dtype(self.job["stylize"]["dtype"]))
+            origin = (sy, sx)
+            raw_chunk = raw[:, chunk.y - ry : chunk.y - ry + chunk.h, chunk.x - rx : chunk.x - rx + chunk.w]
+        with torch.no_grad():
+            logits = blend_box(pixels, origin, seg_grid, box, self.model.model, self.model.num_classes,
+                               batch_tiles=self.batch_tiles, prepare=self.model.stats.zscore, device=self.device)
+        if self.stylizer is None:
+            raw_chunk = pixels[:, chunk.y - sy : chunk.y - sy + chunk.h, chunk.x - sx : chunk.x - sx + chunk.w]
+        valid = self.store.valid_mask(raw_chunk)
+        classes = logits.argmax(axis=0).astype(np.uint8)
+        classes[~valid] = NODATA_CLASS
+        result["classes"], result["logits"], result["valid"] = classes, logits, valid
+        if "stylized" in result and self.store.nodata is not None:
+            result["stylized"][:, ~valid] = np.asarray(self.store.nodata).astype(result["stylized"].dtype)
+        return result
+
+    # -- write ---------------------------------------------------------------------------------
+    def run(self, chunk: Chunk) -> int:
+        """Compute, write exactly this chunk, then record it as finished. Returns its pixel count."""
+        if self.is_done(chunk):
+            return 0
+        result = self.compute(chunk)
+        ys, xs = slice(chunk.y, chunk.y + chunk.h), slice(chunk.x, chunk.x + chunk.w)
+        group = self.out[chunk.raster]
+        group["classes"][ys, xs] = result["classes"]
+        if self.job.get("probabilities"):
+            probs = _softmax_u8(result["logits"])
+            probs[:, ~result["valid"]] = 0
+            group["probabilities"][:, ys, xs] = probs
+        if "stylized" in result:
+            group["stylized"][:, ys, xs] = result["stylized"]
+        self._mark_done(chunk)
+        return chunk.pixels
+
+    def marker(self, chunk: Chunk) -> Path:
+        return self.done_dir / chunk.raster / f"{chunk.row}_{chunk.col}.done"
+
+    def is_done(self, chunk: Chunk) -> bool:
+        return self.marker(chunk).exists()
+
+    def _mark_done(self, chunk: Chunk) -> None:
+        """The marker is written after the data (atomically), so a marked chunk is always complete."""
+        path = self.marker(chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"y": chunk.y, "x": chunk.x, "h": chunk.h, "w": chunk.w}))
+        os.replace(tmp, path)
+
+
+class RayChunkMapper:
+    """Ray Data ``map_batches`` callable class: the model is loaded once per actor."""
+
+    def __init__(self, job: dict, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.mapper = ChunkMapper(job)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = list(batch)
+        n = len(batch[keys[0]])
+        pixels = [self.mapper.run(Chunk.from_item({k: batch[k][i] for k in keys})) for i in range(n)]
+        return {"raster": np.asarray(batch["raster"]), "pixels": np.asarray(pixels, dtype=np.int64)}
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    y0, x0 = min(a[0], b[0]), min(a[1], b[1])
+    y1, x1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return y0, x0, y1 - y0, x1 - x0
+
+
+def _softmax_u8(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return np.round(255.0 * z / z.sum(axis=0, keepdims=True)).astype(np.uint8)
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _load_stylizer(spec: dict, device: torch.device):
+    from semi2i.data.normalize import BandStats
+    from semi2i.stylizers.semi2i import SemI2IStylizer
+
+    return SemI2IStylizer.from_checkpoint(spec["checkpoint"], BandStats.from_attrs(spec["source_stats"]),
+                                          BandStats.from_attrs(spec["target_stats"]), source=spec["source"],
+                                          overlap=int(spec.get("overlap", 32)), device=device)

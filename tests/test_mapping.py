@@ -1,0 +1,207 @@
+"""Region mapping: chunked = whole-raster blend (no seams), georeferenced COGs, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from semi2i.data.normalize import BandStats
+from semi2i.mapping import (
+    NODATA_CLASS, Chunk, ChunkMapper, MappingError, WindowGrid, map_region, plan_chunks, read_classes,
+)
+from semi2i.models.unet import UNet
+from semi2i.segment import SegmentationModel
+
+PATCH, CLASSES = 32, 3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random U-net (base width 4, depth 2, 32 px patches) in the fit_unet checkpoint format."""
+    torch.manual_seed(0)
+    model = UNet(3, CLASSES, base_width=4, depth=2).eval()
+    rng = np.random.default_rng(0)
+    stats = BandStats.from_pixels(rng.uniform(0, 255, (3, 1000)))
+    path = tmp_path_factory.mktemp("ckpt") / "unet.pt"
+    torch.save({"model": model.state_dict(), "in_bands": 3, "num_classes": CLASSES, "class_names": ["a", "b", "c"],
+                "ignore_index": 255, "unet": {"base_width": 4, "depth": 2, "patch_size": PATCH},
+                "stats": stats.to_attrs()}, path)
+    return path
+
+
+def _image(h, w, seed=1):
+    """Smooth-ish random imagery, so the class map has structure (and few argmax ties)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, (3, h // 4 + 2, w // 4 + 2))
+    return np.repeat(np.repeat(base, 4, axis=1), 4, axis=2)[:, :h, :w].astype(np.uint8)
+
+
+def test_plan_chunks_cover_the_raster_once():
+    chunks = plan_chunks("r", 100, 70, 32)
+    cover = np.zeros((100, 70), int)
+    for c in chunks:
+        cover[c.y : c.y + c.h, c.x : c.x + c.w] += 1
+    assert (cover == 1).all() and len(chunks) == 4 * 3
+    assert Chunk.from_item(chunks[5].to_item()) == chunks[5]
+
+
+def test_window_support_holds_every_window_touching_the_chunk():
+    grid = WindowGrid(100, 70, 32, 8)
+    origins = grid.origins(40, 30, 20, 20)
+    y, x, h, w = grid.support(40, 30, 20, 20)
+    assert origins and all(y <= oy and oy + 32 <= y + h and x <= ox and ox + 32 <= x + w for oy, ox in origins)
+    assert all(oy < 60 and oy + 32 > 40 and ox < 50 and ox + 32 > 30 for oy, ox in origins)
+
+
+def test_chunked_equals_whole_raster_blend(tmp_path, write, checkpoint):
+    """Chunks of 24 px (smaller than a window, not a divisor of the raster) give the whole-raster blend."""
+    image = _image(83, 101)  # not a multiple of the window, the chunk or the U-net's 2**depth
+    src = write(tmp_path / "in" / "tile.tif", image)
+    whole = SegmentationModel(checkpoint).logits(image, overlap=8)
+    maps = {}
+    for chunk in (24, 200):
+        out = tmp_path / f"out{chunk}"
+        map_region(str(src), checkpoint, out, chunk_size=chunk, overlap=8, cog=False, quicklook=False)
+        maps[chunk] = read_classes(out, "tile")
+    assert (maps[24] == maps[200]).all()
+    assert (maps[24] == whole.argmax(0)).mean() > 0.999  # argmax ties aside, the whole-raster blend's map
+
+
+def test_chunk_logits_match_whole_blend_and_forward(tmp_path, write, checkpoint):
+    image = _image(83, 101)
+    src = write(tmp_path / "in" / "tile.tif", image)
+    out = tmp_path / "out"
+    map_region(str(src), checkpoint, out, chunk_size=24, overlap=8, cog=False, quicklook=False)
+    # re-compute chunks with the worker against the whole-raster results
+    from semi2i.mapping.job import resolve_input
+    store = resolve_input(str(src), tmp_path / "work")
+    mapper = ChunkMapper({"checkpoint": str(checkpoint), "store": str(store), "zarr": str(out / "maps.zarr"),
+                          "done_dir": str(tmp_path / "done"), "overlap": 8, "batch_tiles": 3})
+    model = SegmentationModel(checkpoint)
+    whole = model.logits(image, overlap=8)
+    with torch.no_grad():
+        forward = model.model(torch.from_numpy(model.stats.zscore(image)[None])).numpy()[0]
+    for chunk in plan_chunks("tile", 83, 101, 24):
+        logits = mapper.compute(chunk)["logits"]
+        ys, xs = slice(chunk.y, chunk.y + chunk.h), slice(chunk.x, chunk.x + chunk.w)
+        np.testing.assert_allclose(logits, whole[:, ys, xs], rtol=0, atol=1e-5)
+    # away from window borders the blend is close to one whole-raster forward pass (padding differs at borders)
+    inner = (slice(None), slice(12, 70), slice(12, 88))
+    assert np.abs(whole[inner] - forward[inner]).mean() < 0.05 * np.abs(forward[inner]).mean() + 1e-3
+
+
+def test_cog_keeps_crs_transform_and_nodata(tmp_path, write, checkpoint):
+    image = _image(70, 90)
+    image[:, :10, :] = 0  # a nodata band across the top
+    transform = from_origin(500000.0, 2800000.0, 0.3, 0.3)
+    src = write(tmp_path / "in" / "scene.tif", image, transform=transform, nodata=0)
+    out = tmp_path / "out"
+    summary = map_region(str(src), checkpoint, out, chunk_size=32, overlap=8, probabilities=True)
+    with rasterio.open(summary["rasters"]["scene"]["cog"]) as cog, rasterio.open(src) as ref:
+        assert cog.crs == ref.crs and cog.transform == ref.transform
+        assert cog.nodata == NODATA_CLASS and cog.dtypes[0] == "uint8" and cog.shape == (70, 90)
+        classes = cog.read(1)
+        assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert (classes[:10] == NODATA_CLASS).all() and (classes[10:] < CLASSES).all()
+    assert (classes == read_classes(out, "scene")).all()
+    assert (out / "quicklook" / "scene.png").stat().st_size > 0
+    assert not (out / ".partial").exists() and json.loads((out / "job.json").read_text())["chunks"] == 9
+
+
+def test_kill_and_resume_gives_identical_output(tmp_path, write, checkpoint):
+    image = _image(56, 44)
+    src = write(tmp_path / "in" / "a.tif", image)
+    reference = tmp_path / "ref"
+    map_region(str(src), checkpoint, reference, chunk_size=16, overlap=8, probabilities=True, quicklook=False)
+
+    out, seen = tmp_path / "out", []
+
+    def die_after_4(chunk):
+        seen.append(chunk)
+        if len(seen) == 4:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        map_region(str(src), checkpoint, out, chunk_size=16, overlap=8, probabilities=True, quicklook=False,
+                   on_chunk=die_after_4)
+    assert not (out / "maps.zarr").exists() and not (out / "cog").exists()  # nothing published yet
+    summary = map_region(str(src), checkpoint, out, chunk_size=16, overlap=8, probabilities=True, quicklook=False)
+    assert summary["computed_chunks"] == summary["chunks"] - 4
+    import zarr
+    a, b = (zarr.open_group(str(p / "maps.zarr"), mode="r")["a"] for p in (reference, out))
+    assert (a["classes"][:] == b["classes"][:]).all() and (a["probabilities"][:] == b["probabilities"][:]).all()
+    with rasterio.open(reference / "cog" / "a.tif") as x, rasterio.open(out / "cog" / "a.tif") as y:
+        assert (x.read() == y.read()).all()
+
+
+def test_bad_input_is_one_line(tmp_path, write, checkpoint):
+    with pytest.raises(MappingError, match="not found"):
+        map_region(str(tmp_path / "missing.tif"), checkpoint, tmp_path / "o1")
+    two = write(tmp_path / "two.tif", np.zeros((2, 40, 40), np.uint8))
+    with pytest.raises(MappingError, match="2 bands"):
+        map_region(str(two), checkpoint, tmp_path / "o2")
+    with pytest.raises(MappingError, match="checkpoint not found"):
+        map_region(str(two), tmp_path / "nope.pt", tmp_path / "o3")
+
+
+def test_ray_actor_pool_matches_in_process(tmp_path, write, checkpoint, ray_session):
+    image = _image(64, 80)
+    src = write(tmp_path / "in" / "r.tif", image)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    map_region(str(src), checkpoint, local, chunk_size=32, overlap=8, cog=False, quicklook=False)
+    map_region(str(src), checkpoint, remote, chunk_size=32, overlap=8, cog=False, quicklook=False, use_ray=True, workers=1)
+    assert (read_classes(local, "r") == read_classes(remote, "r")).all()
+
+
+def test_stylize_then_segment_in_chunks_equals_whole_raster(tmp_path, write, checkpoint):
+    """--stylize: SemI2I windows are also laid on one global grid, so chunking changes nothing."""
+    from semi2i.config import SemI2IConfig
+    from semi2i.stylizers.semi2i import SemI2IStylizer
+    from semi2i.training.semi2i_step import SemI2IStep
+
+    cfg = SemI2IConfig(in_bands_a=3, in_bands_b=3, base_width=4, n_res_blocks=1, disc_width=4, patch_size=32)
+    step = SemI2IStep.create(cfg)
+    gen = torch.Generator().manual_seed(0)
+    step(torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1)
+    semi2i = step.save(tmp_path / "semi2i.pt")
+    rng = np.random.default_rng(4)
+    src_stats = BandStats.from_pixels(rng.uniform(0, 255, (3, 500)))
+    tgt_stats = BandStats.from_pixels(rng.uniform(50, 200, (3, 500)))
+    image = _image(45, 52)
+    src = write(tmp_path / "in" / "s.tif", image)
+    spec = {"checkpoint": str(semi2i), "source": "a", "source_stats": src_stats.to_attrs(),
+            "target_stats": tgt_stats.to_attrs(), "in_bands": 3, "out_bands": 3, "dtype": "float32"}
+    out = tmp_path / "out"
+    map_region(str(src), checkpoint, out, chunk_size=24, overlap=8, stylize=spec, quicklook=False)
+    stylizer = SemI2IStylizer.from_checkpoint(semi2i, src_stats, tgt_stats, overlap=8)
+    whole = stylizer.stylize(image)
+    import zarr
+    group = zarr.open_group(str(out / "maps.zarr"), mode="r")["s"]
+    np.testing.assert_allclose(group["stylized"][:], whole, rtol=0, atol=1e-3)
+    expected = SegmentationModel(checkpoint).logits(whole, overlap=8).argmax(0)
+    assert (group["classes"][:] == expected).mean() > 0.999
+    with rasterio.open(out / "cog" / "s_stylized.tif") as cog:
+        assert cog.count == 3 and cog.dtypes[0] == "float32"
+
+
+def test_killed_while_publishing_finishes_on_rerun(tmp_path, write, checkpoint, monkeypatch):
+    import semi2i.mapping.job as job
+
+    src = write(tmp_path / "in" / "p.tif", _image(40, 40))
+    out = tmp_path / "out"
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt("killed while publishing")
+
+    monkeypatch.setattr(job, "write_quicklook", killed)
+    with pytest.raises(KeyboardInterrupt):
+        map_region(str(src), checkpoint, out, chunk_size=32, overlap=8)
+    assert not (out / "job.json").exists() and not (out / "maps.zarr").exists()
+    monkeypatch.undo()
+    summary = map_region(str(src), checkpoint, out, chunk_size=32, overlap=8)
+    assert summary["computed_chunks"] == 0 and (out / "job.json").exists() and (out / "quicklook" / "p.png").exists()
