@@ -48,6 +48,8 @@ _MAX_HIST_BITS = 16
 _SAMPLE_PER_BAND = 2_000_000
 #: dask meta for per-block Python objects (partial statistics, colour counts).
 _OBJ = np.empty((0, 0), dtype=object)
+#: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
+_STRIP_PIXELS = 16_000_000
 
 
 class IngestError(ValueError):
@@ -323,24 +325,23 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
     valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
     data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})}
 
-    label_checks = []
+    checks: list[tuple[str, da.Array]] = []  # per-block check results: ("colours" | "hist", object array)
+    label = None
     if src.label is not None:
         raw = _read_lazy(src.label, chunk, whole or src.label_mode != "index").data
+        grid = ((1,) * raw.numblocks[1], (1,) * raw.numblocks[2])
         if src.label_mode == "index":
             label = raw[0].astype(np.uint8) if raw.dtype != np.uint8 else raw[0]
             if np.dtype(raw.dtype).kind == "f" or (np.dtype(raw.dtype).kind in "iu" and np.iinfo(raw.dtype).max > 255):
-                label_checks.append(da.map_blocks(_wide_label_check, raw[0], dtype=object, meta=_OBJ, chunks=((1,) * raw.numblocks[1], (1,) * raw.numblocks[2]))
-                                    .to_delayed().ravel().tolist())
+                checks.append(("colours", da.map_blocks(_wide_label_check, raw[0], dtype=object, meta=_OBJ, chunks=grid)))
         else:
             colormap = src.label_colormap
             label = da.map_blocks(_decode_block, raw, pal, colormap, dtype=np.uint8, drop_axis=0)
-            unknown = da.map_blocks(_unknown_block, raw, pal, colormap, dtype=object, meta=_OBJ, drop_axis=0,
-                                    chunks=((1,) * raw.numblocks[1], (1,) * raw.numblocks[2]))
-            label_checks.append(unknown.to_delayed().ravel().tolist())
+            checks.append(("colours", da.map_blocks(_unknown_block, raw, pal, colormap, dtype=object, meta=_OBJ, drop_axis=0,
+                                                    chunks=grid)))
         label = da.where(valid, label, np.uint8(ignore_index)).astype(np.uint8)
         data_vars["label"] = (("y", "x"), label, {"ignore_index": ignore_index, "long_name": "class index"})
-        label_hist = da.map_blocks(_label_hist_block, label, dtype=object, meta=_OBJ, chunks=((1,) * label.numblocks[0], (1,) * label.numblocks[1]))
-        label_checks.append([_sum_blocks(label_hist)])
+        checks.append(("hist", da.map_blocks(_label_hist_block, label, dtype=object, meta=_OBJ, chunks=grid)))
 
     ds = xr.Dataset(data_vars, coords={"band": np.arange(1, src.count + 1)})
     if src.crs is not None:
@@ -352,22 +353,37 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
     ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=codec)
     if "label" in ds:
         ds["label"].encoding.update(chunks=(chunk, chunk), compressors=codec)
-    write = ds.to_zarr(str(store), group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
+    # xarray writes the metadata and coordinates now; the pixels are written below, strip by strip
+    ds.to_zarr(str(store), group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
+    group = zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
+    targets = [(image, group["image"])] + ([(label, group["label"])] if label is not None else [])
     stats_blocks = da.map_blocks(_stats_block, image, valid, dtype=object, meta=_OBJ, drop_axis=0,
                                  chunks=((1,) * image.numblocks[1], (1,) * image.numblocks[2]))
-    stats_parts = stats_blocks.to_delayed().ravel().tolist()
-    _, stats_parts, *checks = dask.compute(write, stats_parts, *label_checks, scheduler="threads")
 
+    # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next
+    # is read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer.
     stats = _StatsAccumulator(src.count, np.dtype(src.dtype))
-    for part in stats_parts:
-        stats.merge(part[0, 0])
+    colour_parts, hist = [], np.zeros(256, dtype=np.int64)
+    rows = max(1, _STRIP_PIXELS // (chunk * max(src.width, 1)))
+    for r0 in range(0, image.numblocks[1], rows):
+        ys = slice(r0 * chunk, min(src.height, (r0 + rows) * chunk))
+        writes = da.store([a[..., ys, :] for a, _ in targets], [z for _, z in targets],
+                          regions=[(slice(None),) * (a.ndim - 2) + (ys, slice(None)) for a, _ in targets], lock=False, compute=False)
+        parts = [stats_blocks[r0 : r0 + rows]] + [arr[r0 : r0 + rows] for _, arr in checks]
+        _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads")
+        for part in results[0]:
+            stats.merge(part[0, 0])
+        for (kind, _), result in zip(checks, results[1:]):
+            if kind == "hist":
+                hist += np.sum([p[0, 0] for p in result], axis=0)
+            else:
+                colour_parts.extend(result)
+
     if stats.count == 0:
         raise IngestError(f"{src.image}: every pixel is nodata (nodata={src.nodata})")
     max_label = -1
     if src.label is not None:
-        *colour_checks, (hist,) = checks
-        for parts in colour_checks:
-            _raise_on_bad_labels(src, parts)
+        _raise_on_bad_labels(src, colour_parts)
         others = [v for v in np.nonzero(hist)[0] if v != ignore_index]
         max_label = int(max(others)) if others else -1
         if class_names and others and max(others) >= len(class_names):
@@ -377,7 +393,6 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
                               f"(valid: 0..{len(class_names) - 1} and ignore {ignore_index})")
     info = RasterInfo(rid, src.height, src.width, src.crs, src.transform, str(src.image.resolve()),
                       str(src.label.resolve()) if src.label else None, int(stats.count))
-    group = zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
     group.attrs[ATTRS_KEY] = info.to_attrs()
     return info, stats, max_label
 
@@ -419,15 +434,6 @@ def _label_hist_block(block: np.ndarray) -> np.ndarray:
     out = np.empty((1, 1), dtype=object)
     out[0, 0] = np.bincount(block.ravel(), minlength=256).astype(np.int64)
     return out
-
-
-@dask.delayed
-def _sum_blocks_delayed(parts: list) -> np.ndarray:
-    return np.sum([p[0, 0] for p in parts], axis=0)
-
-
-def _sum_blocks(hist_blocks: da.Array):
-    return _sum_blocks_delayed(hist_blocks.to_delayed().ravel().tolist())
 
 
 def _raise_on_bad_labels(src: _RasterSource, parts: Iterable[dict]) -> None:
