@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     report = run.run()
     logging.getLogger("adapt").info("done in %.0f s (%s); run folder %s", time.perf_counter() - started,
                                     ", ".join(f"{k} {v:.0f}s" for k, v in run.timings.items()), run.run_dir)
-    return 0 if report is not None or "report" in args.skip else 0
+    if report is None and "report" not in args.skip:
+        logging.getLogger("adapt").info("no report: the target has no labels to score against (maps are in %s)", run.path("maps"))
+    return 0
 
 
 if __name__ == "__main__":
