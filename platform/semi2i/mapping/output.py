@@ -17,6 +17,7 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from semi2i.data.geotiff import geotiff_profile
 from semi2i.data.store import RasterInfo
 from semi2i.previews import class_colours
 
@@ -49,13 +50,7 @@ def write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float 
     """(H, W) or (bands, H, W) zarr array -> COG with the raster's CRS, transform and nodata, plus overviews."""
     bands = 1 if array.ndim == 2 else array.shape[0]
     height, width = array.shape[-2:]
-    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=str(array.dtype),
-                   transform=info.transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                   BIGTIFF="IF_SAFER")
-    if info.crs is not None:
-        profile["crs"] = info.crs
-    if nodata is not None:
-        profile["nodata"] = nodata
+    profile = geotiff_profile(info, count=bands, dtype=str(array.dtype), nodata=nodata, block=512)
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = path.with_name(f".{path.stem}.stage-{os.getpid()}.tif")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
