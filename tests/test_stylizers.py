@@ -86,13 +86,13 @@ def test_per_band_baselines_refuse_different_band_counts_and_wrong_inputs():
 def test_registry_builds_the_baselines_alike():
     rng = np.random.default_rng(3)
     src, tgt = stats_of(rng.uniform(1, 2, (3, 8, 8))), stats_of(rng.uniform(3, 5, (3, 8, 8)))
-    assert set(STYLIZERS) == {"identity", "histogram_matching", "gray_world", "semi2i"}
+    assert set(STYLIZERS) == {"identity", "histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"}
     for name in ("identity", "histogram_matching", "gray_world"):
         stylizer = load_stylizer(name, source_stats=src, target_stats=tgt)
         assert stylizer.name == name and (stylizer.in_bands, stylizer.out_bands) == (3, 3)
         assert stylizer.stylize(np.ones((3, 5, 7), dtype=np.uint8)).shape == (3, 5, 7)
-    with pytest.raises(ValueError, match="unknown stylizer 'cyclegan'"):
-        load_stylizer("cyclegan", source_stats=src, target_stats=tgt)
+    with pytest.raises(ValueError, match="unknown stylizer 'munit'"):
+        load_stylizer("munit", source_stats=src, target_stats=tgt)
     with pytest.raises(ValueError, match="needs checkpoint="):
         load_stylizer("semi2i", source_stats=src, target_stats=tgt)
 

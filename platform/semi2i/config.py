@@ -61,6 +61,67 @@ class SemI2IConfig:
 
 
 @dataclass(frozen=True)
+class ColorMapGANConfig:
+    """ColorMapGAN baseline (Tasar et al., arXiv 1907.12859): a per-band, per-value affine colour map
+    trained adversarially against the target with a 70×70 PatchGAN (LSGAN), source → target only.
+
+    The paper's generator holds one (w, b) per band for every 8-bit RGB colour triple (a 256³ lookup
+    table, ~100 M parameters); ours is the per-band factorised form, one (w, b) per band and per input
+    value: ``out_c = w[c, v]·x_c + b[c, v]`` with ``v`` the bin of x_c (``bins`` levels of the [-1, 1]
+    GAN input). It works for any band count and dtype (16-bit, float, 4+ bands, where a joint table
+    would be 65536^bands) in a few KB. ``in_bands_a``/``in_bands_b`` are set by the pipeline and must
+    be equal: a pointwise map has no band correspondence otherwise. Schedule: constant ``lr_g``/``lr_d``
+    up to ``decay_epoch``, then CycleGAN's linear decay (our choice; the GAN setup follows CycleGAN's).
+    """
+
+    in_bands_a: int = 3
+    in_bands_b: int = 3
+    bins: int = 256  # LUT entries per band (8-bit data: one per value)
+    disc_width: int = 64  # PatchGAN ndf
+    patch_size: int = 256
+    lr_g: float = 5e-3  # the map's learning rate: each entry only learns from the pixels in its bin
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 25
+    decay_epoch: int = 15
+    max_steps_per_epoch: int | None = None
+    checkpoint_every: int = 1000
+    preview_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    """CycleGAN baseline (Zhu et al. 2017), defaults of the reference implementation
+    (pytorch-CycleGAN-and-pix2pix): ResNet generators c7s1-w, d2w, d4w, ``n_res_blocks``×R4w, u2w, uw,
+    c7s1; 70×70 PatchGANs; LSGAN; λ_cycle = 10, identity 0.5·λ_cycle (only with equal band counts);
+    image pools of 50; Adam 2e-4, β = (0.5, 0.999); constant for ``decay_epoch`` epochs, then linear
+    decay to ~0 (100 + 100 epochs). An epoch is min(#A, #B) patches, as for SemI2I."""
+
+    in_bands_a: int = 3
+    in_bands_b: int = 3
+    base_width: int = 64  # ngf
+    n_res_blocks: int = 9  # 9 for 256² in the reference (6 for 128²)
+    disc_width: int = 64  # ndf
+    patch_size: int = 256
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # × lambda_cycle
+    pool_size: int = 50  # 0 = no pool
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 200
+    decay_epoch: int = 100
+    max_steps_per_epoch: int | None = None
+    checkpoint_every: int = 1000
+    preview_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class UNetTrainConfig:
     """U-net training and fine-tuning budget (paper §3). Defaults are the paper's values."""
 
@@ -83,6 +144,8 @@ class Profile:
     overlap: int
     semi2i: SemI2IConfig = field(default_factory=SemI2IConfig)
     unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    colormapgan: ColorMapGANConfig = field(default_factory=ColorMapGANConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
 
 PROFILE_DIR = "profiles"
@@ -111,7 +174,8 @@ def profile_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> Profil
     errors: list[str] = []
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: a profile must be a mapping, got {type(data).__name__}")
-    sections = {"semi2i": SemI2IConfig, "unet": UNetTrainConfig}
+    sections = {"semi2i": SemI2IConfig, "unet": UNetTrainConfig, "colormapgan": ColorMapGANConfig,
+                "cyclegan": CycleGANConfig}
     top_fields = {f.name: f for f in dataclasses.fields(Profile)}
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -142,7 +206,7 @@ def profile_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> Profil
 _POSITIVE_INTS = {
     "patch_size", "base_width", "n_res_blocks", "disc_width", "epochs", "checkpoint_every",
     "preview_every", "log_every", "in_bands_a", "in_bands_b", "depth", "batch_size",
-    "train_steps", "max_steps_per_epoch",
+    "train_steps", "max_steps_per_epoch", "bins",
 }
 
 
@@ -216,10 +280,34 @@ def _cross_checks(p: Profile) -> list[str]:
     for key in ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv"):
         if getattr(s, key) < 0:
             errs.append(f"semi2i.{key}: must be >= 0, got {getattr(s, key)}")
+    errs += _gan_checks("colormapgan", p.colormapgan, p.patch_size, lrs=("lr_g", "lr_d"), lambdas=())
+    errs += _gan_checks("cyclegan", p.cyclegan, p.patch_size, lrs=("lr",), lambdas=("lambda_cycle", "lambda_identity"))
+    if p.cyclegan.patch_size % 4:
+        errs.append(f"cyclegan.patch_size: must be divisible by 4 (two stride-2 convs), got {p.cyclegan.patch_size}")
+    if p.cyclegan.pool_size < 0:
+        errs.append(f"cyclegan.pool_size: must be >= 0, got {p.cyclegan.pool_size}")
+    if p.colormapgan.bins < 2:
+        errs.append(f"colormapgan.bins: must be >= 2, got {p.colormapgan.bins}")
     if u.lr <= 0:
         errs.append(f"unet.lr: must be > 0, got {u.lr}")
     if u.finetune_steps < 0:
         errs.append(f"unet.finetune_steps: must be >= 0, got {u.finetune_steps}")
+    return errs
+
+
+def _gan_checks(section: str, c: Any, grid: int, lrs: tuple[str, ...], lambdas: tuple[str, ...]) -> list[str]:
+    """Checks shared by the baseline GAN sections (patch size, schedule, learning rates, betas)."""
+    errs = []
+    if c.patch_size > grid:
+        errs.append(f"{section}.patch_size: {c.patch_size} exceeds the patch grid size {grid}")
+    if c.patch_size < 32:
+        errs.append(f"{section}.patch_size: the 70x70 PatchGAN needs at least 32, got {c.patch_size}")
+    if not 0 <= c.decay_epoch <= c.epochs:
+        errs.append(f"{section}.decay_epoch: must be in [0, epochs={c.epochs}], got {c.decay_epoch}")
+    errs += [f"{section}.{k}: must be > 0, got {getattr(c, k)}" for k in lrs if getattr(c, k) <= 0]
+    errs += [f"{section}.{k}: must be in [0, 1), got {getattr(c, k)}" for k in ("beta1", "beta2")
+             if not 0.0 <= getattr(c, k) < 1.0]
+    errs += [f"{section}.{k}: must be >= 0, got {getattr(c, k)}" for k in lambdas if getattr(c, k) < 0]
     return errs
 
 

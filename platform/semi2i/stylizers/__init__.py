@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from semi2i.data.normalize import BandStats
 from semi2i.stylizers.base import Stylizer
+from semi2i.stylizers.colormapgan import ColorMapGANStylizer
+from semi2i.stylizers.cyclegan import CycleGANStylizer
 from semi2i.stylizers.grayworld import GrayWorldStylizer
 from semi2i.stylizers.histogram import HistogramMatchingStylizer
 from semi2i.stylizers.identity import IdentityStylizer
@@ -36,25 +38,46 @@ def _semi2i(
     return SemI2IStylizer.from_checkpoint(checkpoint, source_stats, _need(target_stats, "semi2i"), **kwargs)
 
 
+def _colormapgan(
+    source_stats: BandStats, target_stats: BandStats | None, *, checkpoint: str | Path | None = None, **kwargs: Any
+) -> Stylizer:
+    if checkpoint is None:
+        raise ValueError("the colormapgan stylizer needs checkpoint=<path of a ColorMapGAN training checkpoint>")
+    return ColorMapGANStylizer.from_checkpoint(checkpoint, source_stats, _need(target_stats, "colormapgan"), **kwargs)
+
+
+def _cyclegan(
+    source_stats: BandStats, target_stats: BandStats | None, *, checkpoint: str | Path | None = None, **kwargs: Any
+) -> Stylizer:
+    if checkpoint is None:
+        raise ValueError("the cyclegan stylizer needs checkpoint=<path of a CycleGAN training checkpoint>")
+    return CycleGANStylizer.from_checkpoint(checkpoint, source_stats, _need(target_stats, "cyclegan"), **kwargs)
+
+
 #: name → factory(source_stats, target_stats, **options)
 STYLIZERS: dict[str, Callable[..., Stylizer]] = {
     "identity": _identity,
     "histogram_matching": _histogram,
     "gray_world": _gray_world,
+    "colormapgan": _colormapgan,
+    "cyclegan": _cyclegan,
     "semi2i": _semi2i,
 }
+#: the stylizers trained on the two cities, built from a training checkpoint (``checkpoint=...``)
+CHECKPOINT_STYLIZERS = ("colormapgan", "cyclegan", "semi2i")
 
 
 def load_stylizer(
     name: str, *, source_stats: BandStats, target_stats: BandStats | None = None, **options: Any
 ) -> Stylizer:
-    """Build a registered stylizer. ``options`` go to the factory (semi2i: ``checkpoint``, ``source``,
-    ``tile_size``, ``overlap``, ``batch_tiles``, ``device``); the baselines take none."""
+    """Build a registered stylizer. ``options`` go to the factory: the trained ones (semi2i, cyclegan:
+    ``checkpoint``, ``source``, ``tile_size``, ``overlap``, ``batch_tiles``, ``device``; colormapgan:
+    ``checkpoint``, ``overlap`` (unused, pointwise), ``device``); the others take none."""
     try:
         factory = STYLIZERS[name]
     except KeyError:
         raise ValueError(f"unknown stylizer {name!r}; available: {', '.join(STYLIZERS)}") from None
-    if name != "semi2i" and options:
+    if name not in CHECKPOINT_STYLIZERS and options:
         raise ValueError(f"stylizer {name!r} takes no options, got {sorted(options)}")
     return factory(source_stats, target_stats, **options)
 
@@ -66,7 +89,10 @@ def _need(target_stats: BandStats | None, name: str) -> BandStats:
 
 
 __all__ = [
+    "CHECKPOINT_STYLIZERS",
     "STYLIZERS",
+    "ColorMapGANStylizer",
+    "CycleGANStylizer",
     "GrayWorldStylizer",
     "HistogramMatchingStylizer",
     "IdentityStylizer",

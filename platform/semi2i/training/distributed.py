@@ -1,9 +1,11 @@
-"""Data-parallel SemI2I and U-net training on Ray Train (``TorchTrainer``, DDP, gloo/nccl).
+"""Data-parallel GAN (SemI2I, ColorMapGAN, CycleGAN) and U-net training on Ray Train (``TorchTrainer``,
+DDP, gloo/nccl).
 
 The same code runs 1 CPU process, N workers on one machine, or a GPU cluster:
 
-* every worker runs the single-process step classes (:class:`SemI2IStep`, :class:`UNetStep`)
-  unchanged, on DDP-wrapped networks (``prepare_model``);
+* every worker runs the single-process step classes (:class:`SemI2IStep`, :class:`ColorMapGANStep`,
+  :class:`CycleGANStep`, :class:`UNetStep`) unchanged, on DDP-wrapped networks (``prepare_model``);
+  the three GANs share one loop through the small step protocol of :mod:`semi2i.training.gan`;
 * **style statistics**: each step, every worker's batch μ, σ are averaged across workers with
   ``all_reduce`` before Algorithm 1, so all replicas hold the same global statistics (DDP does not
   touch them: :class:`GlobalStyleStats` is not inside a DDP module);
@@ -32,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from semi2i.config import SemI2IConfig, UNetTrainConfig
+from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig, UNetTrainConfig
 from semi2i.data.normalize import BandStats
 from semi2i.data.patches import Window, city_windows, step_windows
 from semi2i.data.store import open_store
@@ -41,6 +43,8 @@ from semi2i.data.stream import Normalize, read_patches, window_columns
 log = logging.getLogger(__name__)
 
 SEMI2I_CHECKPOINT = "semi2i.pt"
+COLORMAPGAN_CHECKPOINT = "colormapgan.pt"
+CYCLEGAN_CHECKPOINT = "cyclegan.pt"
 UNET_CHECKPOINT = "unet.pt"
 
 
@@ -213,27 +217,91 @@ def _crash_once(config: dict, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# SemI2I
+# the image-translation GANs: SemI2I and the ColorMapGAN / CycleGAN baselines, one loop
 
 
-def semi2i_worker_loop(config: dict) -> dict:
-    """Ray Train worker: SemI2I on one patch per domain per worker per step (paper §3)."""
+@dataclass(frozen=True)
+class GANSpec:
+    """What :func:`gan_worker_loop` needs to know about one GAN (looked up by name in the workers)."""
+
+    name: str  # stage name, TensorBoard folder, preview prefix
+    checkpoint: str  # file in the run folder (and in Ray's checkpoints)
+    config: type
+    build: Callable[[Any, torch.device, int, int], Any]  # (cfg, device, rank, world) -> GANStep
+    preview: Callable[[Any, torch.Tensor, torch.Tensor, Path], Any]
+    summary: Callable[[Any, int, int], dict] | None = None  # collective extras for the returned summary
+
+
+def _build_semi2i(cfg: SemI2IConfig, device: torch.device, rank: int, world: int) -> Any:
     from semi2i.training.semi2i_step import SemI2IStep, build_models
-    from semi2i.training.semi2i_trainer import save_preview, steps_per_epoch
 
-    rank, world, device = _setup_worker(config["threads"])
-    cfg = SemI2IConfig(**config["cfg"])
-    run_dir = Path(config["run_dir"])
     models = build_models(cfg).to(device)
-    step = SemI2IStep(
-        cfg,
-        _wrap(models.generator, world),
-        _wrap(models.disc_a, world),
-        _wrap(models.disc_b, world),
-        models.style,
-        reduce_style_stats=_allreduce_mean if world > 1 else None,
-    )
-    restored = _restored_state(SEMI2I_CHECKPOINT)
+    return SemI2IStep(cfg, _wrap(models.generator, world), _wrap(models.disc_a, world), _wrap(models.disc_b, world),
+                      models.style, reduce_style_stats=_allreduce_mean if world > 1 else None)
+
+
+def _semi2i_preview(step: Any, a: torch.Tensor, b: torch.Tensor, path: Path) -> Any:
+    from semi2i.training.semi2i_trainer import save_preview
+
+    with torch.no_grad():
+        return save_preview(step, a, b, path)
+
+
+def _semi2i_summary(step: Any, rank: int, world: int) -> dict:
+    """Every rank's global statistics, so callers can verify they are identical."""
+    stats = torch.cat([b.detach().flatten() for b in step.style.buffers()])
+    return {"style_stats_per_rank": [g.cpu().numpy() for g in _allgather(stats, world)]}
+
+
+def _build_colormapgan(cfg: ColorMapGANConfig, device: torch.device, rank: int, world: int) -> Any:
+    from semi2i.training.colormapgan_step import ColorMapGANStep, build_models
+
+    models = build_models(cfg).to(device)
+    return ColorMapGANStep(cfg, _wrap(models.generator, world), _wrap(models.disc_b, world))
+
+
+def _build_cyclegan(cfg: CycleGANConfig, device: torch.device, rank: int, world: int) -> Any:
+    from semi2i.training.cyclegan_step import CycleGANStep, build_models
+
+    m = build_models(cfg).to(device)
+    return CycleGANStep(cfg, _wrap(m.gen_ab, world), _wrap(m.gen_ba, world), _wrap(m.disc_a, world), _wrap(m.disc_b, world),
+                        rank=rank, world=world, gather=(lambda t: _allgather(t.to(device), world)) if world > 1 else None)
+
+
+def _gan_preview(step: Any, a: torch.Tensor, b: torch.Tensor, path: Path) -> Any:
+    from semi2i.training.gan import save_gan_preview
+
+    with torch.no_grad():
+        return save_gan_preview(step, a, b, path)
+
+
+GANS: dict[str, GANSpec] = {
+    "semi2i": GANSpec("semi2i", SEMI2I_CHECKPOINT, SemI2IConfig, _build_semi2i, _semi2i_preview, _semi2i_summary),
+    "colormapgan": GANSpec("colormapgan", COLORMAPGAN_CHECKPOINT, ColorMapGANConfig, _build_colormapgan, _gan_preview),
+    "cyclegan": GANSpec("cyclegan", CYCLEGAN_CHECKPOINT, CycleGANConfig, _build_cyclegan, _gan_preview),
+}
+
+
+def _allgather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
+    if world == 1:
+        return [tensor]
+    gathered = [torch.zeros_like(tensor) for _ in range(world)]
+    torch.distributed.all_gather(gathered, tensor)
+    return gathered
+
+
+def gan_worker_loop(config: dict) -> dict:
+    """Ray Train worker: one patch per domain per worker per step (paper §3) through any GAN step
+    (``config["model"]`` in :data:`GANS`), with the same data, schedule, checkpoints and previews."""
+    from semi2i.training.semi2i_step import save_checkpoint
+    from semi2i.training.semi2i_trainer import steps_per_epoch
+
+    spec = GANS[config["model"]]
+    rank, world, device = _setup_worker(config["threads"])
+    cfg = spec.config(**config["cfg"])
+    run_dir = Path(config["run_dir"])
+    step = spec.build(cfg, device, rank, world)
+    restored = _restored_state(spec.checkpoint)
     if restored is not None:
         step.load_state_dict(restored)
 
@@ -241,7 +309,7 @@ def semi2i_worker_loop(config: dict) -> dict:
     windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
     total = config.get("max_steps") or cfg.epochs * spe
-    progress = _Progress("semi2i", run_dir, rank, total, step.step, "steps", 1)
+    progress = _Progress(spec.name, run_dir, rank, total, step.step, "steps", 1)
     batches = {
         domain: patch_batches(windows, seed=cfg.seed + offset, start_step=step.step, end_step=total, rank=rank, world=world,
                               per_worker=1, normalize="unit")
@@ -250,32 +318,24 @@ def semi2i_worker_loop(config: dict) -> dict:
     losses: dict[str, float] = {}
     for batch_a, batch_b in zip(batches["a"], batches["b"]):
         step.set_epoch(step.step // spe)
-        losses = step(batch_a["image"], batch_b["image"])
+        losses = step.train_step(batch_a["image"], batch_b["image"])
         done = step.step
         checkpoint = done % cfg.checkpoint_every == 0 or done == total
         if done % cfg.log_every == 0 or checkpoint:
             metrics = {**losses, "step": done, "epoch": step.epoch, "steps_per_s": progress.rate(done)}
             progress.log(done, metrics)
-            _report(metrics, rank, step.state_dict if checkpoint else None, SEMI2I_CHECKPOINT)
+            state = step.state_dict() if checkpoint else None  # on every rank: it may gather (CycleGAN's pools)
+            _report(metrics, rank, (lambda: state) if checkpoint else None, spec.checkpoint)
         if rank == 0 and done % cfg.preview_every == 0:
-            with torch.no_grad():
-                save_preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"semi2i_step{done:06d}.png")
+            spec.preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"{spec.name}_step{done:06d}.png")
         _crash_once(config, done)
     progress.close()
 
-    # every rank's global statistics, so callers can verify they are identical
-    stats = torch.cat([b.detach().flatten() for b in step.style.buffers()])
-    gathered = [torch.zeros_like(stats) for _ in range(world)]
-    if world > 1:
-        torch.distributed.all_gather(gathered, stats)
-    else:
-        gathered = [stats]
+    extra = spec.summary(step, rank, world) if spec.summary else {}
+    state = step.state_dict()
     if rank == 0:
-        from semi2i.training.semi2i_step import save_checkpoint
-
-        save_checkpoint(run_dir / SEMI2I_CHECKPOINT, step.state_dict())
-    return {"step": step.step, "epoch": step.epoch, "losses": losses, "steps_per_s": progress.rate(step.step),
-            "style_stats_per_rank": [g.cpu().numpy() for g in gathered]}
+        save_checkpoint(run_dir / spec.checkpoint, state)
+    return {"step": step.step, "epoch": step.epoch, "losses": losses, "steps_per_s": progress.rate(step.step), **extra}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,8 +448,9 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
     return trainer.fit()
 
 
-def fit_semi2i(
-    cfg: SemI2IConfig,
+def fit_gan(
+    model: str,
+    cfg: Any,
     source_store: str | Path,
     target_store: str | Path,
     run_dir: str | Path,
@@ -399,14 +460,20 @@ def fit_semi2i(
     max_steps: int | None = None,
     crash_at_step: int | None = None,
 ) -> dict:
-    """Train SemI2I (source = domain A, target = domain B) with Ray Train; returns rank 0's summary.
-
-    The final training state is written to ``<run_dir>/semi2i.pt``.
-    """
+    """Train the GAN ``model`` (a key of :data:`GANS`; source = domain A, target = domain B) with Ray
+    Train; returns rank 0's summary. The final training state goes to ``<run_dir>/<its checkpoint>``."""
+    spec = GANS[model]
+    if not isinstance(cfg, spec.config):
+        raise TypeError(f"{model} needs a {spec.config.__name__}, got {type(cfg).__name__}")
     run_dir = Path(run_dir)
     source, target = open_store(str(source_store)), open_store(str(target_store))
     cfg = dataclasses.replace(cfg, in_bands_a=source.num_bands, in_bands_b=target.num_bands)
+    if model == "colormapgan":
+        from semi2i.models.colormapgan import require_equal_bands
+
+        require_equal_bands(cfg.in_bands_a, cfg.in_bands_b)  # before any worker starts
     config = {
+        "model": model,
         "cfg": dataclasses.asdict(cfg),
         "source": str(Path(source_store).resolve()),
         "target": str(Path(target_store).resolve()),
@@ -414,8 +481,27 @@ def fit_semi2i(
         "max_steps": max_steps,
         "crash_at_step": crash_at_step,
     }
-    result = _fit(semi2i_worker_loop, config, run_dir, "semi2i", scaling)
+    result = _fit(gan_worker_loop, config, run_dir, spec.name, scaling)
     return result.return_value
+
+
+def fit_semi2i(cfg: SemI2IConfig, source_store: str | Path, target_store: str | Path, run_dir: str | Path, **kwargs: Any) -> dict:
+    """Train SemI2I (source = domain A, target = domain B) with Ray Train; returns rank 0's summary
+    (with every rank's global style statistics). The final training state is ``<run_dir>/semi2i.pt``.
+    Keywords as :func:`fit_gan` (``overlap``, ``scaling``, ``max_steps``, ``crash_at_step``)."""
+    return fit_gan("semi2i", cfg, source_store, target_store, run_dir, **kwargs)
+
+
+def fit_colormapgan(cfg: ColorMapGANConfig, source_store: str | Path, target_store: str | Path, run_dir: str | Path,
+                    **kwargs: Any) -> dict:
+    """Train the ColorMapGAN baseline (needs equal band counts); writes ``<run_dir>/colormapgan.pt``."""
+    return fit_gan("colormapgan", cfg, source_store, target_store, run_dir, **kwargs)
+
+
+def fit_cyclegan(cfg: CycleGANConfig, source_store: str | Path, target_store: str | Path, run_dir: str | Path,
+                 **kwargs: Any) -> dict:
+    """Train the CycleGAN baseline; writes ``<run_dir>/cyclegan.pt``."""
+    return fit_gan("cyclegan", cfg, source_store, target_store, run_dir, **kwargs)
 
 
 def fit_unet(

@@ -165,6 +165,17 @@ class SemI2IStep:
         losses["lr"] = self.lr
         return losses
 
+    train_step = __call__  # the name in the GANStep protocol (semi2i.training.gan)
+
+    def stylize(self, image: Tensor) -> Tensor:
+        """Test time: A's content in B's *global* style (fake A), any size."""
+        return self.models.generator.stylize(image, "a", self.style)
+
+    def preview_images(self, a: Tensor, b: Tensor) -> list[Tensor]:
+        """A | fake A | B | fake B with the global statistics (what ``save_preview`` draws)."""
+        generator = self.models.generator
+        return [a, generator.stylize(a, "a", self.style), b, generator.stylize(b, "b", self.style)]
+
     # --- the whole training state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """All weights, both optimizers, counters, global statistics and the config (plain types)."""
