@@ -4,9 +4,9 @@
     python jobs/adapt.py --config jobs/configs/dubai-bright-to-sensor.yaml --seed 1
     ray job submit --working-dir . -- python jobs/adapt.py --config jobs/configs/<x>.yaml
 
-Stages: ingest -> unet_source -> semi2i -> stylize -> finetune -> segment -> report. Each writes into
-the run folder (default runs/<config name>) and is skipped when its outputs exist, so re-running an
-interrupted job resumes it. Results: <run-dir>/report.json, report.md, previews/*.png, maps/.
+Stages: ingest -> unet_source -> colormapgan -> cyclegan -> semi2i -> stylize -> finetune -> segment ->
+report. Each writes into the run folder (default runs/<config name>) and is skipped when its outputs
+exist, so re-running an interrupted job resumes it. Results: <run-dir>/report.json, report.md, previews/*.png, maps/.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="adapt config YAML (default: the built-in synthetic demo)")
     p.add_argument("--profile", choices=["quick", "paper"], help="settings profile (default: the config's, else quick)")
-    p.add_argument("--run-dir", help="run folder (default: runs/<config name>)")
+    p.add_argument("--run-dir", help="run folder (default: $SEMI2I_RUNS/<config name>, else runs/<config name>)")
     p.add_argument("--workers", type=int, help="Ray Train workers per training stage")
     p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (one per worker)")
     p.add_argument("--seed", type=int, help="seed for model initialisation and patch order")
@@ -35,12 +35,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def default_run_dir(name: str) -> Path:
+    """``$SEMI2I_RUNS/<name>`` (a shared mount on a cluster), else ``runs/<name>`` under the current folder."""
+    root = os.environ.get("SEMI2I_RUNS")
+    return Path(root) / name if root else Path("runs") / name
+
+
+def refuse_ephemeral(run_dir: Path) -> None:
+    """Under ``ray job submit --working-dir``, a relative run folder lands in Ray's temporary copy of
+    the working dir, which is deleted with the job: refuse instead of losing the results."""
+    resolved = str(Path(run_dir).resolve())
+    if "runtime_resources" in resolved and "working_dir_files" in resolved:
+        raise ConfigError(f"{run_dir}: the run folder would be inside Ray's temporary copy of the working dir "
+                          f"({resolved}), which is deleted after the job; pass an absolute --run-dir on shared storage "
+                          "or set SEMI2I_RUNS")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_adapt_config(args.config, profile=args.profile, seed=args.seed, workers=args.workers, gpu=args.gpu)
-        run = AdaptRun(cfg, args.run_dir or Path("runs") / cfg.name, skip=tuple(args.skip))
+        run = AdaptRun(cfg, args.run_dir or default_run_dir(cfg.name), skip=tuple(args.skip))
+        refuse_ephemeral(run.run_dir)
     except ConfigError as exc:
         print(f"adapt: config error:\n{exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from zarr.codecs import BloscCodec
 
+from semi2i import io_paths
+
 from .normalize import QUANTILE_LEVELS, BandStats
 from .palette import Palette, PaletteError, code_to_rgb, expand_colour_table
 from .store import ATTRS_KEY, FORMAT_NAME, FORMAT_VERSION, CityStore, RasterInfo, valid_mask
@@ -80,7 +82,16 @@ def expand_paths(spec: str | os.PathLike | Sequence[str | os.PathLike] | None, w
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     paths: list[Path] = []
     for item in items:
-        text = str(item)
+        text = os.fspath(item)
+        if io_paths.is_url(text):  # s3://, gs://, az://, https://: listed by fsspec, read by GDAL
+            try:
+                paths.extend(io_paths.as_path(u) for u in io_paths.expand(text))
+            except FileNotFoundError:
+                kind = "no {what} objects match this pattern" if io_paths._MAGIC.search(text) else "{what} object not found"
+                raise IngestError(f"{text}: {kind.format(what=what)}") from None
+            except RuntimeError as exc:
+                raise IngestError(f"{text}: {exc}") from None
+            continue
         if glob.has_magic(text):
             matches = sorted(glob.glob(text))
             if not matches:
@@ -175,7 +186,7 @@ def ingest_city(
             "provenance": {
                 "images": [str(s.image.resolve()) for s in sources],
                 "labels": [str(s.label.resolve()) if s.label else None for s in sources],
-                "palette": str(Path(palette).resolve()) if palette else None,
+                "palette": str(io_paths.as_path(palette).resolve()) if palette else None,
                 "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         }
@@ -208,10 +219,10 @@ def _load_palette(palette: str | Path | None, ignore_index: int) -> Palette | No
 def _load_class_names(classes: str | Path | Sequence[str] | None) -> list[str]:
     if classes is None:
         return []
-    if isinstance(classes, (str, Path)):
-        path = Path(classes)
+    if isinstance(classes, (str, os.PathLike)):
+        path = io_paths.as_path(classes)
         try:
-            spec = json.loads(path.read_text())
+            spec = json.loads(io_paths.read_text(path))
             entries = sorted(spec["classes"], key=lambda c: int(c["index"]))
         except FileNotFoundError:
             raise IngestError(f"{path}: classes file not found") from None
@@ -227,7 +238,7 @@ def _open(path: Path, role: str) -> rasterio.DatasetReader:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            return rasterio.open(io_paths.gdal_path(path))
     except RasterioIOError as exc:
         raise IngestError(f"{path}: cannot read {role} raster ({str(exc).splitlines()[0]})") from None
 
@@ -312,7 +323,7 @@ def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
     chunks = {"band": -1, "y": -1, "x": -1} if whole else {"band": -1, "y": chunk, "x": chunk}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        arr = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=False, cache=False)
+        arr = rioxarray.open_rasterio(io_paths.gdal_path(path), chunks=chunks, lock=False, mask_and_scale=False, cache=False)
     if whole:
         arr = arr.chunk({"band": -1, "y": chunk, "x": chunk})
     return arr

@@ -27,11 +27,15 @@ class Palette:
 
     @classmethod
     def load(cls, path: str | Path, ignore_index: int = 255) -> "Palette":
-        path = Path(path)
+        from semi2i import io_paths  # local: io_paths imports nothing from the data layer
+
+        path = io_paths.as_path(path)
         try:
-            spec = json.loads(path.read_text())
+            spec = json.loads(io_paths.read_text(path))
         except FileNotFoundError:
             raise PaletteError(f"{path}: palette file not found") from None
+        except RuntimeError as exc:  # the object store's fsspec backend is missing
+            raise PaletteError(f"{path}: {exc}") from None
         except json.JSONDecodeError as exc:
             raise PaletteError(f"{path}: not valid JSON ({exc})") from None
         try:

@@ -49,7 +49,14 @@ class MappingError(ValueError):
 
 def _input_paths(spec: str | Path | list) -> tuple[Path | None, list[str]]:
     """(store, []) for one city store, else (None, raster paths) with globs expanded; checked to exist."""
+    from semi2i import io_paths
+
     specs = [str(s) for s in (spec if isinstance(spec, (list, tuple)) else [spec])]
+    if any(io_paths.is_url(s) for s in specs):  # object-store rasters: listed by fsspec, read by GDAL at ingest
+        try:
+            return None, io_paths.expand(specs)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise MappingError(f"{specs[0]}: {exc}") from None
     if len(specs) == 1 and (Path(specs[0]) / "zarr.json").exists():
         try:
             CityStore(specs[0])
