@@ -26,6 +26,10 @@ TINY = {
         "semi2i": {"base_width": 4, "n_res_blocks": 1, "disc_width": 4, "patch_size": 32, "epochs": 2, "decay_epoch": 1,
                    "max_steps_per_epoch": 2, "checkpoint_every": 2, "log_every": 1},
         "unet": {"base_width": 4, "depth": 2, "patch_size": 32, "batch_size": 2, "train_steps": 3, "finetune_steps": 2},
+        "colormapgan": {"disc_width": 4, "patch_size": 32, "epochs": 2, "decay_epoch": 1, "max_steps_per_epoch": 2,
+                        "checkpoint_every": 2, "log_every": 1},
+        "cyclegan": {"base_width": 4, "n_res_blocks": 1, "disc_width": 4, "patch_size": 32, "epochs": 2, "decay_epoch": 1,
+                     "max_steps_per_epoch": 2, "checkpoint_every": 2, "log_every": 1},
     },
 }
 
@@ -40,7 +44,8 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
 
     assert set(report) >= {"source", "target", "classes", "profile", "methods"}
     assert report["profile"] == "quick" and report["classes"] == TINY["classes"]
-    assert list(report["methods"]) == ["source_only", "histogram_matching", "gray_world", "semi2i", "target_oracle"]
+    assert list(report["methods"]) == ["source_only", "histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i",
+                                       "target_oracle"]
     for name, m in report["methods"].items():
         assert set(m) >= {"iou", "miou", "pixel_accuracy"} and set(m["iou"]) == set(TINY["classes"])
         assert 0 <= m["pixel_accuracy"] <= 100 and (m["miou"] is None or 0 <= m["miou"] <= 100)
@@ -86,3 +91,19 @@ def test_shipped_configs_validate(shared_data):
     for name in ("demo", "dubai-bright-to-sensor", "dubai-sensor-to-bright", "dubai-bright-to-dark"):
         cfg = load_adapt_config(REPO / "jobs" / "configs" / f"{name}.yaml")
         assert cfg.name == name and cfg.classes == ["building", "road", "vegetation", "water", "land"]
+
+
+def test_run_dir_default_and_ephemeral_copy_refused(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("adapt_job", REPO / "jobs" / "adapt.py")
+    adapt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adapt)
+    monkeypatch.setenv("SEMI2I_RUNS", str(tmp_path / "shared"))
+    assert adapt.default_run_dir("demo") == tmp_path / "shared" / "demo"
+    monkeypatch.delenv("SEMI2I_RUNS")
+    assert adapt.default_run_dir("demo") == Path("runs") / "demo"
+    adapt.refuse_ephemeral(tmp_path / "runs" / "demo")  # an ordinary folder is fine
+    with pytest.raises(ConfigError, match="temporary copy of the working dir"):
+        adapt.refuse_ephemeral(tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1" / "runs" / "demo")

@@ -1,6 +1,6 @@
 """The adapt pipeline (paper §2-3 end to end), one resumable stage per function, one run folder.
 
-    ingest -> unet_source -> semi2i -> stylize -> finetune -> segment (+ score) -> report
+    ingest -> unet_source -> colormapgan -> cyclegan -> semi2i -> stylize -> finetune -> segment (+ score) -> report
 
 Every stage writes its outputs atomically into the run folder and is skipped when they exist, so a
 run that was interrupted resumes where it stopped. The run folder::
@@ -8,6 +8,7 @@ run that was interrupted resumes where it stopped. The run folder::
     stores/{source,target}.zarr          ingested cities
     unet_source.pt, unet_<method>.pt     U-nets (source-only, fine-tuned per stylizer, target oracle)
     semi2i.pt                            SemI2I training state (weights, optimizers, global stats)
+    colormapgan.pt, cyclegan.pt          the GAN baselines' training states (same Ray Train loop)
     stylized/<method>/                   the stylized source: GeoTIFFs + store.zarr (source labels)
     maps/<method>/                       the target mapped by jobs/map_region.py's code: maps.zarr, cog/*.tif
     scores/<method>.json                 confusion matrix + IoU per method
@@ -33,14 +34,18 @@ from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
-from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet
+from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("ingest", "unet_source", "semi2i", "stylize", "finetune", "segment", "report")
+STAGES = ("ingest", "unet_source", "colormapgan", "cyclegan", "semi2i", "stylize", "finetune", "segment", "report")
 #: methods whose U-net is the source model fine-tuned on the stylizer's output
-STYLIZED_METHODS = ("histogram_matching", "gray_world", "semi2i")
+STYLIZED_METHODS = ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i")
+#: stylizers that map each band onto itself: skipped when source and target band counts differ
+PER_BAND_METHODS = ("histogram_matching", "gray_world", "colormapgan")
+#: stylizers trained on both cities; their training stage writes ``<method>.pt`` into the run folder
+GAN_METHODS = ("colormapgan", "cyclegan", "semi2i")
 METHODS = ("source_only", *STYLIZED_METHODS, "target_oracle")
 REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
 
@@ -169,8 +174,15 @@ def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: 
     def one(value: Any, key: str) -> str | None:
         if value is None:
             return None
+        from semi2i import io_paths
+
         path = resolve(value)
-        if not path.exists():
+        try:
+            found = io_paths.exists(path)
+        except RuntimeError as exc:  # no fsspec backend for this URL scheme
+            errors.append(f"{origin}: '{role}.{key}': {exc}")
+            return str(path)
+        if not found:
             errors.append(f"{origin}: '{role}.{key}' file not found: {path}")
         return str(path)
 
@@ -184,10 +196,12 @@ def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: 
     )
 
 
-def resolve(path: str | Path) -> Path:
-    """Relative paths in configs are relative to the repository root."""
-    p = Path(os.path.expandvars(str(path))).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+def resolve(path: str | Path) -> Path | str:
+    """Relative paths in configs are relative to the repository root; object-store URLs (s3://, gs://,
+    az://, https://) stay URLs (a str) and are read through GDAL/fsspec (see semi2i.io_paths)."""
+    from semi2i import io_paths
+
+    return io_paths.resolve(path, REPO_ROOT)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,7 +276,7 @@ class AdaptRun:
             if store.has_labels and store.class_names != cfg.classes:
                 raise ConfigError(f"{out}: classes {store.class_names} differ from the config's {cfg.classes}")
         source, target = self.store("source"), self.store("target")
-        if source.num_bands != target.num_bands and any(m in self.cfg.methods for m in ("histogram_matching", "gray_world")):
+        if source.num_bands != target.num_bands and any(m in self.cfg.methods for m in PER_BAND_METHODS):
             log.warning("source has %d bands and target %d: per-band baselines are skipped", source.num_bands, target.num_bands)
 
     # 2. U-net on the real source
@@ -273,13 +287,25 @@ class AdaptRun:
         fit_unet(p.unet, [self.store("source").path], self.run_dir, stage="unet_source", output="unet_source.pt",
                  overlap=p.overlap, seed=self.cfg.seed, scaling=self.scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
 
-    # 3. SemI2I on source + target images
+    # 3. the GANs on source + target images: the ColorMapGAN and CycleGAN baselines, then SemI2I
+    def stage_colormapgan(self) -> None:
+        self._train_gan("colormapgan", fit_colormapgan)
+
+    def stage_cyclegan(self) -> None:
+        self._train_gan("cyclegan", fit_cyclegan)
+
     def stage_semi2i(self) -> None:
-        if "semi2i" not in self.cfg.methods or self.path("semi2i.pt").exists():
+        self._train_gan("semi2i", fit_semi2i)
+
+    def _train_gan(self, method: str, fit: Any) -> None:
+        if method not in self.cfg.methods or self.path(f"{method}.pt").exists():
             return
-        cfg = dataclasses.replace(self.cfg.profile.semi2i, seed=self.cfg.seed)
-        fit_semi2i(cfg, self.store("source").path, self.store("target").path, self.run_dir, overlap=self.cfg.profile.overlap,
-                   scaling=self.scaling)
+        source, target = self.store("source"), self.store("target")
+        if method in PER_BAND_METHODS and source.num_bands != target.num_bands:
+            log.info("stage %s: skipped, source has %d bands and target %d", method, source.num_bands, target.num_bands)
+            return
+        cfg = dataclasses.replace(getattr(self.cfg.profile, method), seed=self.cfg.seed)
+        fit(cfg, source.path, target.path, self.run_dir, overlap=self.cfg.profile.overlap, scaling=self.scaling)
 
     # 4. stylize the source rasters
     def stage_stylize(self) -> None:
@@ -291,15 +317,19 @@ class AdaptRun:
             out = self.path("stylized", method)
             if (out / "store.zarr").exists():
                 continue
-            options = {"checkpoint": self.path("semi2i.pt"), "overlap": self.cfg.profile.overlap} if method == "semi2i" else {}
+            options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap} if method in GAN_METHODS else {}
             stylizer = load_stylizer(method, source_stats=source.band_stats, target_stats=target.band_stats, **options)
             stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True)
 
     def _stylized_methods(self, source: CityStore, target: CityStore) -> list[str]:
         methods = [m for m in STYLIZED_METHODS if m in self.cfg.methods]
         if source.num_bands != target.num_bands:
-            methods = [m for m in methods if m == "semi2i"]
-        return methods
+            methods = [m for m in methods if m not in PER_BAND_METHODS]
+        untrained = [m for m in methods if m in GAN_METHODS and not self.path(f"{m}.pt").exists()
+                     and not self.path("stylized", m, "store.zarr").exists()]
+        if untrained:  # e.g. --skip cyclegan on a fresh run folder
+            log.warning("no trained %s in %s (training stage skipped?): left out", ", ".join(untrained), self.run_dir)
+        return [m for m in methods if m not in untrained]
 
     # 5. fine-tune (and the target oracle)
     def stage_finetune(self) -> None:
