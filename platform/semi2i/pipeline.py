@@ -83,6 +83,19 @@ _TOP_KEYS = {"name", "profile", "source", "target", "classes", "methods", "overr
 _CITY_KEYS = {"name", "images", "labels", "palette", "classes", "nodata"}
 
 
+def read_config_file(path: str | Path) -> dict:
+    """A config file's top-level mapping, or a one-line ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 def load_adapt_config(path: str | Path | None, *, profile: str | None = None, seed: int | None = None,
                       workers: int | None = None, gpu: bool | None = None) -> AdaptConfig:
     """Read and validate a YAML config; every problem is reported before any work starts.
@@ -95,14 +108,7 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
         origin = "<built-in demo>"
     else:
         origin = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = read_config_file(path)
         data.setdefault("name", Path(path).stem)
     errors = [f"{origin}: unknown key '{k}' (known: {', '.join(sorted(_TOP_KEYS))})" for k in data if k not in _TOP_KEYS]
 

@@ -53,7 +53,7 @@ import yaml
 
 from semi2i.config import ConfigError, SemI2IConfig
 from semi2i.data.normalize import QUANTILE_LEVELS, BandStats
-from semi2i.pipeline import AdaptConfig, AdaptRun, load_adapt_config
+from semi2i.pipeline import AdaptConfig, AdaptRun, load_adapt_config, read_config_file
 from semi2i.training.distributed import Scaling
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,7 @@ def split_config(path: str | Path | None) -> tuple[dict, dict]:
     """(adapt part, tune part) of a config file; ``None`` is the built-in demo (no tune part)."""
     if path is None:
         return {"name": "demo", "synthetic": {}}, {}
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_config_file(path)
     tune_part = data.pop("tune", None) or {}
     if not isinstance(tune_part, dict):
         raise ConfigError(f"{path}: 'tune' must be a mapping of sweep settings")
