@@ -157,7 +157,23 @@ SENSOR_B = Sensor(
     noise_sigma=3.0,
 )
 
-SENSORS: dict[str, Sensor] = {SENSOR_A.name: SENSOR_A, SENSOR_B.name: SENSOR_B}
+#: Warm, low-contrast, very soft: a third camera for the multi-city demo (yellow-brown cast from the
+#: gains and airlight, hue rotated the other way than sensor_b, strong gamma and blur).
+SENSOR_C = Sensor(
+    name="sensor_c",
+    gain=(0.95, 0.8, 0.45, 1.0),
+    offset=(0.08, 0.06, 0.02, 0.02),
+    gamma=0.7,
+    crosstalk=hue_rotation(-60.0),
+    haze=0.1,
+    airlight=(0.85, 0.7, 0.4, 0.6),
+    gradient_strength=0.15,
+    gradient_angle_deg=200.0,
+    blur_sigma=1.2,
+    noise_sigma=2.0,
+)
+
+SENSORS: dict[str, Sensor] = {SENSOR_A.name: SENSOR_A, SENSOR_B.name: SENSOR_B, SENSOR_C.name: SENSOR_C}
 
 
 def get_sensor(name: str, *, nir: bool = False) -> Sensor:
@@ -678,6 +694,64 @@ def make_demo_cities(
                 m = pattern.match(p.name)
                 if m and int(m.group(1)) >= rasters_per_city:
                     p.unlink()
+    _write_text_atomic(manifest_path, json.dumps(params, indent=2) + "\n")
+    return cities
+
+
+#: The three cities of the multi-city demo (``make_multicity_demo``): (name, sensor name).
+MULTICITY_DEMO: tuple[tuple[str, str], ...] = (("city_a", "sensor_a"), ("city_b", "sensor_b"), ("city_c", "sensor_c"))
+
+
+def make_multicity_demo(
+    out_dir: str | os.PathLike,
+    *,
+    size: int | tuple[int, int] = 512,
+    rasters_per_city: int = 2,
+    seed: int = 0,
+) -> dict[str, CityFiles]:
+    """Write the three multi-city demo cities (``city_a``/``city_b``/``city_c`` through sensors A, B, C)
+    as ``out_dir/<city>/{images,labels}/<city>_<i>.tif`` plus ``out_dir/classes.json``.
+
+    Separate from :func:`make_demo_cities` (whose two cities stay exactly as they are). Each city draws
+    its scenes from its own seed stream. Idempotent like :func:`make_demo_cities` (a manifest of the
+    arguments; the rasters are written atomically).
+    """
+    if rasters_per_city < 1:
+        raise ValueError(f"rasters_per_city must be >= 1, got {rasters_per_city}")
+    out = Path(out_dir)
+    shape = (size, size) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+    params = {"size": list(shape), "rasters_per_city": rasters_per_city, "seed": seed, "version": _GENERATOR_VERSION,
+              "cities": [list(c) for c in MULTICITY_DEMO]}
+    cities: dict[str, CityFiles] = {}
+    for city, sensor_name in MULTICITY_DEMO:
+        sensor = get_sensor(sensor_name)
+        names = [f"{city}_{i}.tif" for i in range(rasters_per_city)]
+        cities[city] = CityFiles(name=city, images=[out / city / "images" / n for n in names],
+                                 labels=[out / city / "labels" / n for n in names], sensor=sensor.name,
+                                 band_names=sensor.bands)
+    manifest_path = out / "multicity_manifest.json"
+    all_files = [p for c in cities.values() for p in (*c.images, *c.labels)]
+    if manifest_path.exists() and (out / "classes.json").exists() and all(p.exists() for p in all_files):
+        try:
+            if json.loads(manifest_path.read_text()) == params:
+                return cities
+        except (OSError, ValueError):
+            pass
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    _write_text_atomic(out / "classes.json", json.dumps(classes_document(), indent=2) + "\n")
+    for city_id, (city, sensor_name) in enumerate(MULTICITY_DEMO):
+        files, sensor = cities[city], get_sensor(sensor_name)
+        for i in range(rasters_per_city):
+            scene_seq, render_seq = np.random.SeedSequence([seed, 100 + city_id, i]).spawn(2)
+            labels = generate_scene(shape, scene_seq)
+            image = render_scene(labels, sensor, np.random.default_rng(render_seq))
+            transform = raster_transform(city, i, shape)
+            _write_tif_atomic(files.images[i], image, transform=transform, nodata=IMAGE_NODATA, descriptions=files.band_names,
+                              tags={"sensor": files.sensor, "city": city, "synthetic": "true"})
+            _write_tif_atomic(files.labels[i], labels[None], transform=transform, nodata=IGNORE_INDEX, descriptions=("class",),
+                              tags={"classes": json.dumps(list(CLASS_NAMES)), "city": city},
+                              colormap={k: (*rgb, 255) for k, rgb in enumerate(CLASS_RGB)})
     _write_text_atomic(manifest_path, json.dumps(params, indent=2) + "\n")
     return cities
 
