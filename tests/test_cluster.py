@@ -667,6 +667,7 @@ def test_ray_job_submit_runs_adapt_end_to_end():
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),  # token auth, token outside ~/.ray
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keeps --node-ip-address 127.0.0.1 (else the host's IP)
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",  # the default 60 s is not enough on a loaded 2-core machine
     })
     gcs, dash, client, agent, agent_grpc, metrics, renv, node_mgr, obj_mgr = _free_ports(9)
     address = f"http://127.0.0.1:{dash}"
