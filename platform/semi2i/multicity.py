@@ -511,7 +511,7 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
     Every problem (unknown keys or city names, missing files, unequal band counts) is a
     :class:`ConfigError` raised before any work starts.
     """
-    from semi2i.pipeline import _city, read_config_file
+    from semi2i.pipeline import _city, read_config_file, run_settings
 
     if path is None:
         data: dict = {"name": "multicity_demo", "synthetic": {}}
@@ -568,14 +568,7 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
     except ConfigError as exc:
         errors.append(f"{origin}: {exc}")
         prof = None
-    values = {"seed": seed if seed is not None else data.get("seed", 0),
-              "workers": workers if workers is not None else data.get("workers", 1),
-              "gpu": gpu if gpu is not None else data.get("gpu", False)}
-    for key, kind in (("seed", int), ("workers", int), ("gpu", bool)):
-        if not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool):
-            errors.append(f"{origin}: '{key}' must be {kind.__name__}, got {values[key]!r}")
-    if isinstance(values["workers"], int) and values["workers"] < 1:
-        errors.append(f"{origin}: 'workers' must be >= 1")
+    values = run_settings(data, origin, errors, seed=seed, workers=workers, gpu=gpu)
     if not errors and cities:
         used = list(dict.fromkeys([*sources, *targets]))
         bands = _band_counts({c: cities[c] for c in used}, origin, errors)

@@ -135,14 +135,7 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
     except ConfigError as exc:
         errors.append(f"{origin}: {exc}")
         prof = None
-    values = {"seed": seed if seed is not None else data.get("seed", 0),
-              "workers": workers if workers is not None else data.get("workers", 1),
-              "gpu": gpu if gpu is not None else data.get("gpu", False)}
-    for key, kind in (("seed", int), ("workers", int), ("gpu", bool)):
-        if not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool):
-            errors.append(f"{origin}: '{key}' must be {kind.__name__}, got {values[key]!r}")
-    if isinstance(values["workers"], int) and values["workers"] < 1:
-        errors.append(f"{origin}: 'workers' must be >= 1")
+    values = run_settings(data, origin, errors, seed=seed, workers=workers, gpu=gpu)
     if synthetic is None and target is not None and target.labels is None and isinstance(methods, list):
         methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
     if errors:
@@ -152,6 +145,21 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
         methods=tuple(methods), seed=values["seed"], workers=values["workers"], gpu=values["gpu"],
         synthetic=synthetic, raw=data,
     )
+
+
+def run_settings(data: dict, origin: str, errors: list[str], *, seed: int | None, workers: int | None,
+                 gpu: bool | None) -> dict:
+    """seed, workers, gpu: the command line's value, else the file's, else the default; bad types and
+    values are appended to ``errors`` (shared by the adapt, tune and multi-city configs)."""
+    values = {"seed": seed if seed is not None else data.get("seed", 0),
+              "workers": workers if workers is not None else data.get("workers", 1),
+              "gpu": gpu if gpu is not None else data.get("gpu", False)}
+    for key, kind in (("seed", int), ("workers", int), ("gpu", bool)):
+        if not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool):
+            errors.append(f"{origin}: '{key}' must be {kind.__name__}, got {values[key]!r}")
+    if isinstance(values["workers"], int) and values["workers"] < 1:
+        errors.append(f"{origin}: 'workers' must be >= 1")
+    return values
 
 
 def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: bool) -> CitySpec | None:
