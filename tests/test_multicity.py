@@ -13,8 +13,10 @@ import yaml
 
 from semi2i.config import ConfigError, SemI2IConfig
 from semi2i.data.normalize import BandStats
-from semi2i.multicity import (METHOD, MultiCityGenerator, MultiCityRun, MultiCityStep, MultiCityStyleStats,
-                              MultiCityStylizer, load_multicity_config, pair_for_step)
+from semi2i.models.multicity import MultiCityGenerator, MultiCityStyleStats
+from semi2i.multicity import METHOD, MultiCityRun, load_multicity_config
+from semi2i.stylizers.multicity import MultiCityStylizer
+from semi2i.training.multicity_step import MultiCityStep, pair_for_step
 
 TINY_SEMI2I = {"base_width": 4, "n_res_blocks": 1, "disc_width": 4, "patch_size": 32, "epochs": 2, "decay_epoch": 1,
                "max_steps_per_epoch": 2, "checkpoint_every": 2, "log_every": 1}

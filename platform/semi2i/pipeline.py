@@ -48,6 +48,8 @@ PER_BAND_METHODS = ("histogram_matching", "gray_world", "colormapgan")
 GAN_METHODS = ("colormapgan", "cyclegan", "semi2i")
 METHODS = ("source_only", *STYLIZED_METHODS, "target_oracle")
 REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
+#: the classes of the built-in synthetic demos (what their classes.json holds)
+DEMO_CLASSES = ["building", "road", "vegetation", "water", "land"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,38 +105,21 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
     Relative paths resolve against the repository root (so ``../shared/...`` works from anywhere).
     ``path=None`` is the built-in synthetic demo. Command-line values override the file's.
     """
-    if path is None:
-        data: dict = {"name": "demo", "synthetic": {}}
-        origin = "<built-in demo>"
-    else:
-        origin = str(path)
-        data = read_config_file(path)
-        data.setdefault("name", Path(path).stem)
-    errors = [f"{origin}: unknown key '{k}' (known: {', '.join(sorted(_TOP_KEYS))})" for k in data if k not in _TOP_KEYS]
-
+    data, origin, errors = read_run_config(path, demo="demo", demo_origin="<built-in demo>", known_keys=_TOP_KEYS)
     synthetic = data.get("synthetic")
     if synthetic is not None:
-        if not isinstance(synthetic, dict) or set(synthetic) - {"size", "rasters", "seed"}:
-            errors.append(f"{origin}: 'synthetic' takes size, rasters, seed")
-        classes_default = ["building", "road", "vegetation", "water", "land"]
+        classes_default: list[str] | None = list(DEMO_CLASSES)
         source = CitySpec("demo_source", [])
         target = CitySpec("demo_target", [])
     else:
         source = _city(data.get("source"), "source", origin, errors, require_labels=True)
         target = _city(data.get("target"), "target", origin, errors, require_labels=False)
         classes_default = None
-    classes = data.get("classes", classes_default)
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        errors.append(f"{origin}: 'classes' must be a non-empty list of class names")
+    classes = config_classes(data, classes_default, origin, errors)
     methods = data.get("methods", list(METHODS))
     if not isinstance(methods, list) or any(m not in METHODS for m in methods):
         errors.append(f"{origin}: 'methods' must be a list from {list(METHODS)}, got {methods}")
-    overrides = data.get("overrides") or {}
-    try:
-        prof = load_profile(profile or data.get("profile", "quick"), overrides)
-    except ConfigError as exc:
-        errors.append(f"{origin}: {exc}")
-        prof = None
+    prof = config_profile(data, profile, origin, errors)
     values = run_settings(data, origin, errors, seed=seed, workers=workers, gpu=gpu)
     if synthetic is None and target is not None and target.labels is None and isinstance(methods, list):
         methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
@@ -145,6 +130,42 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
         methods=tuple(methods), seed=values["seed"], workers=values["workers"], gpu=values["gpu"],
         synthetic=synthetic, raw=data,
     )
+
+
+def read_run_config(path: str | Path | None, *, demo: str, demo_origin: str, known_keys: set[str]) -> tuple[dict, str, list[str]]:
+    """A run config's mapping (``path=None``: the built-in synthetic demo named ``demo``), the origin its
+    messages name, and the errors found so far: unknown top-level keys, a bad ``synthetic`` block.
+    Shared by the adapt and multi-city configs, so both read and word these alike."""
+    if path is None:
+        data: dict = {"name": demo, "synthetic": {}}
+        origin = demo_origin
+    else:
+        origin = str(path)
+        data = read_config_file(path)
+        data.setdefault("name", Path(path).stem)
+    errors = [f"{origin}: unknown key '{k}' (known: {', '.join(sorted(known_keys))})" for k in data if k not in known_keys]
+    synthetic = data.get("synthetic")
+    if synthetic is not None and (not isinstance(synthetic, dict) or set(synthetic) - {"size", "rasters", "seed"}):
+        errors.append(f"{origin}: 'synthetic' takes size, rasters, seed")
+    return data, origin, errors
+
+
+def config_classes(data: dict, default: list[str] | None, origin: str, errors: list[str]) -> Any:
+    """The config's ``classes`` (else ``default``); a bad value is appended to ``errors``."""
+    classes = data.get("classes", default)
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        errors.append(f"{origin}: 'classes' must be a non-empty list of class names")
+    return classes
+
+
+def config_profile(data: dict, profile: str | None, origin: str, errors: list[str]) -> Profile | None:
+    """The settings profile (the command line's name, else the file's, else quick) with the file's
+    ``overrides``; None with the problem appended to ``errors``."""
+    try:
+        return load_profile(profile or data.get("profile", "quick"), data.get("overrides") or {})
+    except ConfigError as exc:
+        errors.append(f"{origin}: {exc}")
+        return None
 
 
 def run_settings(data: dict, origin: str, errors: list[str], *, seed: int | None, workers: int | None,
@@ -222,26 +243,40 @@ def resolve(path: str | Path) -> Path | str:
 # the run
 
 
-class AdaptRun:
-    """Runs the stages of one adaptation in ``run_dir``; each stage is skipped when its outputs exist."""
+class RunFolder:
+    """What the adapt and the multi-city runs share: the run folder, its ingested stores, the resolved
+    config, the Ray Train scaling and the stage timings."""
 
-    def __init__(self, cfg: AdaptConfig, run_dir: str | Path, *, skip: tuple[str, ...] = ()):
-        self.cfg, self.run_dir, self.skip = cfg, Path(run_dir), set(skip)
-        unknown = self.skip - set(STAGES)
-        if unknown:
-            raise ConfigError(f"unknown stage(s) to skip: {sorted(unknown)}; stages: {', '.join(STAGES)}")
+    def __init__(self, cfg: Any, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu)
         self.timings: dict[str, float] = {}
 
-    # paths
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
 
-    def store(self, role: str) -> CityStore:
-        path = self.path("stores", f"{role}.zarr")
+    def store(self, name: str) -> CityStore:
+        """The ingested store ``stores/<name>.zarr`` (a role, source/target, or a city name)."""
+        path = self.path("stores", f"{name}.zarr")
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing (run the ingest stage first)")
         return CityStore(path)
+
+    def _write_resolved_config(self) -> None:
+        resolved = {**self.cfg.raw, "profile": self.cfg.profile.name, "seed": self.cfg.seed, "workers": self.cfg.workers,
+                    "gpu": self.cfg.gpu, "resolved_profile": dataclasses.asdict(self.cfg.profile)}
+        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+
+
+class AdaptRun(RunFolder):
+    """Runs the stages of one adaptation in ``run_dir``; each stage is skipped when its outputs exist."""
+
+    def __init__(self, cfg: AdaptConfig, run_dir: str | Path, *, skip: tuple[str, ...] = ()):
+        super().__init__(cfg, run_dir)
+        self.skip = set(skip)
+        unknown = self.skip - set(STAGES)
+        if unknown:
+            raise ConfigError(f"unknown stage(s) to skip: {sorted(unknown)}; stages: {', '.join(STAGES)}")
 
     def unet_path(self, method: str) -> Path:
         return self.path("unet_source.pt" if method == "source_only" else f"unet_{method}.pt")
@@ -257,11 +292,6 @@ class AdaptRun:
             getattr(self, f"stage_{stage}")()
             self.timings[stage] = time.perf_counter() - started
         return json.loads(self.path("report.json").read_text()) if self.path("report.json").exists() else None
-
-    def _write_resolved_config(self) -> None:
-        resolved = {**self.cfg.raw, "profile": self.cfg.profile.name, "seed": self.cfg.seed, "workers": self.cfg.workers,
-                    "gpu": self.cfg.gpu, "resolved_profile": dataclasses.asdict(self.cfg.profile)}
-        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(resolved, sort_keys=False))
 
     # 1. ingest
     def stage_ingest(self) -> None:
@@ -366,8 +396,7 @@ class AdaptRun:
 
     # 6. segment the target (and score where it has labels): the region-mapping job's code path
     def stage_segment(self) -> None:
-        from semi2i.mapping import map_region, read_classes
-        from semi2i.metrics import confusion_matrix
+        from semi2i.mapping import map_region
 
         target = self.store("target")
         for method in self._available_methods():
@@ -378,11 +407,7 @@ class AdaptRun:
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
                            use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
-            result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out)}
-            if target.has_labels:
-                cm = sum(confusion_matrix(read_classes(out, r.id), target.dataset(r.id).label.values, target.num_classes,
-                                          target.ignore_index) for r in target.rasters)
-                result.update(confusion_matrix=cm.tolist(), **scores(cm, target.class_names))
+            result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             _atomic_text(score_path, json.dumps(result, indent=1))
 
     # 7. report
@@ -417,6 +442,19 @@ class AdaptRun:
         from semi2i.previews import adaptation_preview
 
         adaptation_preview(self, self.path("previews", "adaptation.png"))
+
+
+def score_maps(target: CityStore, maps: Path) -> dict:
+    """The confusion matrix and scores of the class maps in ``maps`` against ``target``'s labels
+    ({} when it has none)."""
+    from semi2i.mapping import read_classes
+    from semi2i.metrics import confusion_matrix
+
+    if not target.has_labels:
+        return {}
+    cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
+                              target.ignore_index) for r in target.rasters)
+    return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
 
 
 def report_markdown(report: dict) -> str:

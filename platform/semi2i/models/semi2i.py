@@ -175,30 +175,7 @@ class SemI2IGenerator(nn.Module):
         """
         for name, x in (("a", a), ("b", b)):
             _check_input(x, self.bands[name], name, training=True)
-        eps = self.eps
-        emb_a, low_a = self.enc_a(a)
-        emb_b, low_b = self.enc_b(b)
-        mu_a, sigma_a = channel_stats(emb_a, eps)
-        mu_b, sigma_b = channel_stats(emb_b, eps)
-        # Style transfer: swap the styles of A and B.
-        fake_a = self.dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a)
-        fake_b = self.dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b)
-        # Self reconstruction: each domain's own encoder and decoder.
-        self_a = self.dec_a(emb_a, low_a)
-        self_b = self.dec_b(emb_b, low_b)
-        # Cross reconstruction: swap the styles of fake A and fake B back.
-        emb_fa, low_fa = self.enc_b(fake_a)
-        emb_fb, low_fb = self.enc_a(fake_b)
-        mu_fa, sigma_fa = channel_stats(emb_fa, eps)
-        mu_fb, sigma_fb = channel_stats(emb_fb, eps)
-        cross_a = self.dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa)
-        cross_b = self.dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb)
-        return {
-            "fake_a": fake_a, "fake_b": fake_b,
-            "self_a": self_a, "self_b": self_b,
-            "cross_a": cross_a, "cross_b": cross_b,
-            "mu_a": mu_a, "sigma_a": sigma_a, "mu_b": mu_b, "sigma_b": sigma_b,
-        }
+        return six_passes(a, b, self.enc_a, self.enc_b, self.dec_a, self.dec_b, self.eps)
 
     @torch.no_grad()
     def stylize(self, image: Tensor, source: str, style: GlobalStyleStats) -> Tensor:
@@ -215,16 +192,55 @@ class SemI2IGenerator(nn.Module):
         encoder = self.enc_a if source == "a" else self.enc_b
         decoder = self.dec_b if source == "a" else self.dec_a
         mu, sigma = style.style(target)
-        was_training = self.training
-        self.eval()
-        try:
-            h, w = image.shape[-2:]
-            x = _pad_to_multiple(image)
-            emb, low = encoder(x)
-            out = decoder(adain(emb, mu.to(emb), sigma.to(emb), self.eps), low)
-        finally:
-            self.train(was_training)
-        return out[..., :h, :w]
+        return stylize_padded(self, encoder, decoder, image, mu, sigma)
+
+
+def six_passes(a: Tensor, b: Tensor, enc_a: nn.Module, enc_b: nn.Module, dec_a: nn.Module, dec_b: nn.Module,
+               eps: float) -> dict[str, Tensor]:
+    """SemI2I's six encoder→decoder passes (the body of :meth:`SemI2IGenerator.forward`).
+
+    A function of the four networks so the multi-city generator runs the very same passes with one
+    shared encoder and decoder (``enc_a is enc_b``, ``dec_a is dec_b``).
+    """
+    emb_a, low_a = enc_a(a)
+    emb_b, low_b = enc_b(b)
+    mu_a, sigma_a = channel_stats(emb_a, eps)
+    mu_b, sigma_b = channel_stats(emb_b, eps)
+    # Style transfer: swap the styles of A and B.
+    fake_a = dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a)
+    fake_b = dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b)
+    # Self reconstruction: each domain's own encoder and decoder.
+    self_a = dec_a(emb_a, low_a)
+    self_b = dec_b(emb_b, low_b)
+    # Cross reconstruction: swap the styles of fake A and fake B back.
+    emb_fa, low_fa = enc_b(fake_a)
+    emb_fb, low_fb = enc_a(fake_b)
+    mu_fa, sigma_fa = channel_stats(emb_fa, eps)
+    mu_fb, sigma_fb = channel_stats(emb_fb, eps)
+    cross_a = dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa)
+    cross_b = dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb)
+    return {
+        "fake_a": fake_a, "fake_b": fake_b,
+        "self_a": self_a, "self_b": self_b,
+        "cross_a": cross_a, "cross_b": cross_b,
+        "mu_a": mu_a, "sigma_a": sigma_a, "mu_b": mu_b, "sigma_b": sigma_b,
+    }
+
+
+@torch.no_grad()
+def stylize_padded(generator: nn.Module, encoder: nn.Module, decoder: nn.Module, image: Tensor, mu: Tensor,
+                   sigma: Tensor) -> Tensor:
+    """``decoder(AdaIN(encoder(image), μ, σ))`` in eval mode on any H×W (padded, then cropped back):
+    the test-time pass of both the two-domain and the multi-city generator."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        h, w = image.shape[-2:]
+        emb, low = encoder(_pad_to_multiple(image))
+        out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low)
+    finally:
+        generator.train(was_training)
+    return out[..., :h, :w]
 
 
 def _check_input(x: Tensor, bands: int, domain: str, training: bool) -> None:

@@ -1,6 +1,8 @@
 """Stylizers: one interface for "source imagery in the target's style", SemI2I and the baselines.
 
-``load_stylizer(name, ...)`` builds any of them by name so the pipeline can loop over methods.
+``load_stylizer(name, ...)`` builds any of them by name so the pipeline can loop over methods. The
+multi-city stylizer (:class:`MultiCityStylizer`) is built per (source, target) city pair from one loaded
+checkpoint instead (see :mod:`semi2i.stylizers.multicity`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from semi2i.stylizers.cyclegan import CycleGANStylizer
 from semi2i.stylizers.grayworld import GrayWorldStylizer
 from semi2i.stylizers.histogram import HistogramMatchingStylizer
 from semi2i.stylizers.identity import IdentityStylizer
+from semi2i.stylizers.multicity import MultiCityStylizer
 from semi2i.stylizers.semi2i import SemI2IStylizer
 
 
@@ -96,6 +99,7 @@ __all__ = [
     "GrayWorldStylizer",
     "HistogramMatchingStylizer",
     "IdentityStylizer",
+    "MultiCityStylizer",
     "SemI2IStylizer",
     "Stylizer",
     "load_stylizer",

@@ -1,11 +1,12 @@
-"""Data-parallel GAN (SemI2I, ColorMapGAN, CycleGAN) and U-net training on Ray Train (``TorchTrainer``,
-DDP, gloo/nccl).
+"""Data-parallel GAN (SemI2I, ColorMapGAN, CycleGAN, multi-city SemI2I) and U-net training on Ray Train
+(``TorchTrainer``, DDP, gloo/nccl).
 
 The same code runs 1 CPU process, N workers on one machine, or a GPU cluster:
 
 * every worker runs the single-process step classes (:class:`SemI2IStep`, :class:`ColorMapGANStep`,
-  :class:`CycleGANStep`, :class:`UNetStep`) unchanged, on DDP-wrapped networks (``prepare_model``);
-  the three GANs share one loop through the small step protocol of :mod:`semi2i.training.gan`;
+  :class:`CycleGANStep`, :class:`MultiCityStep`, :class:`UNetStep`) unchanged, on DDP-wrapped networks
+  (``prepare_model``); the three two-city GANs share one loop through the small step protocol of
+  :mod:`semi2i.training.gan`, and the multi-city loop shares its logging and checkpointing;
 * **style statistics**: each step, every worker's batch μ, σ are averaged across workers with
   ``all_reduce`` before Algorithm 1, so all replicas hold the same global statistics (DDP does not
   touch them: :class:`GlobalStyleStats` is not inside a DDP module);
@@ -34,7 +35,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig, UNetTrainConfig
+from semi2i.config import ColorMapGANConfig, ConfigError, CycleGANConfig, SemI2IConfig, UNetTrainConfig
 from semi2i.data.normalize import BandStats
 from semi2i.data.patches import Window, city_windows, step_windows
 from semi2i.data.store import open_store
@@ -46,6 +47,7 @@ SEMI2I_CHECKPOINT = "semi2i.pt"
 COLORMAPGAN_CHECKPOINT = "colormapgan.pt"
 CYCLEGAN_CHECKPOINT = "cyclegan.pt"
 UNET_CHECKPOINT = "unet.pt"
+MULTICITY_CHECKPOINT = "multicity.pt"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,7 +295,6 @@ def _allgather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
 def gan_worker_loop(config: dict) -> dict:
     """Ray Train worker: one patch per domain per worker per step (paper §3) through any GAN step
     (``config["model"]`` in :data:`GANS`), with the same data, schedule, checkpoints and previews."""
-    from semi2i.training.semi2i_step import save_checkpoint
     from semi2i.training.semi2i_trainer import steps_per_epoch
 
     spec = GANS[config["model"]]
@@ -320,22 +321,79 @@ def gan_worker_loop(config: dict) -> dict:
         step.set_epoch(step.step // spe)
         losses = step.train_step(batch_a["image"], batch_b["image"])
         done = step.step
-        checkpoint = done % cfg.checkpoint_every == 0 or done == total
-        if done % cfg.log_every == 0 or checkpoint:
-            metrics = {**losses, "step": done, "epoch": step.epoch, "steps_per_s": progress.rate(done)}
-            progress.log(done, metrics)
-            state = step.state_dict() if checkpoint else None  # on every rank: it may gather (CycleGAN's pools)
-            _report(metrics, rank, (lambda: state) if checkpoint else None, spec.checkpoint)
+        _log_gan_step(step, losses, cfg, total, progress, rank, spec.checkpoint)
         if rank == 0 and done % cfg.preview_every == 0:
             spec.preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"{spec.name}_step{done:06d}.png")
         _crash_once(config, done)
-    progress.close()
 
     extra = spec.summary(step, rank, world) if spec.summary else {}
+    return _finish_gan(step, losses, progress, rank, run_dir / spec.checkpoint, extra)
+
+
+def _log_gan_step(step: Any, losses: dict[str, float], cfg: Any, total: int, progress: _Progress, rank: int,
+                  checkpoint_name: str, note: str = "") -> None:
+    """After a GAN step: metrics every ``log_every`` steps, plus the training state every
+    ``checkpoint_every`` steps and at the last one (``note``: rank 0 logs it with the metrics)."""
+    done = step.step
+    checkpoint = done % cfg.checkpoint_every == 0 or done == total
+    if done % cfg.log_every == 0 or checkpoint:
+        metrics = {**losses, "step": done, "epoch": step.epoch, "steps_per_s": progress.rate(done)}
+        progress.log(done, metrics)
+        if note and rank == 0:
+            log.info("%s step %d: %s", progress.name, done, note)
+        state = step.state_dict() if checkpoint else None  # on every rank: it may gather (CycleGAN's pools)
+        _report(metrics, rank, (lambda: state) if checkpoint else None, checkpoint_name)
+
+
+def _finish_gan(step: Any, losses: dict[str, float], progress: _Progress, rank: int, path: Path, extra: dict) -> dict:
+    """The final training state (built on every rank, saved by rank 0) and this rank's summary."""
+    from semi2i.training.semi2i_step import save_checkpoint
+
+    progress.close()
     state = step.state_dict()
     if rank == 0:
-        save_checkpoint(run_dir / spec.checkpoint, state)
+        save_checkpoint(path, state)
     return {"step": step.step, "epoch": step.epoch, "losses": losses, "steps_per_s": progress.rate(step.step), **extra}
+
+
+def multicity_worker_loop(config: dict) -> dict:
+    """Ray Train worker for the multi-city model: each step trains the pair of cities
+    :func:`~semi2i.training.multicity_step.pair_for_step` draws, one patch of each per worker.
+
+    Not :func:`gan_worker_loop`: the two cities change every step, so batches are read per step from the
+    pair's windows (no two fixed prefetched streams), and the step takes the pair's indices.
+    """
+    from semi2i.training.multicity_step import MultiCityStep, pair_for_step
+    from semi2i.training.semi2i_trainer import steps_per_epoch
+
+    rank, world, device = _setup_worker(config["threads"])
+    cfg = SemI2IConfig(**config["cfg"])
+    run_dir = Path(config["run_dir"])
+    cities = list(config["cities"])
+    step = MultiCityStep(cfg, cities, device=device, wrap=lambda m: _wrap(m, world),
+                         reduce_style_stats=_allreduce_mean if world > 1 else None)
+    restored = _restored_state(MULTICITY_CHECKPOINT)
+    if restored is not None:
+        step.load_state_dict(restored)
+    windows = [city_windows(open_store(s), cfg.patch_size, config["overlap"]) for s in config["stores"]]
+    fewest = min(len(w) for w in windows)
+    spe = max(1, steps_per_epoch(cfg, fewest, fewest) // world)
+    total = config.get("max_steps") or cfg.epochs * spe
+    progress = _Progress("multicity", run_dir, rank, total, step.step, "steps", 1)
+
+    def batch(city: int, at: int) -> torch.Tensor:
+        picked = step_windows(windows[city], cfg.seed + 1_000_003 * city, at, rank, world, 1)
+        return torch.from_numpy(read_patches(window_columns(picked), "unit")["image"])
+
+    losses: dict[str, float] = {}
+    while step.step < total:
+        at = step.step
+        i, j = pair_for_step(cfg.seed, at, len(cities))
+        step.set_epoch(at // spe)
+        losses = step.train_step(batch(i, at), batch(j, at), i, j)
+        _log_gan_step(step, losses, cfg, total, progress, rank, MULTICITY_CHECKPOINT, note=f"pair {cities[i]} -> {cities[j]}")
+        _crash_once(config, step.step)
+    return _finish_gan(step, losses, progress, rank, run_dir / MULTICITY_CHECKPOINT, {})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,11 +402,53 @@ def gan_worker_loop(config: dict) -> dict:
 
 def unet_worker_loop(config: dict) -> dict:
     """Ray Train worker: U-net training (or fine-tuning from ``init``) on labelled patches."""
+    rank, world, device = _setup_worker(config["threads"])
+    step, progress = _train_unet(config, rank, world, device, _restored_state(UNET_CHECKPOINT), UNET_CHECKPOINT)
+    return {"step": step.iteration, "samples_per_s": progress.rate(step.iteration)}
+
+
+def unet_jobs_worker_loop(config: dict) -> dict:
+    """Ray Train worker: several :func:`unet_job` trainings/fine-tunes one after the other in ONE worker group.
+
+    Each job trains as :func:`unet_worker_loop` would (same data order, DDP, checkpoints); a job whose
+    output exists is skipped, so a restarted or re-run stage resumes at the first unfinished job, and
+    each job's Ray checkpoint file carries the job's output name, so a restore never hands one job
+    another's state. One launch instead of one per job matters for the multi-city run: N sources x N
+    targets fine-tunes, and a Ray Train launch costs seconds.
+    """
+    import ray.train
+
+    from semi2i.training.semi2i_step import load_checkpoint
+
+    rank, world, device = _setup_worker(config["threads"])
+    run_dir = Path(config["run_dir"])
+    restore = ray.train.get_checkpoint()  # what this worker group started from (a report replaces it)
+    done_jobs = 0
+    for job in config["jobs"]:
+        job = {**job, "run_dir": config["run_dir"]}
+        name = job["output"]
+        if (run_dir / name).exists():
+            continue
+        restored = None
+        if restore is not None:
+            with restore.as_directory() as d:
+                if (Path(d) / name).exists():
+                    restored = load_checkpoint(Path(d) / name)
+        _train_unet(job, rank, world, device, restored, name)
+        if world > 1:
+            torch.distributed.barrier()  # the next job's skip test must see this output on every rank
+        done_jobs += 1
+    return {"jobs": done_jobs}
+
+
+def _train_unet(config: dict, rank: int, world: int, device: torch.device, restored: dict | None,
+                checkpoint_name: str) -> tuple[Any, _Progress]:
+    """One :func:`unet_job` in this worker, from ``restored`` if given; Ray checkpoints hold the state as
+    ``checkpoint_name``, and rank 0 saves the final model as ``config["output"]``."""
     from semi2i.models.unet import UNet
     from semi2i.training.semi2i_step import load_checkpoint, save_checkpoint
     from semi2i.training.unet_step import UNetStep
 
-    rank, world, device = _setup_worker(config["threads"])
     cfg = UNetTrainConfig(**config["cfg"])
     run_dir = Path(config["run_dir"])
     stats = BandStats.from_attrs(config["stats"])
@@ -359,7 +459,6 @@ def unet_worker_loop(config: dict) -> dict:
         model.load_state_dict(load_checkpoint(config["init"])["model"])
     model.to(device)
     step = UNetStep(_wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"])
-    restored = _restored_state(UNET_CHECKPOINT)
     if restored is not None:
         step.load_state_dict(restored)
 
@@ -383,12 +482,12 @@ def unet_worker_loop(config: dict) -> dict:
             progress.log(done, metrics)
             if checkpoint:
                 _average_buffers(model, world)
-            _report(metrics, rank, state if checkpoint else None, UNET_CHECKPOINT)
+            _report(metrics, rank, state if checkpoint else None, checkpoint_name)
         _crash_once(config, done)
     progress.close()
     if rank == 0:
         save_checkpoint(run_dir / config["output"], state())
-    return {"step": step.iteration, "samples_per_s": progress.rate(step.iteration)}
+    return step, progress
 
 
 def unet_metadata(config: dict) -> dict:
@@ -511,24 +610,40 @@ def fit_unet(
     *,
     stage: str = "unet",
     output: str = UNET_CHECKPOINT,
+    scaling: Scaling = Scaling(),
+    **options: Any,
+) -> dict:
+    """Train a U-net on labelled city stores (or fine-tune ``init``) with Ray Train; writes
+    ``<run_dir>/<output>``. ``options``: those of :func:`unet_job` (``steps``, ``init``, ``stats``,
+    ``overlap``, ``seed``, ``checkpoint_every``, ``log_every``, ``crash_at_step``)."""
+    job = unet_job(cfg, stores, stage=stage, output=output, **options)
+    result = _fit(unet_worker_loop, job, Path(run_dir), stage, scaling)
+    return result.return_value
+
+
+def unet_job(
+    cfg: UNetTrainConfig,
+    stores: list[str | Path],
+    *,
+    stage: str,
+    output: str,
     steps: int | None = None,
     init: str | Path | None = None,
     stats: BandStats | None = None,
     overlap: int = 32,
     seed: int = 0,
-    scaling: Scaling = Scaling(),
     checkpoint_every: int = 100,
     log_every: int = 10,
     crash_at_step: int | None = None,
 ) -> dict:
-    """Train a U-net on labelled city stores (or fine-tune ``init``) with Ray Train.
+    """One U-net training as the plain config its worker loop takes: :func:`fit_unet` runs one,
+    :func:`fit_unets` several in one Ray Train run.
 
     ``stats`` is the model's input normaliser (default: the first store's statistics); a fine-tune
-    keeps the normaliser of the checkpoint it starts from. Writes ``<run_dir>/<output>``.
+    keeps the normaliser of the checkpoint it starts from.
     """
     from semi2i.training.semi2i_step import load_checkpoint
 
-    run_dir = Path(run_dir)
     opened = [open_store(str(s)) for s in stores]
     first = opened[0]
     for s in opened:
@@ -539,7 +654,7 @@ def fit_unet(
     if init is not None:
         stats = BandStats.from_attrs(load_checkpoint(init)["stats"])
     stats = stats or first.band_stats
-    config = {
+    return {
         "cfg": dataclasses.asdict(cfg),
         "stores": [str(Path(s).resolve()) for s in stores],
         "in_bands": first.num_bands,
@@ -554,7 +669,30 @@ def fit_unet(
         "seed": seed,
         "checkpoint_every": checkpoint_every,
         "log_every": log_every,
+        "stage": stage,
         "crash_at_step": crash_at_step,
     }
-    result = _fit(unet_worker_loop, config, run_dir, stage, scaling)
-    return result.return_value
+
+
+def fit_unets(jobs: list[dict], run_dir: str | Path, stage: str, scaling: Scaling = Scaling()) -> dict | None:
+    """Run the :func:`unet_job` jobs whose outputs are missing, in one Ray Train run named ``stage``."""
+    run_dir = Path(run_dir)
+    todo = [j for j in jobs if not (run_dir / j["output"]).exists()]
+    if not todo:
+        return None
+    return _fit(unet_jobs_worker_loop, {"jobs": todo}, run_dir, stage, scaling).return_value
+
+
+def fit_multicity(cfg: SemI2IConfig, stores: dict[str, str | Path], run_dir: str | Path, *, overlap: int = 32,
+                  scaling: Scaling = Scaling(), max_steps: int | None = None, crash_at_step: int | None = None) -> dict:
+    """Train the multi-city model on ``stores`` ({city: store}, >= 2, equal band counts) with Ray Train;
+    writes ``<run_dir>/multicity.pt`` and returns rank 0's summary."""
+    if len(stores) < 2:
+        raise ValueError(f"multi-city training needs at least 2 cities, got {list(stores)}")
+    bands = {name: open_store(str(p)).num_bands for name, p in stores.items()}
+    if len(set(bands.values())) != 1:
+        raise ConfigError(f"the multi-city model shares one encoder/decoder and needs equal band counts, got {bands}")
+    cfg = dataclasses.replace(cfg, in_bands_a=next(iter(bands.values())), in_bands_b=next(iter(bands.values())))
+    config = {"cfg": dataclasses.asdict(cfg), "cities": list(stores), "stores": [str(Path(p).resolve()) for p in stores.values()],
+              "overlap": overlap, "max_steps": max_steps, "crash_at_step": crash_at_step}
+    return _fit(multicity_worker_loop, config, Path(run_dir), "multicity", scaling).return_value

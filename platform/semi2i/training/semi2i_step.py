@@ -69,7 +69,29 @@ def build_models(cfg: SemI2IConfig) -> SemI2IModels:
     return SemI2IModels(generator, disc_a, disc_b, GlobalStyleStats(generator.style_channels, cfg.d_rate))
 
 
-class SemI2IStep:
+class Eq3Schedule:
+    """Eq. 3's learning rate on a step's ``opt_g`` and ``opt_d``: shared by the two-city and the
+    multi-city SemI2I steps, which train with the same schedule."""
+
+    cfg: SemI2IConfig
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    epoch: int
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Enter ``epoch`` (0-based): both optimizers take Eq. 3's learning rate."""
+        lr = semi2i_learning_rate(epoch, self.cfg.lr, self.cfg.epochs, self.cfg.decay_epoch)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        self.epoch = epoch
+
+
+class SemI2IStep(Eq3Schedule):
     """Callable training step holding the models, both Adam optimizers, the step/epoch counters.
 
     ``generator``/``disc_a``/``disc_b`` may be DDP-wrapped; ``style`` must not be. ``reduce_style_stats``
@@ -107,18 +129,6 @@ class SemI2IStep:
     def models(self) -> SemI2IModels:
         """The unwrapped networks (what stylizing and checkpoints use)."""
         return SemI2IModels(unwrap(self.generator), unwrap(self.disc_a), unwrap(self.disc_b), self.style)
-
-    @property
-    def lr(self) -> float:
-        return self.opt_g.param_groups[0]["lr"]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Enter ``epoch`` (0-based): both optimizers take Eq. 3's learning rate."""
-        lr = semi2i_learning_rate(epoch, self.cfg.lr, self.cfg.epochs, self.cfg.decay_epoch)
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] = lr
-        self.epoch = epoch
 
     def __call__(self, a: Tensor, b: Tensor) -> dict[str, float]:
         """One step on a batch per domain (paper: one patch each), images in [-1, 1].
