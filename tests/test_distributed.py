@@ -14,7 +14,7 @@ from semi2i.data.ingest import ingest_city
 from semi2i.data.patches import city_windows, step_windows
 from semi2i.data.store import CityStore
 from semi2i.data.stream import iter_patches
-from semi2i.training.distributed import SEMI2I_CHECKPOINT, Scaling, fit_semi2i, fit_unet, patch_batches
+from semi2i.training.distributed import SEMI2I_CHECKPOINT, Scaling, fit_semi2i, fit_unet, fit_unets, patch_batches, unet_job
 from semi2i.training.semi2i_step import SemI2IStep, load_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -150,3 +150,17 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
         np.testing.assert_array_equal(batch["label"][i].numpy(), src_label)
         np.testing.assert_array_equal(batch["image"][i].numpy(), fake_image.astype(np.float32))
         assert not np.array_equal(fake_image, src_image)
+
+    # adapt batches its fine-tunes and the oracle into one Ray Train run: each job must end exactly where
+    # its own run does (same init, data order and normaliser), whatever ran before it in the worker
+    jobs = [unet_job(cfg, [fake.path], stage="ft", output="batched_finetune.pt", init=tmp_path / "unet_source.pt", overlap=8),
+            unet_job(cfg, [target.path], stage="oracle", output="batched_oracle.pt", overlap=8, seed=5)]
+    fit_unets(jobs, tmp_path, "batched", one)
+    fit_unet(cfg, [target.path], tmp_path, stage="oracle", output="oracle.pt", overlap=8, seed=5, scaling=one)
+    for batched, alone in (("batched_finetune.pt", "unet_finetune.pt"), ("batched_oracle.pt", "oracle.pt")):
+        a, b = load_checkpoint(tmp_path / batched), load_checkpoint(tmp_path / alone)
+        assert a["step"] == b["step"]
+        for key, value in a["model"].items():
+            torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=f"{batched}: {key}")
+    assert fit_unets(jobs, tmp_path, "batched", one) is None  # finished jobs are not retrained
+

@@ -34,7 +34,7 @@ from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
-from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet
+from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
 
 log = logging.getLogger(__name__)
 
@@ -377,19 +377,22 @@ class AdaptRun(RunFolder):
 
     # 5. fine-tune (and the target oracle)
     def stage_finetune(self) -> None:
+        """Every fine-tune and the oracle in ONE Ray Train run (a launch costs ~15 s; the demo has six)."""
         p = self.cfg.profile
         source, target = self.store("source"), self.store("target")
+        jobs = []
         for method in self._stylized_methods(source, target):
             if self.unet_path(method).exists():
                 continue
             init = self.unet_path("source_only") if source.num_bands == target.num_bands else None
-            fit_unet(p.unet, [self.path("stylized", method, "store.zarr")], self.run_dir, stage=f"finetune_{method}",
-                     output=self.unet_path(method).name, init=init, stats=None if init else target.band_stats,
-                     steps=p.unet.finetune_steps if init else p.unet.train_steps, overlap=p.overlap, seed=self.cfg.seed,
-                     scaling=self.scaling, checkpoint_every=max(1, p.unet.finetune_steps // 2))
+            jobs.append(unet_job(p.unet, [self.path("stylized", method, "store.zarr")], stage=f"finetune_{method}",
+                                 output=self.unet_path(method).name, init=init, stats=None if init else target.band_stats,
+                                 steps=p.unet.finetune_steps if init else p.unet.train_steps, overlap=p.overlap,
+                                 seed=self.cfg.seed, checkpoint_every=max(1, p.unet.finetune_steps // 2)))
         if "target_oracle" in self.cfg.methods and target.has_labels and not self.unet_path("target_oracle").exists():
-            fit_unet(p.unet, [target.path], self.run_dir, stage="target_oracle", output=self.unet_path("target_oracle").name,
-                     overlap=p.overlap, seed=self.cfg.seed, scaling=self.scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+            jobs.append(unet_job(p.unet, [target.path], stage="target_oracle", output=self.unet_path("target_oracle").name,
+                                 overlap=p.overlap, seed=self.cfg.seed, checkpoint_every=max(1, p.unet.train_steps // 4)))
+        fit_unets(jobs, self.run_dir, "finetune", self.scaling)
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.cfg.methods if self.unet_path(m).exists()]
