@@ -93,6 +93,13 @@ def test_shipped_configs_validate(shared_data):
         assert cfg.name == name and cfg.classes == ["building", "road", "vegetation", "water", "land"]
 
 
+def test_built_in_demo_is_the_shipped_demo_config():
+    shipped, built_in = load_adapt_config(REPO / "jobs" / "configs" / "demo.yaml"), load_adapt_config(None)
+    assert built_in.name == shipped.name == "demo"
+    assert built_in.methods == shipped.methods and "cyclegan" not in built_in.methods
+    assert built_in.profile == shipped.profile and built_in.profile.unet.train_steps == 200
+
+
 def test_run_dir_default_and_ephemeral_copy_refused(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path

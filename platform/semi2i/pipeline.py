@@ -50,6 +50,13 @@ METHODS = ("source_only", *STYLIZED_METHODS, "target_oracle")
 REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
 #: the classes of the built-in synthetic demos (what their classes.json holds)
 DEMO_CLASSES = ["building", "road", "vegetation", "water", "land"]
+#: What ``python jobs/adapt.py`` with no config runs (= jobs/configs/demo.yaml): the quick profile with a
+#: smaller U-net budget and no CycleGAN, so the whole demo stays under ~10 minutes on 2 CPU cores (the
+#: U-net trainings are most of its time: ~0.47 s per quick step). Real configs keep the full profile.
+DEMO_SETTINGS = {
+    "methods": ["source_only", "histogram_matching", "gray_world", "colormapgan", "semi2i", "target_oracle"],
+    "overrides": {"unet": {"train_steps": 200, "finetune_steps": 60}},
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,6 +113,8 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
     ``path=None`` is the built-in synthetic demo. Command-line values override the file's.
     """
     data, origin, errors = read_run_config(path, demo="demo", demo_origin="<built-in demo>", known_keys=_TOP_KEYS)
+    if path is None:
+        data.update(DEMO_SETTINGS)
     synthetic = data.get("synthetic")
     if synthetic is not None:
         classes_default: list[str] | None = list(DEMO_CLASSES)
