@@ -50,6 +50,10 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
         assert set(m) >= {"iou", "miou", "pixel_accuracy"} and set(m["iou"]) == set(TINY["classes"])
         assert 0 <= m["pixel_accuracy"] <= 100 and (m["miou"] is None or 0 <= m["miou"] <= 100)
     assert "upper bound" in report["methods"]["target_oracle"]["note"]
+    # every stylized source carries its tone check; per-band baselines are monotone maps of the source
+    for name in ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"):
+        assert -1 <= report["methods"][name]["tone_order"] <= 1
+    assert report["methods"]["gray_world"]["tone_order"] > 0.99 and "tone_order" not in report["methods"]["source_only"]
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
     assert "| semi2i |" in (tmp_path / "run" / "report.md").read_text()
     assert (tmp_path / "run" / "previews" / "adaptation.png").stat().st_size > 0

@@ -373,6 +373,26 @@ class AdaptRun(RunFolder):
             options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap} if method in GAN_METHODS else {}
             stylizer = load_stylizer(method, source_stats=source.band_stats, target_stats=target.band_stats, **options)
             stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True)
+        for method in self._stylized_methods(source, target):
+            self.tone_check(method)
+
+    def tone_check(self, method: str) -> float | None:
+        """The stylized source's tone order (:mod:`semi2i.diagnostics`), computed once and kept in
+        ``stylized/<method>/checks.json``; a reversed order is logged as a warning at once, labels or not."""
+        from semi2i.diagnostics import INVERTED_BELOW, store_tone_order
+
+        checks, store = self.path("stylized", method, "checks.json"), self.path("stylized", method, "store.zarr")
+        if checks.exists():
+            return json.loads(checks.read_text())["tone_order"]
+        if not store.exists():
+            return None
+        order = round(store_tone_order(self.store("source"), CityStore(store)), 4)
+        _atomic_text(checks, json.dumps({"tone_order": order}))
+        if order < INVERTED_BELOW:
+            log.warning("%s inverted the source's tones (tone order %.2f < 0: dark painted light, light painted dark); "
+                        "a U-net fine-tuned on it will mislabel. Look at previews/, try another --seed or a larger "
+                        "lambda_grad", method, order)
+        return order
 
     def _stylized_methods(self, source: CityStore, target: CityStore) -> list[str]:
         methods = [m for m in STYLIZED_METHODS if m in self.cfg.methods]
@@ -434,6 +454,8 @@ class AdaptRun(RunFolder):
             methods[method] = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"]}
             if method in REPORT_NOTES:
                 methods[method]["note"] = REPORT_NOTES[method]
+            if method in STYLIZED_METHODS and (order := self.tone_check(method)) is not None:
+                methods[method]["tone_order"] = order
         report = {
             "source": self.store("source").name,
             "target": target.name,
@@ -481,6 +503,11 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} |")
     if "semi2i_gap_closed" in report:
         lines += ["", f"SemI2I closes {100 * report['semi2i_gap_closed']:.1f}% of the source-only -> oracle mIoU gap."]
+    orders = {name: m["tone_order"] for name, m in report["methods"].items() if "tone_order" in m}
+    if orders:
+        lines += ["", "Tone order of each stylized source (Spearman ρ of pixel brightness before/after; 1 = order kept, "
+                  "< 0 = tones inverted): " + ", ".join(f"{n} {v:.2f}" + (" **(inverted)**" if v < 0 else "")
+                                                      for n, v in orders.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
