@@ -541,7 +541,9 @@ def _edges(image: np.ndarray, stats: BandStats, valid: np.ndarray) -> tuple[np.n
     they are defined. Signed, not magnitudes: a generator that inverts tones (dark water painted light,
     light land painted dark, seen on the Dubai bright -> sensor-D pair) keeps every edge's position but
     flips its sign, and that ruins fine-tuning as surely as a lost edge."""
-    lum = stats.zscore(image).mean(axis=0, dtype=np.float64)
+    from semi2i.diagnostics import luminance
+
+    lum = luminance(image, stats)
     gy = lum[1:, :-1] - lum[:-1, :-1]
     gx = lum[:-1, 1:] - lum[:-1, :-1]
     ok = valid[:-1, :-1] & valid[1:, :-1] & valid[:-1, 1:]
