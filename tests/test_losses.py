@@ -11,6 +11,7 @@ from semi2i.losses import (
     lsgan_generator,
     reconstruction_l1,
     sobel,
+    tone_correlation,
 )
 
 
@@ -58,6 +59,34 @@ def test_gradient_l1():
     assert gradient_l1(three, 0 * edge).item() == pytest.approx(16 * 0.5 / 128)
 
 
+def _regions(seed=0):
+    """An image of 4x4-pixel blocks of random brightness, 2 bands (the block is tone_correlation's pool)."""
+    blocks = torch.rand(2, 2, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return blocks.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
+
+
+def test_tone_correlation_is_one_for_restylings_and_minus_one_for_an_inversion():
+    x = _regions()
+    assert tone_correlation(x, x).item() == pytest.approx(1.0)
+    assert tone_correlation(x, 0.3 * x - 0.5).item() == pytest.approx(1.0, abs=1e-4)  # darker, lower contrast (eps)
+    assert tone_correlation(x, -x).item() == pytest.approx(-1.0)  # black painted white
+    # a band swap keeps the band-mean brightness, so it keeps the order; another band count works too
+    assert tone_correlation(x, x.flip(1)).item() == pytest.approx(1.0)
+    assert tone_correlation(x, x.mean(dim=1, keepdim=True).expand(-1, 4, -1, -1)).item() == pytest.approx(1.0)
+    # unrelated tones: a different random image of blocks scores near 0, flat fakes exactly 0
+    assert abs(tone_correlation(x, _regions(seed=1)).item()) < 0.5
+    assert tone_correlation(x, torch.zeros_like(x)).item() == 0.0
+
+
+def test_tone_correlation_ignores_texture_inside_a_region():
+    x = _regions()
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 0.4 - 0.2  # zero mean per 4x4 block
+    assert tone_correlation(x, x + checker).item() == pytest.approx(1.0)
+    # the correlation is per image, then averaged: one kept and one inverted image give 0
+    both = torch.cat([x[:1], x[1:]])
+    assert tone_correlation(both, torch.cat([x[:1], -x[1:]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_lsgan_and_reconstruction_values():
     assert lsgan_generator(torch.full((1, 1, 3, 3), 0.5)).item() == pytest.approx(0.25)
     assert lsgan_discriminator(torch.ones(1, 1, 3, 3), torch.zeros(1, 1, 3, 3)).item() == 0.0
@@ -83,6 +112,15 @@ def test_generator_loss_is_eq1(lambdas, total):
     assert terms["grad"].item() == pytest.approx(0.0625)
     assert terms["adv_g"].item() == pytest.approx(0.5)
     assert terms["total"].item() == pytest.approx(total)
+
+
+def test_generator_loss_adds_the_tone_term_only_with_its_weight():
+    a, b = _regions(0), _regions(1)
+    out = {"cross_a": a, "cross_b": b, "self_a": a, "self_b": b, "fake_a": -a, "fake_b": b}  # a inverted, b kept
+    plain = generator_loss(a, b, out, _const_disc(1.0), _const_disc(1.0), (1, 1, 1, 1))
+    assert plain["tone"].item() == pytest.approx(2.0)  # (1 - (-1)) + (1 - 1)
+    weighted = generator_loss(a, b, out, _const_disc(1.0), _const_disc(1.0), (1, 1, 1, 1), lambda_tone=3.0)
+    assert weighted["total"].item() == pytest.approx(plain["total"].item() + 3.0 * 2.0)
 
 
 def test_generator_loss_sends_each_fake_to_the_discriminator_of_its_band_space():

@@ -58,11 +58,12 @@ def test_eq3_rejects_epochs_outside_the_run():
 # --- the step ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("bands_a,bands_b", [(3, 4), (3, 1)])
 def test_one_step_reaches_every_parameter(bands_a, bands_b):
-    step = SemI2IStep.create(tiny_cfg(bands_a, bands_b))
+    step = SemI2IStep.create(tiny_cfg(bands_a, bands_b, lambda_tone=2.0))
     losses = step(torch.rand(1, bands_a, SIZE, SIZE) * 2 - 1, torch.rand(1, bands_b, SIZE, SIZE) * 2 - 1)
     assert set(losses) == {*LOSS_KEYS, "lr"} and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert losses["L_G"] == pytest.approx(
-        10 * losses["L_cross"] + 10 * losses["L_self"] + 10 * losses["L_grad"] + losses["L_adv_G"], rel=1e-5
+        10 * losses["L_cross"] + 10 * losses["L_self"] + 10 * losses["L_grad"] + losses["L_adv_G"]
+        + 2 * losses["L_tone"], rel=1e-5
     )
     m = step.models
     for name, module in (("generator", m.generator), ("disc_a", m.disc_a), ("disc_b", m.disc_b)):

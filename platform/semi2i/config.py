@@ -42,6 +42,7 @@ class SemI2IConfig:
     lambda_self: float = 10.0  # λ2
     lambda_grad: float = 10.0  # λ3
     lambda_adv: float = 1.0  # λ4
+    lambda_tone: float = 0.0  # λ5, ours (losses.tone_correlation): keeps regional brightness order; 0 = paper
     d_rate: float = 0.95  # Algorithm 1 decay rate
     adain_eps: float = 1e-5
     lr: float = 1e-3
@@ -277,7 +278,7 @@ def _cross_checks(p: Profile) -> list[str]:
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(s, key) < 1.0:
             errs.append(f"semi2i.{key}: must be in [0, 1), got {getattr(s, key)}")
-    for key in ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv"):
+    for key in ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv", "lambda_tone"):
         if getattr(s, key) < 0:
             errs.append(f"semi2i.{key}: must be >= 0, got {getattr(s, key)}")
     errs += _gan_checks("colormapgan", p.colormapgan, p.patch_size, lrs=("lr_g", "lr_d"), lambdas=())

@@ -2,6 +2,10 @@
 
 * L_cross = |A − A''|₁ + |B − B''|₁, L_self = |A − A'|₁ + |B − B'|₁ (mean absolute error per image).
 * L_grad  = |∇A − ∇fake A|₁ + |∇B − ∇fake B|₁ with Sobel gradients.
+* L_tone  = (1 − ρ(A, fake A)) + (1 − ρ(B, fake B)), ρ the Pearson correlation of regional brightness:
+  our addition (λ5, off in the paper profile). L_grad keeps edges but barely sees the level of flat
+  regions, so the GAN can paint black water light and bright land grey and still pay little; any
+  faithful restyling keeps which regions are brighter, so ρ is high for it and −1 for an inversion.
 * LSGAN (Mao et al. 2017) adversarial terms in CycleGAN's form: G: mean (D(fake) − 1)²,
   D: ½·[mean (D(real) − 1)² + mean D(fake)²]. D_A judges domain A's band space (real A vs fake B),
   D_B judges real B vs fake A.
@@ -46,6 +50,24 @@ def gradient_l1(real: Tensor, fake: Tensor) -> Tensor:
     return F.l1_loss(sobel(fake), sobel(real))
 
 
+def tone_correlation(real: Tensor, fake: Tensor, pool: int = 4) -> Tensor:
+    """Batch-mean Pearson correlation between the regional brightness of images and their translations.
+
+    Brightness is the band mean (defined for any band counts on the two sides), averaged over
+    ``pool``×``pool`` blocks so that texture and sensor noise, which a restyling may change, do not
+    count; only which regions are brighter does. A flat image has no order to keep: ρ → 0 there.
+    """
+    def regional(x: Tensor) -> Tensor:
+        lum = F.avg_pool2d(x.mean(dim=1, keepdim=True), pool) if min(x.shape[-2:]) >= pool else x.mean(dim=1, keepdim=True)
+        lum = lum.flatten(1)
+        return lum - lum.mean(dim=1, keepdim=True)
+
+    r, f = regional(real), regional(fake)
+    cov = (r * f).mean(dim=1)
+    rho = cov / torch.sqrt(r.pow(2).mean(dim=1) * f.pow(2).mean(dim=1) + 1e-8)
+    return rho.mean()
+
+
 def reconstruction_l1(real: Tensor, reconstruction: Tensor) -> Tensor:
     """Mean absolute error between an image and its (self or cross) reconstruction."""
     return F.l1_loss(reconstruction, real)
@@ -68,8 +90,9 @@ def generator_loss(
     d_a: Discriminator,
     d_b: Discriminator,
     lambdas: tuple[float, float, float, float],
+    lambda_tone: float = 0.0,
 ) -> dict[str, Tensor]:
-    """Eq. 1: L_G = λ1·L_cross + λ2·L_self + λ3·L_grad + λ4·L_adv_G.
+    """Eq. 1: L_G = λ1·L_cross + λ2·L_self + λ3·L_grad + λ4·L_adv_G, plus λ5·L_tone (ours, 0 = the paper).
 
     ``out`` is :meth:`SemI2IGenerator.forward`'s dict. Returns every term and ``"total"`` (= L_G).
     """
@@ -80,8 +103,11 @@ def generator_loss(
         "grad": gradient_l1(a, out["fake_a"]) + gradient_l1(b, out["fake_b"]),
         # fake B lives in A's band space and is judged by D_A; fake A by D_B.
         "adv_g": lsgan_generator(d_a(out["fake_b"])) + lsgan_generator(d_b(out["fake_a"])),
+        "tone": (1.0 - tone_correlation(a, out["fake_a"])) + (1.0 - tone_correlation(b, out["fake_b"])),
     }
     terms["total"] = l1 * terms["cross"] + l2 * terms["self"] + l3 * terms["grad"] + l4 * terms["adv_g"]
+    if lambda_tone:
+        terms["total"] = terms["total"] + lambda_tone * terms["tone"]
     return terms
 
 

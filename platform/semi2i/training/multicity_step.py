@@ -58,7 +58,8 @@ class MultiCityStep(Eq3Schedule):
         try:
             out = self.generator(a, b)
             # fake_b (j's content in i's style) is judged by channel i, fake_a by channel j (losses.py's D_A/D_B)
-            terms = generator_loss(a, b, out, lambda x: disc(x)[:, i:i + 1], lambda x: disc(x)[:, j:j + 1], self.cfg.lambdas)
+            terms = generator_loss(a, b, out, lambda x: disc(x)[:, i:i + 1], lambda x: disc(x)[:, j:j + 1], self.cfg.lambdas,
+                                   self.cfg.lambda_tone)
             self.opt_g.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.opt_g.step()
@@ -80,7 +81,7 @@ class MultiCityStep(Eq3Schedule):
         self.style.update(j, mu_b, sigma_b)
         self.step += 1
         values = {"L_G": terms["total"], "L_cross": terms["cross"], "L_self": terms["self"], "L_grad": terms["grad"],
-                  "L_adv_G": terms["adv_g"], "L_D": loss_d, "L_adv_D": adv_d}
+                  "L_adv_G": terms["adv_g"], "L_tone": terms["tone"], "L_D": loss_d, "L_adv_D": adv_d}
         return {**{k: float(v.detach()) for k, v in values.items()}, "lr": self.lr}
 
     def state_dict(self) -> dict[str, Any]:

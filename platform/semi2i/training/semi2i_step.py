@@ -36,7 +36,7 @@ from semi2i.training.schedule import semi2i_learning_rate
 StyleReducer = Callable[[Tensor], Tensor]
 
 #: Names of the loss values a step returns (and the trainer logs), in the paper's notation.
-LOSS_KEYS = ("L_G", "L_cross", "L_self", "L_grad", "L_adv_G", "L_D", "L_adv_D")
+LOSS_KEYS = ("L_G", "L_cross", "L_self", "L_grad", "L_adv_G", "L_tone", "L_D", "L_adv_D")
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -145,7 +145,7 @@ class SemI2IStep(Eq3Schedule):
             p.requires_grad_(False)
         try:
             out = self.generator(a, b)
-            g_terms = generator_loss(a, b, out, d_a, d_b, self.cfg.lambdas)
+            g_terms = generator_loss(a, b, out, d_a, d_b, self.cfg.lambdas, self.cfg.lambda_tone)
             self.opt_g.zero_grad(set_to_none=True)
             g_terms["total"].backward()
             self.opt_g.step()
@@ -168,7 +168,7 @@ class SemI2IStep(Eq3Schedule):
 
         values = {
             "L_G": g_terms["total"], "L_cross": g_terms["cross"], "L_self": g_terms["self"],
-            "L_grad": g_terms["grad"], "L_adv_G": g_terms["adv_g"],
+            "L_grad": g_terms["grad"], "L_adv_G": g_terms["adv_g"], "L_tone": g_terms["tone"],
             "L_D": d_terms["total"], "L_adv_D": d_terms["adv_d"],
         }
         losses = {k: float(v.detach()) for k, v in values.items()}

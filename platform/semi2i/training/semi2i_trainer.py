@@ -101,10 +101,10 @@ def train_semi2i(
                 writer.add_scalar("semi2i/lr", losses["lr"], n)
                 rate = (n - first) / max(time.perf_counter() - started, 1e-9)
                 log.info(
-                    "semi2i step %d/%d epoch %d/%d lr %.2e L_G %.4f (cross %.4f self %.4f grad %.4f adv %.4f) "
+                    "semi2i step %d/%d epoch %d/%d lr %.2e L_G %.4f (cross %.4f self %.4f grad %.4f adv %.4f tone %.4f) "
                     "L_D %.4f | %.2f steps/s ETA %s",
                     n, total, epoch + 1, cfg.epochs, losses["lr"], losses["L_G"], losses["L_cross"],
-                    losses["L_self"], losses["L_grad"], losses["L_adv_G"], losses["L_D"], rate,
+                    losses["L_self"], losses["L_grad"], losses["L_adv_G"], losses["L_tone"], losses["L_D"], rate,
                     _format_eta((stop - n) / rate if rate > 0 else float("inf")),
                 )
             if n % cfg.preview_every == 0 or n == stop:
