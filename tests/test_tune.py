@@ -19,7 +19,7 @@ from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.normalize import BandStats
 from semi2i.pipeline import load_adapt_config
 from semi2i.tuning import (ResourceError, TrialResources, initial_points, load_sweep_config, make_sweep, plan_concurrency,
-                           run_sweep, structure_loss, style_distance)
+                           run_sweep, structure_loss, style_distance, trial_semi2i_config)
 
 
 def _tiny() -> dict:
@@ -100,6 +100,9 @@ def test_tune_section_is_validated_with_the_adapt_config(tmp_path):
     assert cfg.name == "tiny-sweep" and settings.num_samples == 3 and settings.space["decay_epoch"] == [0, 2]
     points = initial_points(make_sweep(cfg, settings, tmp_path / "r", cluster={"CPU": 2}))
     assert points == [REFERENCE]  # the profile's own values are the first (reference) trial
+    base = cfg.profile.semi2i
+    trial = trial_semi2i_config(base, {"lambda_tone": 2.5, "decay_epoch": 1}, seed=3)
+    assert (trial.lambda_tone, trial.decay_epoch, trial.seed, trial.lambdas) == (2.5, 1, 3, base.lambdas)
     unlabelled = make_sweep(cfg, settings, tmp_path / "r", labelled=False, cluster={"CPU": 2})
     assert (unlabelled.metric, unlabelled.mode) == ("proxy", "min")
     with pytest.raises(ConfigError, match="needs target labels"):

@@ -58,9 +58,10 @@ from semi2i.training.distributed import Scaling
 
 log = logging.getLogger(__name__)
 
-LAMBDAS = ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv")  # λ1..λ4
+LAMBDAS = ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv", "lambda_tone")  # λ1..λ4, our λ5
 SEARCH_KEYS = (*LAMBDAS, "decay_epoch")
-#: log-uniform ranges around the paper's values (10, 10, 10, 1); decay_epoch defaults to [0, epochs]
+#: log-uniform ranges around the paper's values (10, 10, 10, 1); decay_epoch defaults to [0, epochs];
+#: lambda_tone is searched only when the sweep's space names it (else the profile's value is kept)
 DEFAULT_SPACE: dict[str, Any] = {"lambda_cross": [1.0, 100.0], "lambda_self": [1.0, 100.0], "lambda_grad": [1.0, 100.0],
                                  "lambda_adv": [0.1, 10.0], "decay_epoch": None}
 EXPERIMENT = "sweep"
