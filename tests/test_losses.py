@@ -149,3 +149,18 @@ def test_discriminator_loss_is_eq2():
     fooled = discriminator_loss(a, b, torch.ones_like(b), torch.ones_like(a), mean_disc, mean_disc, 2.0)
     assert fooled["adv_d"].item() == pytest.approx(1.0)  # 0.5·(0 + 1) per discriminator
     assert fooled["total"].item() == pytest.approx(2.0)  # λ4 · L_adv_D
+
+
+def test_tone_term_gradient_pulls_a_drifting_translation_back_into_order():
+    """Descending 1 − ρ from tones unrelated to the source (ρ ≈ 0, half-way to an inversion) restores the
+    order. (An exactly inverted image is a stationary point of ρ: the term is a barrier kept from the
+    first step, when translations are still in order, not a repair of a finished inversion.)"""
+    x = _regions()
+    fake = _regions(seed=1).clone().requires_grad_(True)
+    start = tone_correlation(x, fake).item()
+    opt = torch.optim.SGD([fake], lr=20.0)
+    for _ in range(50):
+        opt.zero_grad()
+        (1 - tone_correlation(x, fake)).backward()
+        opt.step()
+    assert abs(start) < 0.5 and tone_correlation(x, fake).item() > 0.95

@@ -6,6 +6,8 @@
   our addition (λ5, off in the paper profile). L_grad keeps edges but barely sees the level of flat
   regions, so the GAN can paint black water light and bright land grey and still pay little; any
   faithful restyling keeps which regions are brighter, so ρ is high for it and −1 for an inversion.
+  A fully inverted translation is a stationary point of ρ, so the term is a barrier that holds from the
+  first step (translations start in order), not a repair of a finished inversion.
 * LSGAN (Mao et al. 2017) adversarial terms in CycleGAN's form: G: mean (D(fake) − 1)²,
   D: ½·[mean (D(real) − 1)² + mean D(fake)²]. D_A judges domain A's band space (real A vs fake B),
   D_B judges real B vs fake A.
