@@ -46,8 +46,17 @@ class ColorMapGenerator(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.bands:
             raise ValueError(f"expected (N, {self.bands}, H, W), got {tuple(x.shape)}")
         # flat LUT index: band c's entries start at c·bins
-        index = self.bin_index(x) + (torch.arange(self.bands, device=x.device) * self.bins).view(1, -1, 1, 1)
-        return self.weight.reshape(-1)[index] * x + self.bias.reshape(-1)[index]
+        # torch.gather per band, not advanced indexing: the backward of ``lut[index]`` is a multi-threaded
+        # index_put(accumulate=True), whose float sums change order from run to run on CPU (10 different
+        # LUT gradients in 10 identical backward passes on 2 threads); gather's backward accumulates each
+        # band's entries in a fixed order, so a seeded ColorMapGAN run is reproducible. Same forward values.
+        n, c, h, w = x.shape
+        index = self.bin_index(x).transpose(0, 1).reshape(c, -1)  # (bands, N·H·W)
+
+        def lookup(table: Tensor) -> Tensor:
+            return torch.gather(table, 1, index).reshape(c, n, h, w).transpose(0, 1)
+
+        return lookup(self.weight) * x + lookup(self.bias)
 
 
 def require_equal_bands(bands_a: int, bands_b: int) -> int:
