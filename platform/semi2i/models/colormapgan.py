@@ -45,7 +45,6 @@ class ColorMapGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.bands:
             raise ValueError(f"expected (N, {self.bands}, H, W), got {tuple(x.shape)}")
-        # flat LUT index: band c's entries start at c·bins
         # torch.gather per band, not advanced indexing: the backward of ``lut[index]`` is a multi-threaded
         # index_put(accumulate=True), whose float sums change order from run to run on CPU (10 different
         # LUT gradients in 10 identical backward passes on 2 threads); gather's backward accumulates each
