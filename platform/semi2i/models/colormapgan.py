@@ -45,10 +45,8 @@ class ColorMapGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.bands:
             raise ValueError(f"expected (N, {self.bands}, H, W), got {tuple(x.shape)}")
-        # torch.gather per band, not advanced indexing: the backward of ``lut[index]`` is a multi-threaded
-        # index_put(accumulate=True), whose float sums change order from run to run on CPU (10 different
-        # LUT gradients in 10 identical backward passes on 2 threads); gather's backward accumulates each
-        # band's entries in a fixed order, so a seeded ColorMapGAN run is reproducible. Same forward values.
+        # torch.gather, not ``lut[index]``: the latter's backward (index_put with accumulate) sums in a
+        # different order on every CPU run, so seeded ColorMapGAN runs diverged; gather's does not.
         n, c, h, w = x.shape
         index = self.bin_index(x).transpose(0, 1).reshape(c, -1)  # (bands, N·H·W)
 
