@@ -35,6 +35,7 @@ from semi2i.models.unet import UNet  # noqa: E402
 from semi2i.stylizers.grayworld import GrayWorldStylizer  # noqa: E402
 from semi2i.stylizers.histogram import HistogramMatchingStylizer  # noqa: E402
 from semi2i.tiling import blend_tiles  # noqa: E402
+from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
 from semi2i.training.semi2i_step import SemI2IStep  # noqa: E402
 from semi2i.training.unet_step import UNetStep  # noqa: E402
 
@@ -93,10 +94,14 @@ class Patches:
         return np.stack(images), np.stack(labels)
 
 
-def train_unet(model, rasters, stats: BandStats, steps: int, cfg, seed: int, device) -> UNet:
+def train_unet(model, rasters, stats: BandStats, steps: int, cfg, seed: int, device, finetune: bool = False) -> UNet:
+    """Train (or, with ``finetune``, fine-tune with the profile's fine-tune schedule) like adapt does."""
     step = UNetStep(model, lr=cfg.lr)
     patches = Patches(rasters, cfg.patch_size, seed)
-    for _ in range(steps):
+    cosine = finetune and cfg.finetune_lr_schedule == "cosine"
+    for i in range(steps):
+        for group in step.optimizer.param_groups:
+            group["lr"] = cosine_learning_rate(i, cfg.lr, steps) if cosine else cfg.lr
         images, labels = patches.sample(cfg.batch_size, need_labels=True)
         x = torch.from_numpy(np.stack([stats.zscore(i) for i in images]))
         step.step(x.to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
@@ -152,7 +157,7 @@ def main() -> None:
     def finetune_all(name, stylized):
         for n in finetunes:
             model = copy.deepcopy(base)
-            train_unet(model, stylized, s_stats, n, ucfg, args.seed + 1, device)
+            train_unet(model, stylized, s_stats, n, ucfg, args.seed + 1, device, finetune=True)
             report(f"{name}@ft{n}", model)
 
     def restyle(fn):

@@ -3,6 +3,7 @@ follows its contract, a re-run resumes (skips finished stages), bad configs fail
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -73,6 +74,17 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
     assert again.run() == report
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.timings["unet_source"] < 1.0 and again.timings["semi2i"] < 1.0
+
+    # jobs/study_style.py reads a finished run folder; with no fine-tune steps the style mode cannot
+    # matter, so every mode must score exactly what the source U-net scores
+    spec = importlib.util.spec_from_file_location("study_style", REPO / "jobs" / "study_style.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    untouched = {mode: study.main([str(tmp_path / "run"), "--mode", mode, "--steps", "0", "--eval-patches", "4"])["miou"]
+                 for mode in ("global", "patch", "real")}
+    assert len(set(untouched.values())) == 1 and 0 <= untouched["real"] <= 100
+    tuned = study.main([str(tmp_path / "run"), "--mode", "patch", "--steps", "2", "--eval-patches", "4"])
+    assert set(tuned["iou"]) == set(TINY["classes"]) and tuned["fine_tune_s"] >= 0
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

@@ -283,6 +283,13 @@ def test_profiles_hold_the_baselines_and_reject_unknown_keys():
     assert "cyclegan.pool_size: must be >= 0" in text and "cyclegan.patch_size: must be divisible by 4" in text
 
 
+def test_finetune_schedule_per_profile_and_checked():
+    assert load_profile("paper").unet.finetune_lr_schedule == "constant"  # the paper's Adam at a fixed rate
+    assert load_profile("quick").unet.finetune_lr_schedule == "cosine"
+    with pytest.raises(ConfigError, match=r"unet.finetune_lr_schedule: must be one of \['constant', 'cosine'\], got 'step'"):
+        load_profile("quick", overrides={"unet.finetune_lr_schedule": "step"})
+
+
 # --- Ray Train: 2 workers, a lost worker group restarts from the checkpoint --------------------------
 @pytest.mark.slow
 @pytest.mark.ray

@@ -15,6 +15,7 @@ from semi2i.data.patches import city_windows, step_windows
 from semi2i.data.store import CityStore
 from semi2i.data.stream import iter_patches
 from semi2i.training.distributed import SEMI2I_CHECKPOINT, Scaling, fit_semi2i, fit_unet, fit_unets, patch_batches, unet_job
+from semi2i.training.schedule import cosine_learning_rate
 from semi2i.training.semi2i_step import SemI2IStep, load_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -140,6 +141,16 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
     assert tuned["step"] == 2
     # the fine-tune keeps the source model's normaliser
     np.testing.assert_allclose(tuned["stats"]["mean"], source.band_stats.mean)
+    # a cosine fine-tune takes step k at cosine_learning_rate(k): its last (second) step at half the rate;
+    # the constant fine-tune above stays at lr, and the source training is not a fine-tune (no decay)
+    cosine = dataclasses.replace(cfg, finetune_lr_schedule="cosine")
+    fit_unet(cosine, [fake.path], tmp_path, stage="unet_cosine", output="unet_cosine.pt", overlap=8, scaling=one,
+             init=tmp_path / "unet_source.pt")
+    decayed = load_checkpoint(tmp_path / "unet_cosine.pt")
+    assert decayed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cosine_learning_rate(1, 1e-3, 2)) == 5e-4
+    assert tuned["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert load_checkpoint(tmp_path / "unet_source.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert any(not torch.equal(v, tuned["model"][k]) for k, v in decayed["model"].items() if v.is_floating_point())
 
     # what the fine-tune loop reads: stylized pixels, source labels
     windows = city_windows(fake, 32, 8)

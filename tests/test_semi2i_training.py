@@ -9,7 +9,7 @@ from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
 from semi2i.config import ConfigError, SemI2IConfig, UNetTrainConfig, load_profile
-from semi2i.training.schedule import semi2i_learning_rate
+from semi2i.training.schedule import cosine_learning_rate, semi2i_learning_rate
 from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models
 from semi2i.training.semi2i_trainer import checkpoint_path, steps_per_epoch, train_semi2i
 
@@ -53,6 +53,19 @@ def test_eq3_learning_rate(epoch, lr):
 def test_eq3_rejects_epochs_outside_the_run():
     with pytest.raises(ValueError):
         semi2i_learning_rate(25, 1e-3, 25, 15)
+
+
+# --- the U-net fine-tune's cosine decay ----------------------------------------------------------
+@pytest.mark.parametrize("step,lr", [(0, 1e-3), (25, 1e-3 * (2 + 2**0.5) / 4), (50, 5e-4), (75, 1e-3 * (2 - 2**0.5) / 4)])
+def test_cosine_learning_rate_hand_values(step, lr):
+    assert cosine_learning_rate(step, 1e-3, 100) == pytest.approx(lr, rel=1e-12)
+
+
+def test_cosine_learning_rate_falls_to_a_small_positive_rate_and_rejects_steps_outside_the_run():
+    rates = [cosine_learning_rate(s, 1e-3, 100) for s in range(100)]
+    assert all(a > b for a, b in zip(rates, rates[1:])) and 0 < rates[-1] < 1e-6
+    with pytest.raises(ValueError):
+        cosine_learning_rate(100, 1e-3, 100)
 
 
 # --- the step ----------------------------------------------------------------------------------

@@ -122,6 +122,10 @@ class CycleGANConfig:
     seed: int = 0
 
 
+#: Learning-rate schedules a U-net fine-tune may use (``UNetTrainConfig.finetune_lr_schedule``).
+FINETUNE_LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class UNetTrainConfig:
     """U-net training and fine-tuning budget (paper §3). Defaults are the paper's values."""
@@ -133,6 +137,9 @@ class UNetTrainConfig:
     train_steps: int = 8000
     finetune_steps: int = 2500
     lr: float = 1e-4
+    # Learning rate over a fine-tune: "constant" (the paper) or "cosine" (decayed from ``lr`` towards 0, so
+    # the fine-tuned weights are not at the mercy of the last few batches; see docs/adaptation-study.md).
+    finetune_lr_schedule: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -293,6 +300,8 @@ def _cross_checks(p: Profile) -> list[str]:
         errs.append(f"unet.lr: must be > 0, got {u.lr}")
     if u.finetune_steps < 0:
         errs.append(f"unet.finetune_steps: must be >= 0, got {u.finetune_steps}")
+    if u.finetune_lr_schedule not in FINETUNE_LR_SCHEDULES:
+        errs.append(f"unet.finetune_lr_schedule: must be one of {list(FINETUNE_LR_SCHEDULES)}, got {u.finetune_lr_schedule!r}")
     return errs
 
 

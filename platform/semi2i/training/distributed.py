@@ -40,6 +40,7 @@ from semi2i.data.normalize import BandStats
 from semi2i.data.patches import Window, city_windows, step_windows
 from semi2i.data.store import open_store
 from semi2i.data.stream import Normalize, read_patches, window_columns
+from semi2i.training.schedule import cosine_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -472,13 +473,17 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
         saved.update(unet_metadata(config))
         return saved
 
+    cosine = bool(config.get("init")) and cfg.finetune_lr_schedule == "cosine"
     for batch in patch_batches(windows, seed=config["seed"], start_step=step.iteration, end_step=total, rank=rank, world=world,
                                per_worker=per_worker, normalize="zscore", stats=stats):
+        lr = cosine_learning_rate(step.iteration, cfg.lr, total) if cosine else cfg.lr
+        for group in step.optimizer.param_groups:
+            group["lr"] = lr
         values = step.step(batch["image"], batch["label"])
         done = step.iteration
         checkpoint = done % config["checkpoint_every"] == 0 or done == total
         if done % config["log_every"] == 0 or checkpoint:
-            metrics = {**{k: float(v) for k, v in values.items()}, "step": done, "samples_per_s": progress.rate(done)}
+            metrics = {**{k: float(v) for k, v in values.items()}, "lr": lr, "step": done, "samples_per_s": progress.rate(done)}
             progress.log(done, metrics)
             if checkpoint:
                 _average_buffers(model, world)

@@ -1,6 +1,9 @@
-"""Learning-rate schedules: SemI2I's Eq. 3 and the baselines' CycleGAN-style linear decay."""
+"""Learning-rate schedules: SemI2I's Eq. 3, the baselines' CycleGAN-style linear decay and the U-net
+fine-tune's cosine decay."""
 
 from __future__ import annotations
+
+import math
 
 
 def semi2i_learning_rate(epoch: int, base_lr: float, num_epochs: int, decay_epoch: int) -> float:
@@ -28,3 +31,15 @@ def linear_decay_learning_rate(epoch: int, base_lr: float, num_epochs: int, deca
     if not 0 <= epoch < num_epochs:
         raise ValueError(f"epoch {epoch} outside [0, {num_epochs})")
     return base_lr * (1.0 - max(0, epoch + 1 - decay_epoch) / (num_epochs - decay_epoch + 1))
+
+
+def cosine_learning_rate(step: int, base_lr: float, total_steps: int) -> float:
+    """Cosine decay over a run of ``total_steps`` optimizer steps: base_lr × ½(1 + cos(π·step/total)).
+
+    ``step`` counts completed steps (0 for the first update), so the first update uses base_lr and the
+    last one (step = total − 1) a small positive rate. A function of the step alone: a resumed run
+    continues on the same curve with no scheduler state to save.
+    """
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step {step} outside [0, {total_steps})")
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
