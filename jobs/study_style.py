@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
             prediction = model(torch.from_numpy(unet_stats.zscore(raw))[None]).argmax(1)[0].numpy()
             confusion += confusion_matrix(prediction, label, k, target.ignore_index)
     result = scores(confusion, unet_state["class_names"])
-    line = {"run": str(run), "mode": args.mode, "seed": args.seed, "steps": args.steps, "schedule": args.schedule, "miou": None if result["miou"] is None else round(result["miou"], 2),
+    line = {"run": str(run), "mode": args.mode, "seed": args.seed, "steps": args.steps, "schedule": args.schedule,
+            "miou": None if result["miou"] is None else round(result["miou"], 2),
             "iou": {c: None if v is None else round(v, 1) for c, v in result["iou"].items()}, "fine_tune_s": round(fine_tune_s, 1)}
     print(json.dumps(line))
     return line
