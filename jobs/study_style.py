@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="seeds the fine-tune's patch sampling")
     parser.add_argument("--steps", type=int, default=100, help="fine-tune steps (quick profile: 100)")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                        help="fine-tune learning rate: constant (the product's) or cosine-decayed to 0")
+                        help="fine-tune learning rate: constant (the paper profile's) or cosine-decayed to 0 "
+                             "(the quick profile's)")
     parser.add_argument("--bank", type=int, default=8, help="styles in the bank (--mode bank)")
     parser.add_argument("--eval-patches", type=int, default=300)
     args = parser.parse_args(argv)
