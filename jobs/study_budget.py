@@ -100,8 +100,7 @@ def train_unet(model, rasters, stats: BandStats, steps: int, cfg, seed: int, dev
     patches = Patches(rasters, cfg.patch_size, seed)
     cosine = finetune and cfg.finetune_lr_schedule == "cosine"
     for i in range(steps):
-        for group in step.optimizer.param_groups:
-            group["lr"] = cosine_learning_rate(i, cfg.lr, steps) if cosine else cfg.lr
+        step.set_learning_rate(cosine_learning_rate(i, cfg.lr, steps) if cosine else cfg.lr)
         images, labels = patches.sample(cfg.batch_size, need_labels=True)
         x = torch.from_numpy(np.stack([stats.zscore(i) for i in images]))
         step.step(x.to(device), torch.from_numpy(labels.astype(np.int64)).to(device))

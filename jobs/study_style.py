@@ -37,6 +37,7 @@ from semi2i.data.store import open_store  # noqa: E402
 from semi2i.metrics import confusion_matrix, scores  # noqa: E402
 from semi2i.models.semi2i import channel_stats, stylize_padded  # noqa: E402
 from semi2i.models.unet import UNet  # noqa: E402
+from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
 from semi2i.training.semi2i_step import load_checkpoint, load_stylizing_models  # noqa: E402
 from semi2i.training.unet_step import UNetStep  # noqa: E402
 
@@ -101,10 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(args.seed)
     step = UNetStep(model, lr=cfg["lr"], ignore_index=source.ignore_index)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(step.optimizer, T_max=max(1, args.steps))
-                 if args.schedule == "cosine" else None)
     started = time.perf_counter()
-    for _ in range(args.steps):
+    for iteration in range(args.steps):
+        if args.schedule == "cosine":  # the fine-tune stage's curve (semi2i.training.schedule)
+            step.set_learning_rate(cosine_learning_rate(iteration, cfg["lr"], args.steps))
         images, labels = [], []
         for i in rng.integers(len(source_windows), size=cfg["batch_size"]):
             w = source_windows[i]
@@ -112,8 +113,6 @@ def main(argv: list[str] | None = None) -> dict:
             images.append(training_image(raw))
             labels.append(label)
         step.step(torch.from_numpy(np.stack(images).astype(np.float32)), torch.from_numpy(np.stack(labels).astype(np.int64)))
-        if scheduler is not None:
-            scheduler.step()
     fine_tune_s = time.perf_counter() - started
 
     eval_windows = city_windows(target, size, 0)

@@ -477,8 +477,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     for batch in patch_batches(windows, seed=config["seed"], start_step=step.iteration, end_step=total, rank=rank, world=world,
                                per_worker=per_worker, normalize="zscore", stats=stats):
         lr = cosine_learning_rate(step.iteration, cfg.lr, total) if cosine else cfg.lr
-        for group in step.optimizer.param_groups:
-            group["lr"] = lr
+        step.set_learning_rate(lr)
         values = step.step(batch["image"], batch["label"])
         done = step.iteration
         checkpoint = done % config["checkpoint_every"] == 0 or done == total

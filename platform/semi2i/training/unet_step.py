@@ -49,6 +49,11 @@ class UNetStep:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.iteration = 0  # optimizer steps taken; part of the saved state
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Use ``lr`` from the next update on (schedules are functions of ``iteration``; see training.schedule)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Forward, cross-entropy (ignore pixels excluded), backward, Adam update.
 
