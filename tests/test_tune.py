@@ -155,6 +155,57 @@ def test_only_the_last_rung_keeps_its_bulky_outputs(tmp_path):
     assert len(list((tmp_path / "rung2").iterdir())) == 4 and [p.name for p in (tmp_path / "ray").iterdir()] == ["finetune_rung2"]
 
 
+#: results.md header -> results.csv column, written out here independently of tuning.RESULT_COLUMNS
+MD_TO_CSV = {"rank": "rank", "trial": "trial", "status": "status", "rungs": "rungs", "λ1 cross": "lambda_cross",
+             "λ2 self": "lambda_self", "λ3 grad": "lambda_grad", "λ4 adv": "lambda_adv", "λ5 tone": "lambda_tone",
+             "decay epoch": "decay_epoch", "mIoU": "miou", "proxy": "proxy", "style": "style_distance",
+             "structure": "structure_loss"}
+
+
+def _markdown_table(text: str) -> list[dict]:
+    """The rows of the one table in results.md, as {header: cell}; fails on a row that has more or fewer cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    assert set(lines[1]) <= set("|-") and lines[1].count("|") == len(header) + 1
+    rows = [split(line) for line in lines[2:]]
+    assert all(len(r) == len(header) for r in rows), (header, rows)
+    return [dict(zip(header, r)) for r in rows]
+
+
+def test_results_md_cells_match_results_csv_under_every_header(tmp_path):
+    from semi2i.tuning import write_outputs
+
+    cfg, settings = load_sweep_config(_config(tmp_path))
+    sweep = make_sweep(cfg, settings, tmp_path / "sweep", cluster={"CPU": 2})  # no Ray
+    # every column holds values no other column has, so a shifted column cannot match by chance
+    rows = [{"trial": "t_a", "status": "completed", "rungs": 2, "lambda_cross": 11.5, "lambda_self": 22.5,
+             "lambda_grad": 33.5, "lambda_adv": 0.445, "lambda_tone": 5.55, "decay_epoch": 1, "miou": 61.25,
+             "proxy": 0.775, "style_distance": 0.125, "structure_loss": 0.65, "error": ""},
+            {"trial": "t_b", "status": "stopped early", "rungs": 1, "lambda_cross": 12.5, "lambda_self": 23.5,
+             "lambda_grad": 34.5, "lambda_adv": 0.335, "lambda_tone": 6.25, "decay_epoch": 0, "miou": 41.75,
+             "proxy": 1.875, "style_distance": 0.375, "structure_loss": 1.5, "error": ""},
+            {"trial": "t_c", "status": "error", "rungs": 0, "lambda_cross": 13.5, "lambda_self": 24.5,
+             "lambda_grad": 35.5, "lambda_adv": 0.225, "lambda_tone": None, "decay_epoch": 2, "miou": None,
+             "proxy": None, "style_distance": None, "structure_loss": None, "error": "RuntimeError: boom"}]
+    write_outputs(sweep, rows, [])
+    csv_rows = _csv(sweep.run_dir / "results.csv")
+    md_rows = _markdown_table((sweep.run_dir / "results.md").read_text())
+    assert len(md_rows) == len(csv_rows) == 3
+    assert list(md_rows[0]) == list(MD_TO_CSV)  # every column, λ5 included, in the csv's order
+    assert md_rows[0]["trial"] == "t_a **(best)**"
+    for md, row in zip(md_rows, csv_rows):
+        for label, key in MD_TO_CSV.items():
+            cell, value = md[label].replace(" **(best)**", ""), row[key]
+            if value == "":
+                assert cell == "n/a", (label, cell)
+            elif key in ("trial", "status"):
+                assert cell == value, (label, cell, value)
+            else:
+                assert float(cell) == pytest.approx(float(value), rel=1e-3), (label, cell, value)
+    assert [r["lambda_tone"] for r in csv_rows] == ["5.55", "6.25", ""] and [r["miou"] for r in csv_rows][:2] == ["61.25", "41.75"]
+
+
 def _load_job():
     spec = importlib.util.spec_from_file_location("tune_job", REPO / "jobs" / "tune.py")
     module = importlib.util.module_from_spec(spec)

@@ -64,6 +64,14 @@ SEARCH_KEYS = (*LAMBDAS, "decay_epoch")
 #: lambda_tone is searched only when the sweep's space names it (else the profile's value is kept)
 DEFAULT_SPACE: dict[str, Any] = {"lambda_cross": [1.0, 100.0], "lambda_self": [1.0, 100.0], "lambda_grad": [1.0, 100.0],
                                  "lambda_adv": [0.1, 10.0], "decay_epoch": None}
+_LABELS = {"lambda_cross": "λ1 cross", "lambda_self": "λ2 self", "lambda_grad": "λ3 grad", "lambda_adv": "λ4 adv",
+           "lambda_tone": "λ5 tone", "decay_epoch": "decay epoch"}
+#: the columns of results.md and results.csv (csv key -> results.md header), in order: the markdown
+#: header and every row are both built from this one mapping, so they cannot drift apart
+#: (a new search key without a label fails here, at import)
+RESULT_COLUMNS: dict[str, str] = {"rank": "rank", "trial": "trial", "status": "status", "rungs": "rungs",
+                                  **{k: _LABELS[k] for k in SEARCH_KEYS}, "miou": "mIoU", "proxy": "proxy",
+                                  "style_distance": "style", "structure_loss": "structure"}
 EXPERIMENT = "sweep"
 METRICS = ("miou", "proxy")
 
@@ -653,7 +661,7 @@ def best_config(sweep: Sweep, best: dict) -> dict:
 
 def write_outputs(sweep: Sweep, rows: list[dict], rungs: list[dict], *, baseline: dict | None = None) -> dict:
     run_dir = sweep.run_dir
-    columns = ["rank", "trial", "status", "rungs", *SEARCH_KEYS, "miou", "proxy", "style_distance", "structure_loss", "error"]
+    columns = [*RESULT_COLUMNS, "error"]  # results.md's columns (same order), plus the error message
     _write_csv(run_dir / "results.csv", [{"rank": i + 1, **r} for i, r in enumerate(rows)], columns)
     _write_csv(run_dir / "rungs.csv", rungs, ["trial", "rung", *SEARCH_KEYS, "miou", "proxy", "style_distance",
                                                "structure_loss", "rung_s"])
@@ -687,18 +695,22 @@ def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracking
     if tracking:
         lines.append(f"\nProxy vs mIoU over {tracking['points']} rung reports: Spearman ρ(mIoU, −proxy) = "
                      f"{tracking['spearman']:.2f} (1: the proxy ranks like the mIoU).")
-    header = ["rank", "trial", "status", "rungs", "λ1 cross", "λ2 self", "λ3 grad", "λ4 adv", "decay epoch", "mIoU", "proxy",
-              "style", "structure"]
+    header = list(RESULT_COLUMNS.values())
     lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for i, r in enumerate(rows):
-        mark = " **(best)**" if best is not None and r["trial"] == best["trial"] else ""
-        cells = [str(i + 1), f"{r['trial']}{mark}", r["status"], str(r["rungs"]),
-                 *(_fmt(r.get(k)) for k in (*SEARCH_KEYS, "miou", "proxy", "style_distance", "structure_loss"))]
-        lines.append("| " + " | ".join(cells) + " |")
+        row = {**r, "rank": i + 1}
+        if best is not None and r["trial"] == best["trial"]:
+            row["trial"] = f"{r['trial']} **(best)**"
+        lines.append("| " + " | ".join(_cell(row.get(k)) for k in RESULT_COLUMNS) + " |")
     if best is not None:
         path = sweep.run_dir / "best.yaml"
         lines += ["", f"Best config: `{path}` (`python jobs/adapt.py --config {path}`)."]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    """A results.md cell: text as is, numbers as :func:`_fmt` writes them."""
+    return value if isinstance(value, str) else _fmt(value)
 
 
 def _fmt(value: Any) -> str:
