@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from semi2i.config import ConfigError
+from semi2i.io_paths import refuse_ephemeral  # also imported from here by jobs/adapt_multi.py
 from semi2i.pipeline import STAGES, AdaptRun, load_adapt_config
 
 
@@ -39,16 +40,6 @@ def default_run_dir(name: str) -> Path:
     """``$SEMI2I_RUNS/<name>`` (a shared mount on a cluster), else ``runs/<name>`` under the current folder."""
     root = os.environ.get("SEMI2I_RUNS")
     return Path(root) / name if root else Path("runs") / name
-
-
-def refuse_ephemeral(run_dir: Path) -> None:
-    """Under ``ray job submit --working-dir``, a relative run folder lands in Ray's temporary copy of
-    the working dir, which is deleted with the job: refuse instead of losing the results."""
-    resolved = str(Path(run_dir).resolve())
-    if "runtime_resources" in resolved and "working_dir_files" in resolved:
-        raise ConfigError(f"{run_dir}: the run folder would be inside Ray's temporary copy of the working dir "
-                          f"({resolved}), which is deleted after the job; pass an absolute --run-dir on shared storage "
-                          "or set SEMI2I_RUNS")
 
 
 def main(argv: list[str] | None = None) -> int:

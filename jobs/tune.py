@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from semi2i.config import ConfigError
+from semi2i.io_paths import refuse_ephemeral
 from semi2i.tuning import ResourceError, load_sweep_config, make_sweep, prepare_shared, run_sweep
 
 
@@ -56,11 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tune: config error:\n{exc}", file=sys.stderr)
         return 2
+    run_dir = Path(args.run_dir or Path("runs") / f"tune-{cfg.name}")
+    try:  # before Ray starts: a sweep in `ray job submit --working-dir`'s temporary copy is deleted with the job
+        refuse_ephemeral(run_dir, hint="pass an absolute --run-dir on shared storage")
+    except ConfigError as exc:
+        print(f"tune: {exc}", file=sys.stderr)
+        return 2
     import ray
 
     # joins the cluster of RAY_ADDRESS / `ray job submit`, else starts a local Ray on this machine
     ray.init(ignore_reinit_error=True, log_to_driver=os.environ.get("SEMI2I_WORKER_LOGS", "1") == "1")
-    run_dir = Path(args.run_dir or Path("runs") / f"tune-{cfg.name}")
     try:
         sweep = make_sweep(cfg, settings, run_dir)  # fails fast when the trial resources can never fit
     except (ResourceError, ConfigError) as exc:

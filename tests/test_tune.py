@@ -213,6 +213,46 @@ def _load_job():
     return module
 
 
+#: where `ray job submit --working-dir .` unpacks the working dir (and so where a relative run folder lands)
+RAY_COPY = ("session_x", "runtime_resources", "working_dir_files", "_ray_pkg_0123abcd")
+
+
+def test_run_folders_in_rays_temporary_working_dir_copy_are_refused(tmp_path, monkeypatch):
+    from semi2i import io_paths
+
+    io_paths.refuse_ephemeral(tmp_path / "runs" / "tune-x")  # an ordinary folder is fine
+    io_paths.refuse_ephemeral("runs/tune-x")
+    with pytest.raises(ConfigError, match="temporary copy of the working dir.*; pass an absolute --run-dir$"):
+        io_paths.refuse_ephemeral(tmp_path.joinpath(*RAY_COPY, "runs", "tune-x"), hint="pass an absolute --run-dir")
+    copy_dir = tmp_path.joinpath(*RAY_COPY)
+    copy_dir.mkdir(parents=True)
+    monkeypatch.chdir(copy_dir)  # the job's working dir: a relative folder resolves into the copy
+    with pytest.raises(ConfigError, match=r"runs/tune-x: .*working_dir_files.*set SEMI2I_RUNS"):
+        io_paths.refuse_ephemeral("runs/tune-x")
+    # one function, shared by both jobs (jobs/adapt_multi.py takes adapt's)
+    adapt_spec = importlib.util.spec_from_file_location("adapt_job", REPO / "jobs" / "adapt.py")
+    adapt = importlib.util.module_from_spec(adapt_spec)
+    adapt_spec.loader.exec_module(adapt)
+    assert _load_job().refuse_ephemeral is adapt.refuse_ephemeral is io_paths.refuse_ephemeral
+
+
+def test_cli_refuses_a_run_folder_in_rays_working_dir_copy_before_starting_ray(tmp_path, monkeypatch, capsys):
+    import sys
+
+    job = _load_job()
+    config = _config(tmp_path)
+    copy_dir = tmp_path.joinpath(*RAY_COPY)
+    copy_dir.mkdir(parents=True)
+    monkeypatch.chdir(copy_dir)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` would raise: the refusal must come first
+    for argv in (["--run-dir", "runs/sweep"], []):  # relative --run-dir, and the default runs/tune-<name>
+        assert job.main(["--config", config, "--quiet", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tune: ") and "temporary copy of the working dir" in err and err.count("\n") == 1, err
+        assert "SEMI2I_RUNS" not in err  # tune.py's default folder does not read it
+    assert not (copy_dir / "runs").exists()
+
+
 @pytest.mark.ray
 def test_cli_refuses_resources_that_never_fit(tmp_path, ray_session, capsys):
     job = _load_job()

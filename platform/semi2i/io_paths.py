@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from semi2i.config import ConfigError
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -167,6 +169,17 @@ class RemotePath:
 
     def __hash__(self) -> int:
         return hash(self.url)
+
+
+def refuse_ephemeral(run_dir: str | os.PathLike, *,
+                     hint: str = "pass an absolute --run-dir on shared storage or set SEMI2I_RUNS") -> None:
+    """Under ``ray job submit --working-dir``, a relative run folder lands in Ray's temporary copy of
+    the working dir (``.../runtime_resources/working_dir_files/...``), which is deleted with the job:
+    raise :class:`~semi2i.config.ConfigError` instead of losing the results (jobs/adapt.py, jobs/tune.py)."""
+    resolved = str(Path(run_dir).resolve())
+    if "runtime_resources" in resolved and "working_dir_files" in resolved:
+        raise ConfigError(f"{run_dir}: the run folder would be inside Ray's temporary copy of the working dir "
+                          f"({resolved}), which is deleted after the job; {hint}")
 
 
 def as_path(path: str | os.PathLike) -> Path | RemotePath:
