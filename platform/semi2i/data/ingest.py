@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,13 @@ import rioxarray
 import xarray as xr
 import zarr
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from zarr.codecs import BloscCodec
 
 from semi2i import io_paths
 
-from .normalize import QUANTILE_LEVELS, BandStats
+from . import ingest_checks
+from .ingest_stats import StatsAccumulator, stats_block
 from .palette import Palette, PaletteError, code_to_rgb, expand_colour_table
 from .store import ATTRS_KEY, FORMAT_NAME, FORMAT_VERSION, CityStore, RasterInfo, valid_mask
 
@@ -45,9 +45,6 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 #: Drivers without efficient windowed access: read such rasters as one chunk (they are small by nature).
 _WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
-#: Above this many bits, per-block histograms are replaced by a strided sample for quantiles.
-_MAX_HIST_BITS = 16
-_SAMPLE_PER_BAND = 2_000_000
 #: dask meta for per-block Python objects (partial statistics, colour counts).
 _OBJ = np.empty((0, 0), dtype=object)
 #: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
@@ -73,6 +70,7 @@ class _RasterSource:
     driver: str = ""
     label_mode: str = ""  # "index", "rgb" or "colour-table"
     label_colormap: dict | None = None
+    label_nodata: float | None = None
 
 
 def expand_paths(spec: str | os.PathLike | Sequence[str | os.PathLike] | None, what: str) -> list[Path]:
@@ -143,6 +141,8 @@ def ingest_city(
     works too) for class-index labels; with ``palette`` the class names come from the palette.
     """
     out = Path(out)
+    ingest_checks.check_options(chunk_size=chunk_size, ignore_index=ignore_index, min_size=min_size, palette=palette,
+                                classes=classes, fail=IngestError)
     if out.exists() and not overwrite:
         raise IngestError(f"{out}: output store already exists (pass --overwrite to replace it)")
     pal = _load_palette(palette, ignore_index)
@@ -152,16 +152,24 @@ def ingest_city(
     _check_city(sources, min_size)
 
     name = name or out.stem
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    ingest_checks.remove_leftovers(out)
+    tmp = ingest_checks.tmp_store_name(out)
     started = time.perf_counter()
     try:
-        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
-        totals = _StatsAccumulator(sources[0].count, np.dtype(sources[0].dtype))
+        try:
+            root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+        except OSError as exc:
+            raise ingest_checks.write_failure(out, exc, IngestError) from None
+        totals = StatsAccumulator(sources[0].count, np.dtype(sources[0].dtype))
         infos, max_label = [], -1
         ids = _raster_ids([s.image for s in sources])
         for i, (rid, src) in enumerate(zip(ids, sources)):
             t0 = time.perf_counter()
-            info, stats, raster_max = _write_raster(tmp, rid, src, pal, class_names, ignore_index, chunk_size)
+            try:
+                info, stats, raster_max = _write_raster(tmp, rid, src, pal, class_names, ignore_index, chunk_size)
+            except RasterioError as exc:  # a truncated or corrupt file: its header read, its pixels do not
+                files = [(src.image, "image")] + ([(src.label, "label")] if src.label else [])
+                raise ingest_checks.unreadable(files, exc, IngestError) from None
             totals.merge(stats)
             max_label = max(max_label, raster_max)
             infos.append(info)
@@ -171,6 +179,9 @@ def ingest_city(
                 log.info("ingest %s [%d/%d] %s: %.2f Mpx in %.1fs (%.1f Mpx/s)", name, i + 1, len(sources), rid, mpx, dt, mpx / dt)
         if labels is not None and not class_names:
             class_names = [f"class_{k}" for k in range(max_label + 1)]
+            log.warning("%s: no class names given (--classes): the label values 0..%d became classes %s; pass --classes "
+                        "to name them", sources[0].label, max_label, ", ".join(class_names) if len(class_names) < 6
+                        else f"{class_names[0]}..{class_names[-1]}")
         root.attrs[ATTRS_KEY] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -193,6 +204,11 @@ def ingest_city(
         if out.exists():  # only reachable with overwrite=True
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, RasterioError):
+            raise
+        raise ingest_checks.write_failure(out, exc, IngestError) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -278,6 +294,7 @@ def _inspect(image: Path, label: Path | None, pal: Palette | None, nodata: float
             if ds.count != 1:
                 raise IngestError(f"{label}: a class-index label must have 1 band, found {ds.count} (colour masks need --palette)")
             src.label_mode = "index"
+            src.label_nodata = ds.nodata
         elif colour_table:
             src.label_mode, src.label_colormap = "colour-table", ds.colormap(1)
         elif ds.count in (3, 4) and ds.dtypes[0] == "uint8":
@@ -330,7 +347,7 @@ def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
 
 
 def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None, class_names: list[str],
-                  ignore_index: int, chunk: int) -> tuple[RasterInfo, "_StatsAccumulator", int]:
+                  ignore_index: int, chunk: int) -> tuple[RasterInfo, StatsAccumulator, int]:
     whole = src.driver in _WHOLE_FILE_DRIVERS
     image = _read_lazy(src.image, chunk, whole).data
     valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
@@ -342,9 +359,13 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
         raw = _read_lazy(src.label, chunk, whole or src.label_mode != "index").data
         grid = ((1,) * raw.numblocks[1], (1,) * raw.numblocks[2])
         if src.label_mode == "index":
-            label = raw[0].astype(np.uint8) if raw.dtype != np.uint8 else raw[0]
-            if np.dtype(raw.dtype).kind == "f" or (np.dtype(raw.dtype).kind in "iu" and np.iinfo(raw.dtype).max > 255):
-                checks.append(("colours", da.map_blocks(_wide_label_check, raw[0], dtype=object, meta=_OBJ, chunks=grid)))
+            raw0 = raw[0]
+            if src.label_nodata is not None and src.label_nodata != ignore_index:  # the label's own nodata: ignore
+                nodata_px = da.isnan(raw0) if np.isnan(src.label_nodata) else raw0 == src.label_nodata
+                raw0 = da.where(nodata_px, ignore_index, raw0.astype(np.promote_types(raw0.dtype, np.uint8)))
+            label = raw0.astype(np.uint8) if raw0.dtype != np.uint8 else raw0
+            if np.dtype(raw0.dtype).kind == "f" or (np.dtype(raw0.dtype).kind in "iu" and np.iinfo(raw0.dtype).max > 255):
+                checks.append(("colours", da.map_blocks(_wide_label_check, raw0, dtype=object, meta=_OBJ, chunks=grid)))
         else:
             colormap = src.label_colormap
             label = da.map_blocks(_decode_block, raw, pal, colormap, dtype=np.uint8, drop_axis=0)
@@ -368,12 +389,12 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
     ds.to_zarr(str(store), group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
     group = zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
     targets = [(image, group["image"])] + ([(label, group["label"])] if label is not None else [])
-    stats_blocks = da.map_blocks(_stats_block, image, valid, dtype=object, meta=_OBJ, drop_axis=0,
+    stats_blocks = da.map_blocks(stats_block, image, valid, dtype=object, meta=_OBJ, drop_axis=0,
                                  chunks=((1,) * image.numblocks[1], (1,) * image.numblocks[2]))
 
     # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next
     # is read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer.
-    stats = _StatsAccumulator(src.count, np.dtype(src.dtype))
+    stats = StatsAccumulator(src.count, np.dtype(src.dtype))
     colour_parts, hist = [], np.zeros(256, dtype=np.int64)
     rows = max(1, _STRIP_PIXELS // (chunk * max(src.width, 1)))
     for r0 in range(0, image.numblocks[1], rows):
@@ -390,6 +411,10 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
             else:
                 colour_parts.extend(result)
 
+    if stats.nonfinite:
+        allowed = "NaN" + (f" or the nodata value {src.nodata}" if src.nodata is not None else "")
+        raise IngestError(f"{src.image}: {stats.nonfinite} pixels are +-inf (mark them as {allowed}; "
+                          "the band statistics would be inf/NaN)")
     if stats.count == 0:
         raise IngestError(f"{src.image}: every pixel is nodata (nodata={src.nodata})")
     max_label = -1
@@ -461,79 +486,3 @@ def _raise_on_bad_labels(src: _RasterSource, parts: Iterable[dict]) -> None:
         more = f" and {len(worst) - 5} more" if len(worst) > 5 else ""
         raise IngestError(f"{src.label}: {len(worst)} colour(s) not in the palette ({shown}{more}); "
                           f"{sum(merged.values())} pixels in all")
-
-
-# ---------------------------------------------------------------------------------------------------
-# band statistics (exact histograms for <=16-bit integers, a strided sample otherwise)
-
-
-def _stats_block(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    pixels = image[:, valid]
-    part = _StatsAccumulator(image.shape[0], image.dtype)
-    part.add(pixels)
-    out = np.empty((1, 1), dtype=object)
-    out[0, 0] = part
-    return out
-
-
-class _StatsAccumulator:
-    """Mergeable per-band sums and histograms (or samples) of valid pixels."""
-
-    def __init__(self, bands: int, dtype: np.dtype):
-        self.bands, self.dtype = bands, np.dtype(dtype)
-        self.count = 0
-        self.sum = np.zeros(bands)
-        self.sumsq = np.zeros(bands)
-        self.exact = self.dtype.kind in "iub" and self.dtype.itemsize * 8 <= _MAX_HIST_BITS
-        self.offset = int(np.iinfo(self.dtype).min) if self.exact and self.dtype.kind == "i" else 0
-        nbins = (1 << (self.dtype.itemsize * 8)) if self.exact else 0
-        self.hist = np.zeros((bands, nbins), dtype=np.int64) if self.exact else None
-        self.samples: list[np.ndarray] = []
-
-    def add(self, pixels: np.ndarray) -> None:
-        n = pixels.shape[1]
-        if n == 0:
-            return
-        self.count += n
-        if self.exact:
-            # one bincount over all bands (band b's values shifted by b * nbins); sums come from it later
-            nbins = self.hist.shape[1]
-            shifted = pixels.astype(np.int64) - self.offset + (np.arange(self.bands) * nbins)[:, None]
-            self.hist += np.bincount(shifted.ravel(), minlength=self.bands * nbins).reshape(self.bands, nbins)
-            return
-        values = pixels.astype(np.float64)
-        self.sum += values.sum(axis=1)
-        self.sumsq += (values**2).sum(axis=1)
-        step = max(1, n // 20_000)
-        self.samples.append(values[:, ::step])
-
-    def merge(self, other: "_StatsAccumulator") -> None:
-        self.count += other.count
-        self.sum += other.sum
-        self.sumsq += other.sumsq
-        if self.exact:
-            self.hist += other.hist
-        else:
-            self.samples.extend(other.samples)
-
-    def band_stats(self) -> BandStats:
-        if self.exact:
-            values = np.arange(self.hist.shape[1], dtype=np.float64) + self.offset
-            self.sum, self.sumsq = self.hist @ values, self.hist @ values**2
-        mean = self.sum / self.count
-        std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
-        if self.exact:
-            quantiles = np.stack([_hist_quantiles(h, self.offset) for h in self.hist])
-        else:
-            sample = np.concatenate(self.samples, axis=1)
-            if sample.shape[1] > _SAMPLE_PER_BAND:
-                sample = sample[:, :: sample.shape[1] // _SAMPLE_PER_BAND]
-            quantiles = np.quantile(sample, QUANTILE_LEVELS, axis=1).T
-        return BandStats(mean=mean, std=std, quantiles=quantiles)
-
-
-def _hist_quantiles(hist: np.ndarray, offset: int) -> np.ndarray:
-    """Quantiles of an integer histogram (lower value at each level, like numpy's 'inverted_cdf')."""
-    cdf = np.cumsum(hist)
-    targets = np.maximum(np.ceil(QUANTILE_LEVELS * cdf[-1]), 1)
-    return (np.searchsorted(cdf, targets) + offset).astype(np.float64)
