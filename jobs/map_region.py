@@ -7,7 +7,10 @@
 The U-net is RUN/unet_semi2i.pt unless --checkpoint names another (with --stylize --direction b, the
 target imagery is turned source-like and RUN/unet_source.pt is the default). Chunks run on a Ray Data
 actor pool (RAY_ADDRESS joins a cluster; GPU actors when GPUs exist) or, with --local, in this process.
-Killed? Run the same command again: finished chunks are kept. Bad input exits 2 with one line.
+Killed? Run the same command again: finished chunks are kept (never when an input file changed since, or
+--input names other files: then the job restarts, or is refused when chunks are done; --overwrite restarts it).
+Inputs in another CRS or at another pixel size than the model's training imagery get a warning; --resample
+warps them to the model's grid. Bad input exits 2 with one line naming the file.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
     p.add_argument("--no-cog", action="store_true", help="skip the COGs (zarr and quicklook only)")
     p.add_argument("--overwrite", action="store_true", help="redo a finished job, or restart one begun with other settings")
+    p.add_argument("--resample", action="store_true",
+                   help="warp inputs whose CRS or pixel size differ from the model's training imagery to the model's grid "
+                        "(bilinear; the outputs are then on that grid)")
     return p.parse_args(argv)
 
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             args.input if len(args.input) > 1 else args.input[0], checkpoint, args.out, chunk_size=args.chunk_size,
             overlap=args.overlap, batch_tiles=args.batch_tiles, probabilities=args.probabilities, stylize=stylize,
             workers=args.workers, use_ray=not args.local, device=None if not args.local else default_device(),
-            cog=not args.no_cog, overwrite=args.overwrite,
+            cog=not args.no_cog, overwrite=args.overwrite, resample=args.resample,
         )
     except (MappingError, StoreError, FileNotFoundError) as exc:
         print(f"map_region: {exc}", file=sys.stderr)

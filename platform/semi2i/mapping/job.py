@@ -18,7 +18,6 @@ A re-run with the same job settings skips finished chunks; other settings are re
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -32,10 +31,13 @@ import numpy as np
 import torch
 import zarr
 
-from semi2i.data.ingest import ingest_city
-from semi2i.data.store import CityStore, StoreError
+from semi2i.data.store import CityStore
 from semi2i.training.semi2i_step import load_checkpoint
 
+from .inputs import (
+    MappingError, check_bands, describe_change, fingerprints, grid_mismatches, ingest_input, input_paths, model_grid,
+    warp_to_grid,
+)
 from .output import create_outputs, write_cog, write_quicklook
 from .windows import Chunk, plan_chunks
 from .worker import NODATA_CLASS, ChunkMapper, RayChunkMapper
@@ -43,44 +45,14 @@ from .worker import NODATA_CLASS, ChunkMapper, RayChunkMapper
 log = logging.getLogger(__name__)
 
 
-class MappingError(ValueError):
-    """Bad input to a mapping job (one line, names the file)."""
-
-
 def _input_paths(spec: str | Path | list) -> tuple[Path | None, list[str]]:
-    """(store, []) for one city store, else (None, raster paths) with globs expanded; checked to exist."""
-    from semi2i import io_paths
-
-    specs = [str(s) for s in (spec if isinstance(spec, (list, tuple)) else [spec])]
-    if any(io_paths.is_url(s) for s in specs):  # object-store rasters: listed by fsspec, read by GDAL at ingest
-        try:
-            return None, io_paths.expand(specs)
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise MappingError(f"{specs[0]}: {exc}") from None
-    if len(specs) == 1 and (Path(specs[0]) / "zarr.json").exists():
-        try:
-            CityStore(specs[0])
-        except StoreError as exc:
-            raise MappingError(str(exc)) from None
-        return Path(specs[0]), []
-    paths = [p for s in specs for p in (sorted(glob.glob(s)) if glob.has_magic(s) else [s])]
-    if not paths:
-        raise MappingError(f"{specs[0]}: no raster matches")
-    for p in paths:
-        if not Path(p).is_file():
-            raise MappingError(f"{p}: input raster not found")
-    return None, paths
+    return input_paths(spec)
 
 
 def resolve_input(spec: str | Path | list, work: Path) -> Path:
     """A city store path as is; raster paths/globs are ingested (once) into ``work/input.zarr``."""
-    store, paths = _input_paths(spec)
-    if store is not None:
-        return store
-    store = work / "input.zarr"
-    if not store.exists():  # ingest_city publishes atomically: an existing store is complete
-        ingest_city(paths, store, name="region", min_size=1, progress=False)
-    return store
+    store, paths = input_paths(spec)
+    return store if store is not None else ingest_input(paths, work / "input.zarr")
 
 
 def _fingerprint(path: Path) -> dict:
@@ -108,45 +80,82 @@ def map_region(
     cog: bool = True,
     quicklook: bool = True,
     overwrite: bool = False,
+    resample: bool = False,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> dict:
     """Map every raster of ``input`` with the U-net ``checkpoint`` into ``out``; returns the job summary.
 
     ``stylize``: ``{"checkpoint": semi2i.pt, "source": "a"|"b", "source_stats": BandStats attrs,
     "target_stats": ..., "in_bands", "out_bands", "dtype": output dtype[, "overlap"]}`` runs SemI2I before the U-net (the stylized imagery is
-    written too). ``on_chunk`` is called after each finished chunk on the in-process path (progress, tests).
+    written too). ``resample`` warps input rasters whose CRS or pixel size differ from the model's training
+    imagery to the model's grid (outputs are then on that grid). ``on_chunk`` is called after each finished chunk on the in-process path (progress, tests).
     """
     out = Path(out)
     checkpoint = Path(checkpoint)
+    _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers)
     if stylize is not None:
         stylize = {"overlap": overlap, **stylize}
     if not checkpoint.is_file():
         raise MappingError(f"{checkpoint}: U-net checkpoint not found")
     if stylize and not Path(stylize["checkpoint"]).is_file():
         raise MappingError(f"{stylize['checkpoint']}: SemI2I checkpoint not found")
-    _input_paths(input)  # bad input fails before anything is written
-    if (out / "job.json").exists():
-        if not overwrite:
-            raise MappingError(f"{out}: already mapped (job.json exists; --overwrite redoes it)")
-        for name in ("maps.zarr", "cog", "quicklook", "job.json", ".partial"):
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    work = out / ".partial"
-    work.mkdir(parents=True, exist_ok=True)
-    store_path = resolve_input(input, work)
-    store = CityStore(store_path)
-    state = load_checkpoint(checkpoint)
+    # everything about the input and the model is checked from headers before anything is written
+    store_in, paths = input_paths(input)
+    state = _load_unet(checkpoint)
     in_bands = stylize["in_bands"] if stylize else int(state["in_bands"])
     if stylize and stylize.get("out_bands") not in (None, int(state["in_bands"])):
         raise MappingError(f"{stylize['checkpoint']}: stylizes to {stylize['out_bands']} bands, "
                            f"{checkpoint} expects {state['in_bands']}")
+    check_bands(store_in, paths, in_bands, Path(stylize["checkpoint"]) if stylize else checkpoint)
+    if overlap >= int(state["unet"]["patch_size"]):
+        raise MappingError(f"--overlap {overlap} must be smaller than the model's {state['unet']['patch_size']} px windows")
+    grid = model_grid(state)
+    if resample and grid is None:
+        raise MappingError(f"{checkpoint}: records no training CRS/resolution (trained before they were recorded, or on "
+                           "imagery without a CRS), so --resample has no grid to resample to")
+    mismatched = grid_mismatches(store_in, paths, grid, checkpoint, warn=not resample)
+    if resample and mismatched and store_in is not None:
+        raise MappingError(f"{store_in}: --resample works on raster files, not on a city store")
+    warp = bool(resample and mismatched)
+    inputs = {"files": fingerprints(store_in, paths),
+              "resample": {"crs_wkt": grid[0].to_wkt(), "resolution": list(grid[1])} if warp else None}
+
+    created = not out.exists()
+    if (out / "job.json").exists():
+        if not overwrite:
+            done = json.loads((out / "job.json").read_text()).get("settings", {}).get("inputs")
+            why = f" ({describe_change(done.get('files'), inputs['files'])})" if done and done != inputs else ""
+            raise MappingError(f"{out}: already mapped{why} (job.json exists; --overwrite redoes it)")
+        for name in ("maps.zarr", "cog", "quicklook", "job.json", ".partial"):
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    work = out / ".partial"
+    _restart_if_input_changed(out, work, inputs, overwrite)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        if store_in is not None:
+            store_path = store_in
+        else:
+            files = paths
+            if warp:
+                warped = dict(zip(mismatched, warp_to_grid(mismatched, grid, work / "warped")))
+                files = [warped.get(p, p) for p in paths]
+            store_path = ingest_input(files, work / "input.zarr")
+        _atomic_json(work / "inputs.json", inputs)
+    except BaseException:  # nothing mapped yet: leave nothing behind (a finished ingest is kept only with its record)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        elif not _has_progress(work):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    store = CityStore(store_path)
     if store.num_bands != in_bands:
-        raise MappingError(f"{store.path}: {store.num_bands} bands, but {checkpoint if not stylize else stylize['checkpoint']} "
-                           f"expects {in_bands}")
+        raise MappingError(f"{paths[0] if paths else store.path}: {store.num_bands} bands, but "
+                           f"{checkpoint if not stylize else stylize['checkpoint']} expects {in_bands}")
     class_names = list(state["class_names"])
 
     settings = {
-        "checkpoint": _fingerprint(checkpoint), "store": str(store_path.resolve()), "store_stamp": _store_stamp(store_path),
+        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(store_path.resolve()), "store_stamp": _store_stamp(store_path),
         "chunk_size": chunk_size, "overlap": overlap, "probabilities": probabilities,
         "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(Path(stylize["checkpoint"]))},
     }
@@ -193,6 +202,54 @@ def map_region(
     return _publish(out, work, store, class_names, settings, stylize, cog, quicklook,
                     {"mpx": total_mpx, "computed_mpx": mpx, "seconds": elapsed, "chunks": len(chunks),
                      "computed_chunks": len(todo)})
+
+
+def _check_numbers(**values: int | None) -> None:
+    limits = {"chunk_size": 1, "overlap": 0, "batch_tiles": 1, "workers": 1}
+    for key, value in values.items():
+        if value is not None and (not isinstance(value, int) or value < limits[key]):
+            raise MappingError(f"--{key.replace('_', '-')} must be an integer >= {limits[key]}, got {value}")
+
+
+def _load_unet(checkpoint: Path) -> dict:
+    try:
+        state = load_checkpoint(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
+        raise MappingError(f"{checkpoint}: cannot read the checkpoint ({type(exc).__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0][:120]})") from None
+    missing = [k for k in ("model", "in_bands", "class_names", "unet", "stats") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise MappingError(f"{checkpoint}: not a U-net checkpoint (no {', '.join(missing)}); give a unet_*.pt of an adapt run")
+    return state
+
+
+def _has_progress(work: Path) -> bool:
+    return (work / "done").is_dir() and any((work / "done").rglob("*.done"))
+
+
+def _restart_if_input_changed(out: Path, work: Path, inputs: dict, overwrite: bool) -> None:
+    """An unfinished job whose recorded input differs from ``inputs`` (other files, or the same files
+    changed since) is never resumed: with no chunk done yet it restarts, else it is refused (``overwrite``
+    restarts it)."""
+    if not work.exists():
+        return
+    try:
+        recorded = json.loads((work / "inputs.json").read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == inputs:
+        return
+    why = describe_change(recorded.get("files") if recorded else None, inputs["files"])
+    if _has_progress(work) and not overwrite:
+        raise MappingError(f"{out}: holds an unfinished job, but {why}; --overwrite restarts it with this input")
+    log.info("%s: restarting the unfinished job (%s)", out, why)
+    shutil.rmtree(work)
+
+
+def _atomic_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
 
 
 def _run_local(job: dict, todo: list[Chunk], on_chunk: Callable[[Chunk], None] | None) -> float:

@@ -503,6 +503,7 @@ def unet_metadata(config: dict) -> dict:
         "ignore_index": config["ignore_index"],
         "unet": config["cfg"],
         "stats": config["stats"],
+        "grid": config.get("grid"),  # CRS + pixel size of the training imagery (jobs/map_region.py checks it)
     }
 
 
@@ -658,6 +659,8 @@ def unet_job(
     if init is not None:
         stats = BandStats.from_attrs(load_checkpoint(init)["stats"])
     stats = stats or first.band_stats
+    grid = next(({"crs_wkt": r.crs.to_wkt(), "resolution": [abs(r.transform.a), abs(r.transform.e)]}
+                 for s in opened for r in s.rasters if r.crs is not None), None)
     return {
         "cfg": dataclasses.asdict(cfg),
         "stores": [str(Path(s).resolve()) for s in stores],
@@ -666,6 +669,7 @@ def unet_job(
         "class_names": first.class_names,
         "ignore_index": first.ignore_index,
         "stats": stats.to_attrs(),
+        "grid": grid,
         "init": str(Path(init).resolve()) if init else None,
         "steps": steps if steps is not None else (cfg.finetune_steps if init else cfg.train_steps),
         "output": output,
