@@ -183,7 +183,8 @@ def main() -> None:
             losses = step(torch.from_numpy(s_stats.to_unit_range(a[0])[None]), torch.from_numpy(t_stats.to_unit_range(b[0])[None]))
         result["semi2i_s_per_step"] = round((time.perf_counter() - t1) / args.semi2i_steps, 4)
         result["semi2i_final_losses"] = {k: round(v, 3) for k, v in losses.items()}
-        gen, style = step.models.generator.eval(), step.style
+        gen, style = step.stylizing
+        gen.eval()
 
         def stylize(im):
             fake = blend_tiles(im, lambda t: gen.stylize(t, "a", style), 3, tile=cfg.patch_size, overlap=ov, batch_tiles=32,

@@ -130,3 +130,67 @@ def test_patchgan_output_grid_matches_cyclegan():
     d = PatchDiscriminator(in_bands=4, ndf=4)
     assert d(torch.zeros(1, 4, 256, 256)).shape == (1, 1, 30, 30)  # CycleGAN's 70×70 PatchGAN grid
     assert d(torch.zeros(2, 4, 32, 32)).shape == (2, 1, 2, 2)
+
+
+# --- where the style lives: μ, σ of the embedding must carry it ("carried" style path) ---------
+def _style_of(gen, x):
+    with torch.no_grad():
+        return channel_stats(gen.enc_a(x)[0], EPS)
+
+
+def _restyled(x):
+    """The input with the shifts a new city brings: brightness, contrast, haze, band order, inversion."""
+    return {
+        "darker": x - 0.5,
+        "lower contrast": 0.3 * x,
+        "haze": 0.5 * x + 0.45,
+        "band order": x[:, [2, 0, 1]],
+        "inverted": -x,
+    }
+
+
+def test_carried_style_statistics_respond_to_brightness_contrast_haze_and_band_order():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    gen = SemI2IGenerator(3, 3, width=8, n_res_blocks=2, eps=EPS, style_path="carried").eval()
+    mu, sigma = _style_of(gen, x)
+    scale_mu, scale_sigma = mu.abs().mean(), sigma.mean()
+    for name, shifted in _restyled(x).items():
+        mu2, sigma2 = _style_of(gen, shifted)
+        moved = max(float((mu2 - mu).abs().max() / scale_mu), float((sigma2 - sigma).abs().max() / scale_sigma))
+        assert moved > 0.1, f"{name}: μ/σ of the embedding moved only {moved:.3f} of their size"
+
+
+def test_normalised_style_statistics_are_blind_to_brightness_contrast_and_haze():
+    # Why "carried" exists: with instance norm after the first conv, an affine change of every band
+    # (brightness, contrast, haze) leaves the embedding, so μ and σ, unchanged.
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    gen = SemI2IGenerator(3, 3, width=8, n_res_blocks=2, eps=EPS, style_path="normalised").eval()
+    mu, sigma = _style_of(gen, x)
+    for name in ("darker", "lower contrast", "haze"):
+        mu2, sigma2 = _style_of(gen, _restyled(x)[name])
+        torch.testing.assert_close(mu2, mu, atol=2e-3, rtol=1e-3, msg=name)
+        torch.testing.assert_close(sigma2, sigma, atol=2e-3, rtol=1e-3, msg=name)
+
+
+def test_fake_a_takes_b_style_from_b_statistics_in_the_six_passes():
+    torch.manual_seed(1)
+    gen = SemI2IGenerator(3, 3, width=8, n_res_blocks=1, eps=EPS, style_path="carried")
+    a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    out = gen(a, b)
+    with torch.no_grad():  # fake A = dec_B(AdaIN(enc_A(A), μ_B, σ_B), low_A), B's statistics from B
+        emb_a, low_a = gen.enc_a(a)
+        mu_b, sigma_b = channel_stats(gen.enc_b(b)[0], EPS)
+        torch.testing.assert_close(out["mu_b"], mu_b)
+        torch.testing.assert_close(out["fake_a"], gen.dec_b(adain(emb_a, mu_b, sigma_b, EPS), low_a))
+    # B's style reaches fake A through μ_B, σ_B: a hazier B changes fake A (and nothing of A's own
+    # reconstruction), which fails if the passes swap in A's statistics instead of B's.
+    hazy = gen(a, 0.5 * b + 0.45)
+    assert (hazy["fake_a"] - out["fake_a"]).abs().mean() > 1e-3
+    torch.testing.assert_close(hazy["self_a"], out["self_a"])
+
+
+def test_unknown_style_path_is_refused():
+    with pytest.raises(ValueError, match="style_path"):
+        SemI2IGenerator(3, 3, width=4, n_res_blocks=1, style_path="batch")

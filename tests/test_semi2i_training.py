@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from semi2i.config import ConfigError, SemI2IConfig, UNetTrainConfig, load_profile
 from semi2i.training.schedule import cosine_learning_rate, semi2i_learning_rate
-from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models
+from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models, ema_rate, load_stylizing_models
 from semi2i.training.semi2i_trainer import checkpoint_path, steps_per_epoch, train_semi2i
 
 SIZE = 32
@@ -158,8 +158,9 @@ def test_a_few_dozen_steps_lower_self_and_cross_reconstruction():
 
 
 # --- trainer: epochs, schedule, checkpoints, resume --------------------------------------------
-def test_resumed_training_equals_uninterrupted(tmp_path):
-    cfg = tiny_cfg(epochs=3, decay_epoch=1, checkpoint_every=2, preview_every=3, log_every=1)
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "style_path": "carried"}], ids=["paper", "ema-carried"])
+def test_resumed_training_equals_uninterrupted(tmp_path, extra):
+    cfg = tiny_cfg(epochs=3, decay_epoch=1, checkpoint_every=2, preview_every=3, log_every=1, **extra)
     a = synthetic_patches(6, 3, PALETTE_A, seed=2)
     b = synthetic_patches(6, 4, PALETTE_B, seed=3)
     counts = dict(num_patches_a=2, num_patches_b=5)  # 2 steps per epoch, 6 in all
@@ -172,7 +173,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     resumed = train_semi2i(cfg, iter(a[3:]), iter(b[3:]), tmp_path / "cut", **counts)
     assert resumed.step.step == 6
     s_full, s_res = full.step.state_dict(), resumed.step.state_dict()
-    for part in ("generator", "disc_a", "disc_b", "style"):
+    parts = ("generator", "disc_a", "disc_b", "style") + (("generator_ema", "style_ema") if extra else ())
+    assert set(parts) <= set(s_res)
+    for part in parts:
         for key, value in s_full[part].items():
             torch.testing.assert_close(s_res[part][key], value, rtol=1e-6, atol=1e-7, msg=f"{part}.{key}")
     assert s_res["opt_g"]["param_groups"][0]["lr"] == s_full["opt_g"]["param_groups"][0]["lr"]
@@ -183,6 +186,41 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert list((run / "tensorboard" / "semi2i").glob("events.out.tfevents.*"))
     preview = Image.open(run / "previews" / "semi2i_step0000003.png")
     assert preview.size == (4 * SIZE, SIZE)  # A | fake A | B | fake B
+
+
+# --- the stylizing generator: an EMA of the weights -----------------------------------------------
+def test_ema_rate_warms_up_then_holds_the_decay():
+    assert ema_rate(0.999, 0) == pytest.approx(0.1)
+    assert ema_rate(0.999, 10) == pytest.approx(11 / 20)
+    assert ema_rate(0.5, 10) == 0.5
+    assert ema_rate(0.999, 10**6) == 0.999
+
+
+def test_ema_generator_is_the_hand_computed_average_and_what_the_stylizer_loads(tmp_path):
+    a = synthetic_patches(3, 3, PALETTE_A, seed=0)
+    b = synthetic_patches(3, 4, PALETTE_B, seed=1)
+    step = SemI2IStep.create(tiny_cfg(ema_decay=0.9))
+    init = {k: v.clone() for k, v in step.models.generator.state_dict().items()}
+    step(a[0], b[0])
+    after_one = {k: v.clone() for k, v in step.models.generator.state_dict().items()}
+    for key, avg in step.generator_ema.state_dict().items():  # step 0: rate min(0.9, 1/10) = 0.1
+        torch.testing.assert_close(avg, 0.1 * init[key] + 0.9 * after_one[key], msg=key)
+    step(a[1], b[1])  # step 1: rate 2/11
+    for key, avg in step.generator_ema.state_dict().items():
+        expect = (2 / 11) * (0.1 * init[key] + 0.9 * after_one[key]) + (9 / 11) * step.models.generator.state_dict()[key]
+        torch.testing.assert_close(avg, expect, msg=key)
+    assert not torch.equal(step.style_ema.mu_b, step.style.mu_b)  # Algorithm 1 on the EMA's own encoders
+
+    path = step.save(tmp_path / "semi2i.pt")
+    generator, style, _ = load_stylizing_models(path)
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(value, step.generator_ema.state_dict()[key], msg=key)
+    torch.testing.assert_close(style.mu_b, step.style_ema.mu_b)
+    image = torch.rand(1, 3, 20, 28) * 2 - 1
+    first = generator.stylize(image, "a", style)
+    again, style_again, _ = load_stylizing_models(path)  # deterministic given the checkpoint
+    assert torch.equal(first, again.stylize(image, "a", style_again))
+    assert torch.equal(first, step.stylize(image))
 
 
 def test_steps_per_epoch_is_the_smaller_domain_capped():

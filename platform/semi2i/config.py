@@ -19,6 +19,10 @@ from typing import Any, Mapping
 import yaml
 
 
+#: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
+STYLE_PATHS = ("normalised", "carried")
+
+
 class ConfigError(ValueError):
     """A profile or an override is invalid; the message lists every bad key on its own line."""
 
@@ -45,6 +49,8 @@ class SemI2IConfig:
     lambda_tone: float = 0.0  # λ5, ours (losses.tone_correlation): keeps regional brightness order; 0 = paper
     d_rate: float = 0.95  # Algorithm 1 decay rate
     adain_eps: float = 1e-5
+    style_path: str = "normalised"  # where μ, σ come from: models.semi2i.STYLE_PATHS ("carried" = ours)
+    ema_decay: float = 0.0  # stylize with an EMA of the generator weights (ours; 0 = the last iterate, paper)
     lr: float = 1e-3
     beta1: float = 0.5  # Adam betas as in CycleGAN (the paper only says "Adam")
     beta2: float = 0.999
@@ -279,6 +285,10 @@ def _cross_checks(p: Profile) -> list[str]:
         errs.append(f"semi2i.decay_epoch: must be in [0, epochs={s.epochs}], got {s.decay_epoch}")
     if not 0.0 < s.d_rate < 1.0:
         errs.append(f"semi2i.d_rate: must be in (0, 1), got {s.d_rate}")
+    if not 0.0 <= s.ema_decay < 1.0:
+        errs.append(f"semi2i.ema_decay: must be in [0, 1), got {s.ema_decay}")
+    if s.style_path not in STYLE_PATHS:
+        errs.append(f"semi2i.style_path: must be one of {list(STYLE_PATHS)}, got {s.style_path!r}")
     for key in ("lr", "adain_eps"):
         if getattr(s, key) <= 0:
             errs.append(f"semi2i.{key}: must be > 0, got {getattr(s, key)}")

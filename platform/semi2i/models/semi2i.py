@@ -9,6 +9,17 @@ Fig. 1 of the paper is not available; the layer choices below are the team's (``
   arrows of Fig. 1); a final 7×7 conv to the domain's bands and tanh.
 * Convs that feed an instance norm have no bias: the norm removes it, so it could never learn.
 
+Where the style lives (``style_path``). The paper says the embedding's per-channel μ and σ *carry* the
+style. With instance norm after every encoder conv (``"normalised"``, the original layout) they cannot:
+each stage's channel statistics are reset, so μ, σ of the embedding hardly move with the input's
+brightness, contrast, haze or band order, AdaIN's swap changes little and the style ends up in the
+decoder weights. ``"carried"`` makes the paper's statement true, following the two designs AdaIN comes
+from: the embedding path of the encoder has no normalisation (as the VGG encoder of Huang & Belongie,
+whose feature statistics define style there), the decoder normalises with layer norm instead of instance
+norm (as MUNIT's AdaIN decoder: instance norm would erase the statistics AdaIN just injected), and the
+low-level skip keeps its instance norm, so it hands the decoder the objects' footprint (edges) without
+the content image's own brightness and contrast.
+
 Naming: domain X's decoder produces images in X's style with X's band count. "fake A" is A's content
 in B's style (B's bands), made by ``dec_b``; "fake B" is made by ``dec_a``.
 """
@@ -18,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from semi2i.config import STYLE_PATHS  # instance norm everywhere, or style carried by μ, σ (see above)
 
 #: Side lengths the generator accepts are multiples of this (two stride-2 convs).
 SIZE_MULTIPLE = 4
@@ -47,29 +60,40 @@ def adain(content: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
     return normalized * sigma[..., None, None] + mu[..., None, None]
 
 
-def _conv_block(cin: int, cout: int, kernel: int, stride: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """``"instance"`` (non-affine, per sample and channel), ``"layer"`` (per sample over C, H, W, with a
+    per-channel affine: keeps the channels' relative statistics) or ``"none"``."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+def _conv_block(cin: int, cout: int, kernel: int, stride: int, norm: str = "instance") -> nn.Sequential:
     pad = (kernel - 1) // 2 if stride == 1 else 1
     return nn.Sequential(
         nn.ReflectionPad2d(pad),
-        nn.Conv2d(cin, cout, kernel, stride=stride, bias=False),
-        nn.InstanceNorm2d(cout),
+        nn.Conv2d(cin, cout, kernel, stride=stride, bias=norm != "instance"),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 
 
 class ResidualBlock(nn.Module):
-    """Two 3×3 convs with instance norm and a skip connection (CycleGAN/MUNIT style)."""
+    """Two 3×3 convs with a skip connection (CycleGAN/MUNIT style), instance norm or none."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm: str = "instance"):
         super().__init__()
+        bias = norm != "instance"
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            nn.InstanceNorm2d(channels),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            _norm(norm, channels),
             nn.ReLU(inplace=True),
             nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            nn.InstanceNorm2d(channels),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            _norm(norm, channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -77,17 +101,31 @@ class ResidualBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """One domain's encoder: (N, bands, H, W) → embedding (N, 4w, H/4, W/4) and low-level (N, w, H, W)."""
+    """One domain's encoder: (N, bands, H, W) → embedding (N, 4w, H/4, W/4) and low-level (N, w, H, W).
 
-    def __init__(self, in_bands: int, width: int, n_res_blocks: int):
+    ``style_path="carried"``: the embedding path has no normalisation (its μ, σ keep the input's
+    style); the low-level map is the first conv's output after instance norm (style-free edges).
+    """
+
+    def __init__(self, in_bands: int, width: int, n_res_blocks: int, style_path: str = "normalised"):
         super().__init__()
-        self.first = _conv_block(in_bands, width, 7, 1)
-        self.down = nn.Sequential(_conv_block(width, 2 * width, 4, 2), _conv_block(2 * width, 4 * width, 4, 2))
-        self.res = nn.Sequential(*(ResidualBlock(4 * width) for _ in range(n_res_blocks)))
+        _check_style_path(style_path)
+        self.carried = style_path == "carried"
+        norm = "none" if self.carried else "instance"
+        if self.carried:
+            self.first = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_bands, width, 7))
+            self.low_norm = nn.Sequential(nn.InstanceNorm2d(width), nn.ReLU())
+        else:
+            self.first = _conv_block(in_bands, width, 7, 1)
+        self.down = nn.Sequential(_conv_block(width, 2 * width, 4, 2, norm), _conv_block(2 * width, 4 * width, 4, 2, norm))
+        self.res = nn.Sequential(*(ResidualBlock(4 * width, norm) for _ in range(n_res_blocks)))
         self.out_channels = 4 * width
         self.low_channels = width
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.carried:
+            first = self.first(x)
+            return self.res(self.down(F.relu(first))), self.low_norm(first)
         low = self.first(x)
         return self.res(self.down(low)), low
 
@@ -95,13 +133,15 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W)."""
 
-    def __init__(self, out_bands: int, width: int, low_channels: int | None = None):
+    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised"):
         super().__init__()
+        _check_style_path(style_path)
         low = width if low_channels is None else low_channels
+        norm = "layer" if style_path == "carried" else "instance"
         self.up = nn.ModuleList(
             nn.Sequential(
-                nn.ConvTranspose2d(cin + low, cout, 4, stride=2, padding=1, bias=False),
-                nn.InstanceNorm2d(cout),
+                nn.ConvTranspose2d(cin + low, cout, 4, stride=2, padding=1, bias=norm != "instance"),
+                _norm(norm, cout),
                 nn.ReLU(inplace=True),
             )
             for cin, cout in ((4 * width, 2 * width), (2 * width, width))
@@ -156,14 +196,15 @@ class SemI2IGenerator(nn.Module):
     One module (not four) so that a single DistributedDataParallel wrapper synchronises all of them.
     """
 
-    def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5):
+    def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
+                 style_path: str = "normalised"):
         super().__init__()
         self.bands = {"a": in_bands_a, "b": in_bands_b}
         self.eps = eps
-        self.enc_a = Encoder(in_bands_a, width, n_res_blocks)
-        self.enc_b = Encoder(in_bands_b, width, n_res_blocks)
-        self.dec_a = Decoder(in_bands_a, width)
-        self.dec_b = Decoder(in_bands_b, width)
+        self.enc_a = Encoder(in_bands_a, width, n_res_blocks, style_path)
+        self.enc_b = Encoder(in_bands_b, width, n_res_blocks, style_path)
+        self.dec_a = Decoder(in_bands_a, width, style_path=style_path)
+        self.dec_b = Decoder(in_bands_b, width, style_path=style_path)
         self.style_channels = self.enc_a.out_channels
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
@@ -241,6 +282,11 @@ def stylize_padded(generator: nn.Module, encoder: nn.Module, decoder: nn.Module,
     finally:
         generator.train(was_training)
     return out[..., :h, :w]
+
+
+def _check_style_path(style_path: str) -> None:
+    if style_path not in STYLE_PATHS:
+        raise ValueError(f"style_path must be one of {list(STYLE_PATHS)}, got {style_path!r}")
 
 
 def _check_input(x: Tensor, bands: int, domain: str, training: bool) -> None:

@@ -13,10 +13,16 @@ Made for data parallelism without changes:
   Train) before Algorithm 1, so every replica holds the same global statistics;
 * :class:`GlobalStyleStats` is a separate module, not inside the DDP-wrapped generator, so DDP's
   buffer broadcast cannot overwrite it.
+
+With ``cfg.ema_decay > 0`` the step also keeps an exponential moving average of the generator weights
+(standard for GAN generators since ProGAN/StyleGAN: the last iterate of batch-1 Adam is one noisy draw
+around where training went) and Algorithm 1's global statistics of *that* generator's encoders
+(``style_ema``), so the stylizer gets a generator and statistics that belong together.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from semi2i.config import SemI2IConfig
 from semi2i.losses import discriminator_loss, generator_loss
 from semi2i.models.discriminator import PatchDiscriminator
-from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
+from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator, channel_stats
 from semi2i.training.schedule import semi2i_learning_rate
 
 StyleReducer = Callable[[Tensor], Tensor]
@@ -63,10 +69,22 @@ def build_models(cfg: SemI2IConfig) -> SemI2IModels:
     """Fresh networks, initialised from ``cfg.seed`` without touching the global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        generator = SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps)
+        generator = build_generator(cfg)
         disc_a = PatchDiscriminator(cfg.in_bands_a, cfg.disc_width)
         disc_b = PatchDiscriminator(cfg.in_bands_b, cfg.disc_width)
     return SemI2IModels(generator, disc_a, disc_b, GlobalStyleStats(generator.style_channels, cfg.d_rate))
+
+
+def build_generator(cfg: SemI2IConfig) -> SemI2IGenerator:
+    """The generator ``cfg`` describes (weights from the current RNG state)."""
+    return SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps,
+                           style_path=cfg.style_path)
+
+
+def ema_rate(decay: float, step: int) -> float:
+    """The EMA's decay at ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``. The warm-up keeps
+    the average from being dominated by the random initial weights in short runs."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 class Eq3Schedule:
@@ -118,6 +136,12 @@ class SemI2IStep(Eq3Schedule):
         self.step = 0  # completed steps
         self.epoch = 0
         self.set_epoch(0)
+        # The stylizing generator (an EMA of the weights) and Algorithm 1 on its encoders; None when off.
+        self.generator_ema: SemI2IGenerator | None = None
+        self.style_ema: GlobalStyleStats | None = None
+        if cfg.ema_decay > 0:
+            self.generator_ema = copy.deepcopy(unwrap(generator)).requires_grad_(False)
+            self.style_ema = copy.deepcopy(style)
 
     @classmethod
     def create(cls, cfg: SemI2IConfig, device: torch.device | str = "cpu", **kwargs: Any) -> "SemI2IStep":
@@ -161,9 +185,16 @@ class SemI2IStep(Eq3Schedule):
         d_terms["total"].backward()
         self.opt_d.step()
 
-        # Algorithm 1 on this step's batch-mean μ, σ (all-reduced across workers by the hook).
-        stats = torch.stack([out[k].detach().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")])
-        self.style.update(*self.reduce_style_stats(stats))
+        # Algorithm 1 on this step's batch-mean μ, σ (all-reduced across workers by the hook), for the
+        # trained generator and, when kept, for its EMA (one all-reduce for both).
+        rows = [out[k].detach().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")]
+        if self.generator_ema is not None:
+            self._update_ema()
+            rows += self._ema_style_rows(a, b)
+        stats = self.reduce_style_stats(torch.stack(rows))
+        self.style.update(*stats[:4])
+        if self.style_ema is not None:
+            self.style_ema.update(*stats[4:])
         self.step += 1
 
         values = {
@@ -177,20 +208,46 @@ class SemI2IStep(Eq3Schedule):
 
     train_step = __call__  # the name in the GANStep protocol (semi2i.training.gan)
 
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        rate = ema_rate(self.cfg.ema_decay, self.step)
+        trained = unwrap(self.generator)
+        for avg, p in zip(self.generator_ema.parameters(), trained.parameters()):
+            avg.lerp_(p.detach(), 1.0 - rate)
+        for avg, b in zip(self.generator_ema.buffers(), trained.buffers()):
+            avg.copy_(b)
+
+    @torch.no_grad()
+    def _ema_style_rows(self, a: Tensor, b: Tensor) -> list[Tensor]:
+        """Batch-mean μ_A, σ_A, μ_B, σ_B of the EMA encoders' embeddings of this step's patches."""
+        rows = []
+        for encoder, x in ((self.generator_ema.enc_a, a), (self.generator_ema.enc_b, b)):
+            mu, sigma = channel_stats(encoder(x)[0], self.cfg.adain_eps)
+            rows += [mu.mean(dim=0), sigma.mean(dim=0)]
+        return rows
+
+    @property
+    def stylizing(self) -> tuple[SemI2IGenerator, GlobalStyleStats]:
+        """The generator and global statistics that stylize: the EMA pair when kept, else the last iterate."""
+        if self.generator_ema is not None:
+            return self.generator_ema, self.style_ema
+        return self.models.generator, self.style
+
     def stylize(self, image: Tensor) -> Tensor:
         """Test time: A's content in B's *global* style (fake A), any size."""
-        return self.models.generator.stylize(image, "a", self.style)
+        generator, style = self.stylizing
+        return generator.stylize(image, "a", style)
 
     def preview_images(self, a: Tensor, b: Tensor) -> list[Tensor]:
-        """A | fake A | B | fake B with the global statistics (what ``save_preview`` draws)."""
-        generator = self.models.generator
-        return [a, generator.stylize(a, "a", self.style), b, generator.stylize(b, "b", self.style)]
+        """A | fake A | B | fake B with the stylizing generator's global statistics (what ``save_preview`` draws)."""
+        generator, style = self.stylizing
+        return [a, generator.stylize(a, "a", style), b, generator.stylize(b, "b", style)]
 
     # --- the whole training state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """All weights, both optimizers, counters, global statistics and the config (plain types)."""
         m = self.models
-        return {
+        state = {
             "generator": m.generator.state_dict(),
             "disc_a": m.disc_a.state_dict(),
             "disc_b": m.disc_b.state_dict(),
@@ -201,6 +258,10 @@ class SemI2IStep(Eq3Schedule):
             "epoch": self.epoch,
             "config": dataclasses.asdict(self.cfg),
         }
+        if self.generator_ema is not None:
+            state["generator_ema"] = self.generator_ema.state_dict()
+            state["style_ema"] = self.style_ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         m = self.models
@@ -208,6 +269,9 @@ class SemI2IStep(Eq3Schedule):
         m.disc_a.load_state_dict(state["disc_a"])
         m.disc_b.load_state_dict(state["disc_b"])
         m.style.load_state_dict(state["style"])
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(state["generator_ema"])
+            self.style_ema.load_state_dict(state["style_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
@@ -239,11 +303,13 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
 def load_stylizing_models(
     path: str | Path, map_location: torch.device | str = "cpu"
 ) -> tuple[SemI2IGenerator, GlobalStyleStats, SemI2IConfig]:
-    """The generator (eval mode) and global statistics of a checkpoint, for test-time stylizing."""
+    """The generator (eval mode) and global statistics of a checkpoint, for test-time stylizing: the
+    weight EMA and its statistics when the checkpoint has them, else the last iterate."""
     state = load_checkpoint(path, map_location)
     cfg = SemI2IConfig(**state["config"])
-    generator = SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps)
-    generator.load_state_dict(state["generator"])
+    generator = build_generator(cfg)
+    ema = "generator_ema" in state
+    generator.load_state_dict(state["generator_ema" if ema else "generator"])
     style = GlobalStyleStats(generator.style_channels, cfg.d_rate)
-    style.load_state_dict(state["style"])
+    style.load_state_dict(state["style_ema" if ema else "style"])
     return generator.to(map_location).eval(), style.to(map_location), cfg
