@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 
 from semi2i.config import ConfigError
+from semi2i.data.ingest import IngestError
+from semi2i.data.store import StoreError
 from semi2i.io_paths import refuse_ephemeral  # also imported from here by jobs/adapt_multi.py
+from semi2i.mapping import MappingError
 from semi2i.pipeline import STAGES, AdaptRun, load_adapt_config
 
 
@@ -49,15 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_adapt_config(args.config, profile=args.profile, seed=args.seed, workers=args.workers, gpu=args.gpu)
         run = AdaptRun(cfg, args.run_dir or default_run_dir(cfg.name), skip=tuple(args.skip))
         refuse_ephemeral(run.run_dir)
+        run.check()  # globs, files, headers, class lists, and what a resumed run would skip on: before Ray starts
     except ConfigError as exc:
-        print(f"adapt: config error:\n{exc}", file=sys.stderr)
+        sep = "\n" if "\n" in str(exc) else " "
+        print(f"adapt: config error:{sep}{exc}", file=sys.stderr)
+        return 2
+    except (IngestError, StoreError) as exc:
+        print(f"adapt: {exc}", file=sys.stderr)
         return 2
     import ray
 
     # joins the cluster of RAY_ADDRESS / `ray job submit`, else starts a local Ray on this machine
     ray.init(ignore_reinit_error=True, log_to_driver=os.environ.get("SEMI2I_WORKER_LOGS", "1") == "1")
     started = time.perf_counter()
-    report = run.run()
+    try:
+        report = run.run()
+    except (ConfigError, IngestError, StoreError, MappingError) as exc:  # found in the pixels, after Ray started
+        print(f"adapt: {exc}", file=sys.stderr)
+        return 2
     logging.getLogger("adapt").info("done in %.0f s (%s); run folder %s", time.perf_counter() - started,
                                     ", ".join(f"{k} {v:.0f}s" for k, v in run.timings.items()), run.run_dir)
     if report is None and "report" not in args.skip:

@@ -22,18 +22,20 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
+from semi2i.preflight import check_run, not_applicable
+from semi2i.report_table import _pct, report_markdown  # noqa: F401 - _pct: multicity's table uses it too
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
 
 log = logging.getLogger(__name__)
@@ -290,7 +292,15 @@ class AdaptRun(RunFolder):
     def unet_path(self, method: str) -> Path:
         return self.path("unet_source.pt" if method == "source_only" else f"unet_{method}.pt")
 
+    def check(self) -> None:
+        """Inputs, and whatever a resumed run would skip on, checked against the config (:mod:`semi2i.preflight`)."""
+        check_run(self.cfg, self.run_dir)
+
+    def not_applicable(self, method: str) -> str | None:
+        return not_applicable(method, self.store("source").num_bands, self.store("target").num_bands)
+
     def run(self) -> dict | None:
+        self.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_resolved_config()
         for stage in STAGES:
@@ -324,9 +334,11 @@ class AdaptRun(RunFolder):
             if out.exists():
                 log.info("stage ingest: %s exists, kept", out)
                 continue
-            store = ingest_city(spec.images, out, labels=spec.labels, palette=spec.palette, classes=spec.classes,
+            classes = spec.classes or (None if spec.palette else cfg.classes)  # index labels: the config names them
+            store = ingest_city(spec.images, out, labels=spec.labels, palette=spec.palette, classes=classes,
                                 name=spec.name, nodata=spec.nodata, min_size=patch)
-            if store.has_labels and store.class_names != cfg.classes:
+            if store.has_labels and store.class_names != cfg.classes:  # never kept: a re-run would skip on it
+                shutil.rmtree(out, ignore_errors=True)
                 raise ConfigError(f"{out}: classes {store.class_names} differ from the config's {cfg.classes}")
         source, target = self.store("source"), self.store("target")
         if source.num_bands != target.num_bands and any(m in self.cfg.methods for m in PER_BAND_METHODS):
@@ -433,7 +445,7 @@ class AdaptRun(RunFolder):
         target = self.store("target")
         for method in self._available_methods():
             score_path = self.path("scores", f"{method}.json")
-            if score_path.exists():
+            if score_path.exists() or self.not_applicable(method):
                 continue
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
@@ -448,8 +460,10 @@ class AdaptRun(RunFolder):
         if not target.has_labels:
             log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
             return
-        methods = {}
+        methods = {m: {"not_applicable": why} for m in self.cfg.methods if (why := self.not_applicable(m))}
         for method in self._available_methods():
+            if method in methods:
+                continue
             score = json.loads(self.path("scores", f"{method}.json").read_text())
             methods[method] = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"]}
             if method in REPORT_NOTES:
@@ -461,11 +475,11 @@ class AdaptRun(RunFolder):
             "target": target.name,
             "classes": target.class_names,
             "profile": self.cfg.profile.name,
-            "methods": methods,
+            "methods": {m: methods[m] for m in self.cfg.methods if m in methods},
             "seed": self.cfg.seed,
             "config": self.cfg.name,
         }
-        if {"source_only", "semi2i", "target_oracle"} <= set(methods):
+        if all("miou" in methods.get(m, {}) for m in ("source_only", "semi2i", "target_oracle")):
             gap = methods["target_oracle"]["miou"] - methods["source_only"]["miou"]
             if gap:
                 report["semi2i_gap_closed"] = round((methods["semi2i"]["miou"] - methods["source_only"]["miou"]) / gap, 4)
@@ -489,30 +503,6 @@ def score_maps(target: CityStore, maps: Path) -> dict:
     cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
                               target.ignore_index) for r in target.rasters)
     return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
-
-
-def report_markdown(report: dict) -> str:
-    classes = report["classes"]
-    lines = [f"# {report['source']} -> {report['target']} ({report['profile']} profile, seed {report.get('seed', 0)})", "",
-             "IoU in percent on the target's labels (ignore pixels excluded).", "",
-             "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |",
-             "|---" * (len(classes) + 3) + "|"]
-    for name, m in report["methods"].items():
-        cells = [_pct(m["iou"].get(c)) for c in classes]
-        label = f"{name} (upper bound)" if name == "target_oracle" else name
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} |")
-    if "semi2i_gap_closed" in report:
-        lines += ["", f"SemI2I closes {100 * report['semi2i_gap_closed']:.1f}% of the source-only -> oracle mIoU gap."]
-    orders = {name: m["tone_order"] for name, m in report["methods"].items() if "tone_order" in m}
-    if orders:
-        lines += ["", "Tone order of each stylized source (Spearman ρ of pixel brightness before/after; 1 = order kept, "
-                  "< 0 = tones inverted): " + ", ".join(f"{n} {v:.2f}" + (" **(inverted)**" if v < 0 else "")
-                                                      for n, v in orders.items()) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
 
 
 def _atomic_text(path: Path, text: str) -> None:

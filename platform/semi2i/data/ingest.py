@@ -198,6 +198,7 @@ def ingest_city(
                 "images": [str(s.image.resolve()) for s in sources],
                 "labels": [str(s.label.resolve()) if s.label else None for s in sources],
                 "palette": str(io_paths.as_path(palette).resolve()) if palette else None,
+                "files": _local_fingerprints(sources),
                 "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         }
@@ -217,6 +218,16 @@ def ingest_city(
         dt = time.perf_counter() - started
         log.info("ingested %s: %d rasters, %.1f Mpx in %.1fs (%.1f Mpx/s) -> %s", name, len(sources), mpx, dt, mpx / dt, out)
     return CityStore(out)
+
+
+def _local_fingerprints(sources: list[_RasterSource]) -> list[dict]:
+    """Size and mtime of every local input file: a resumed adapt run refuses a store whose files changed."""
+    out = []
+    for p in [s.image for s in sources] + [s.label for s in sources if s.label is not None]:
+        if isinstance(p, Path):
+            st = p.stat()
+            out.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
