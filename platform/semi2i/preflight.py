@@ -42,20 +42,21 @@ def not_applicable(method: str, source_bands: int, target_bands: int) -> str | N
 def check_run(cfg: Any, run_dir: str | Path) -> None:
     """Raise ConfigError/IngestError (one line, naming the file) for anything wrong before any work."""
     run_dir = Path(run_dir)
-    if cfg.synthetic is None:
+    stores_dir = run_dir / "stores"
+    pairs = {}
+    if cfg.synthetic is None:  # the config's own files first: globs, class files, headers of a fresh city
         for role in ("source", "target"):
-            spec = getattr(cfg, role)
-            store = run_dir / "stores" / f"{role}.zarr"
-            files = _check_city_files(role, spec, cfg, fresh=not store.exists())
-            if store.exists():
-                _check_store_provenance(store, role, files)
+            fresh = not (stores_dir / f"{role}.zarr").exists()
+            pairs[role] = _check_city_files(role, getattr(cfg, role), cfg, fresh=fresh)
     stores = {}
-    for role in ("source", "target"):
-        path = run_dir / "stores" / f"{role}.zarr"
+    for role in ("source", "target"):  # then what a resume skips on: the stores ...
+        path = stores_dir / f"{role}.zarr"
         if path.exists():
             stores[role] = _open(path)
             _check_store_classes(stores[role], cfg.classes)
-    _check_checkpoints(cfg, run_dir, stores)
+            if role in pairs:
+                _check_store_provenance(stores[role], role, pairs[role])
+    _check_checkpoints(cfg, run_dir, stores)  # ... and the trained models
 
 
 def city_class_names(spec: Any) -> tuple[str, list[str]] | None:
@@ -98,9 +99,9 @@ def _check_store_classes(store: CityStore, classes: list[str]) -> None:
                           "delete the run folder (or use another --run-dir) to start over")
 
 
-def _check_store_provenance(store_path: Path, role: str, pairs: list[tuple[Path, Path | None]]) -> None:
+def _check_store_provenance(store: CityStore, role: str, pairs: list[tuple[Path, Path | None]]) -> None:
     """The kept store was ingested from exactly the config's files, and they have not changed since."""
-    store = _open(store_path)
+    store_path = store.path
     prov = store.meta.get("provenance", {})
     wanted_images = [str(img.resolve()) for img, _ in pairs]  # as ingest records them
     wanted_labels = [None if lbl is None else str(lbl.resolve()) for _, lbl in pairs]
