@@ -474,7 +474,8 @@ def test_three_band_source_to_one_band_target_end_to_end(tmp_path, ray_session):
            "source": {"images": [str(p) for p in files["demo_source"].images], "labels": [str(p) for p in files["demo_source"].labels],
                       "classes": classes},
            "target": {"images": [str(pan_path)], "labels": [str(p) for p in tgt.labels], "classes": classes},
-           "overrides": {"patch_size": 32, "overlap": 8, "semi2i": tiny,
+           "overrides": {"patch_size": 32, "overlap": 8, "semi2i": tiny, "colormapgan": {"patch_size": 32},
+                         "cyclegan": {"patch_size": 32},
                          "unet": {"base_width": 4, "depth": 2, "patch_size": 32, "batch_size": 2, "train_steps": 2, "finetune_steps": 2}}}
     path = tmp_path / "pan.yaml"
     path.write_text(yaml.safe_dump(cfg))
