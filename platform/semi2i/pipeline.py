@@ -334,7 +334,8 @@ class AdaptRun(RunFolder):
             if out.exists():
                 log.info("stage ingest: %s exists, kept", out)
                 continue
-            classes = spec.classes or (None if spec.palette else cfg.classes)  # index labels: the config names them
+            index_labels = spec.labels and not spec.palette and not spec.classes
+            classes = cfg.classes if index_labels else spec.classes  # index labels without a classes file: the config's
             store = ingest_city(spec.images, out, labels=spec.labels, palette=spec.palette, classes=classes,
                                 name=spec.name, nodata=spec.nodata, min_size=patch)
             if store.has_labels and store.class_names != cfg.classes:  # never kept: a re-run would skip on it

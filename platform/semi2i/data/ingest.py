@@ -372,6 +372,7 @@ def _write_raster(store: Path, rid: str, src: _RasterSource, pal: Palette | None
         if src.label_mode == "index":
             raw0 = raw[0]
             if src.label_nodata is not None and src.label_nodata != ignore_index:  # the label's own nodata: ignore
+                log.info("%s: label nodata %s becomes the ignore index %d", src.label, src.label_nodata, ignore_index)
                 nodata_px = da.isnan(raw0) if np.isnan(src.label_nodata) else raw0 == src.label_nodata
                 raw0 = da.where(nodata_px, ignore_index, raw0.astype(np.promote_types(raw0.dtype, np.uint8)))
             label = raw0.astype(np.uint8) if raw0.dtype != np.uint8 else raw0
