@@ -35,6 +35,7 @@ from semi2i.models.unet import UNet  # noqa: E402
 from semi2i.stylizers.grayworld import GrayWorldStylizer  # noqa: E402
 from semi2i.stylizers.histogram import HistogramMatchingStylizer  # noqa: E402
 from semi2i.tiling import blend_tiles  # noqa: E402
+from semi2i.training.colormapgan_step import ColorMapGANStep  # noqa: E402
 from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
 from semi2i.training.semi2i_step import SemI2IStep  # noqa: E402
 from semi2i.training.unet_step import UNetStep  # noqa: E402
@@ -108,13 +109,23 @@ def train_unet(model, rasters, stats: BandStats, steps: int, cfg, seed: int, dev
 
 
 @torch.no_grad()
-def score(model, rasters, stats: BandStats, tile: int, overlap: int, device) -> dict:
+def score(model, rasters, stats: BandStats, tile: int, overlap: int, device, keep: Path | None = None) -> dict:
+    """Scores on the target; with ``keep``, also saves the class maps and the mean top-class
+    probability per raster there (``.npz``), the inputs of label-free selection studies."""
     model.eval()
     cm = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    maps, confidence = [], []
     for im, lab in rasters:
         logits = blend_tiles(im, model, len(CLASSES), tile=tile, overlap=overlap, batch_tiles=32, prepare=stats.zscore, device=device)
-        cm += confusion_matrix(logits.argmax(0), lab, len(CLASSES), IGNORE)
+        pred = logits.argmax(0)
+        cm += confusion_matrix(pred, lab, len(CLASSES), IGNORE)
+        if keep is not None:
+            maps.append(pred.astype(np.uint8))
+            confidence.append(float(torch.softmax(torch.from_numpy(logits), 0).max(0).values.mean()))
     model.train()
+    if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(keep, *maps, confidence=np.array(confidence))
     return scores(cm, CLASSES)
 
 
@@ -129,6 +140,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--baselines", action="store_true", help="also histogram matching, gray world and the oracle")
+    p.add_argument("--colormapgan", action="store_true", help="also ColorMapGAN (the profile's budget)")
+    p.add_argument("--tag", default="", help="names this run's SemI2I variant in the saved maps")
+    p.add_argument("--keep-maps", action="store_true", help="save every method's target class maps under $OUT/maps/")
     args = p.parse_args()
     overrides = {k: json.loads(v) if v[0] in "0123456789-[{tf" else v for k, v in (o.split("=", 1) for o in args.override)}
     prof = load_profile("quick", overrides)
@@ -145,8 +159,11 @@ def main() -> None:
     train_unet(base, source, s_stats, unet_steps, ucfg, args.seed, device)
     tile, ov = ucfg.patch_size, prof.overlap
 
+    out_dir = Path(os.environ.get("OUT", "."))
+
     def report(name, model):
-        s = score(model, target, s_stats, tile, ov, device)
+        keep = out_dir / "maps" / f"{args.pair}_s{args.seed}_{name}.npz" if args.keep_maps else None
+        s = score(model, target, s_stats, tile, ov, device, keep)
         result["methods"][name] = {"miou": round(s["miou"], 2), "iou": {k: round(v, 1) for k, v in s["iou"].items()}}
         print(f"# {args.pair} steps={args.semi2i_steps} {name}: mIoU {s['miou']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
@@ -170,6 +187,24 @@ def main() -> None:
         s = score(oracle, target, t_stats, tile, ov, device)
         result["methods"]["target_oracle"] = {"miou": round(s["miou"], 2), "iou": {k: round(v, 1) for k, v in s["iou"].items()}}
 
+    if args.colormapgan:
+        ccfg = dataclasses.replace(prof.colormapgan, seed=args.seed)
+        cstep = ColorMapGANStep.create(ccfg, device=device)
+        pa, pb = Patches(source, ccfg.patch_size, args.seed + 4), Patches(target, ccfg.patch_size, args.seed + 5)
+        total = ccfg.epochs * ccfg.max_steps_per_epoch
+        for i in range(total):
+            cstep.set_epoch(min(i // ccfg.max_steps_per_epoch, ccfg.epochs - 1))
+            a, _ = pa.sample(1)
+            b, _ = pb.sample(1)
+            cstep.train_step(torch.from_numpy(s_stats.to_unit_range(a[0])[None]), torch.from_numpy(t_stats.to_unit_range(b[0])[None]))
+        cmap = cstep.models.generator.eval()
+
+        @torch.no_grad()
+        def colour_map(im):
+            return t_stats.from_unit_range(cmap(torch.from_numpy(s_stats.to_unit_range(im))[None])[0].numpy())
+
+        finetune_all("colormapgan", restyle(colour_map))
+
     if args.semi2i_steps:
         cfg = dataclasses.replace(prof.semi2i, seed=args.seed)
         step = SemI2IStep.create(cfg, device=device)
@@ -192,9 +227,9 @@ def main() -> None:
             return t_stats.from_unit_range(fake)
 
         stylized = restyle(stylize)
-        finetune_all("semi2i", stylized)
+        finetune_all("semi2i" + (f"_{args.tag}" if args.tag else ""), stylized)
         preview = np.concatenate([source[0][0][:, :512, :512], stylized[0][0][:, :512, :512]], axis=2)
-        result["preview"] = f"preview_{args.pair}_{args.semi2i_steps}_{args.seed}_g{int(prof.semi2i.lambda_grad)}.png"
+        result["preview"] = f"preview_{args.pair}_{args.semi2i_steps}_{args.seed}_{args.tag or 'semi2i'}.png"
         out = Path(os.environ.get("OUT", "."))  # previews land beside the results
         Image.fromarray(preview.transpose(1, 2, 0)).save(out / result["preview"])
     result["wall_s"] = round(time.perf_counter() - t0, 1)
