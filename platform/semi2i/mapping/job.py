@@ -3,6 +3,7 @@
 Layout of ``out``::
 
     out/.partial/               work in progress (resumable): job.json, input.zarr (ingested rasters),
+                                inputs.json (fingerprints of the inputs), warped/*.vrt (--resample),
                                 maps.zarr (chunks being written), done/<raster>/<row>_<col>.done
     out/maps.zarr               class maps (+ probabilities, stylized) per raster, chunk-aligned
     out/cog/<raster>.tif        Cloud-Optimized GeoTIFF of the class map (input CRS/transform, nodata 255)
@@ -14,6 +15,7 @@ Raster inputs are ingested into ``.partial/input.zarr`` (pixels are read from za
 copy is dropped once the job is complete.
 
 A re-run with the same job settings skips finished chunks; other settings are refused (``overwrite``).
+Other or changed input is never resumed (:func:`_restart_if_input_changed`).
 """
 
 from __future__ import annotations
