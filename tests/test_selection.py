@@ -69,3 +69,23 @@ def test_candidates_must_cover_the_same_rasters():
         agreement_matrix({"a": [np.zeros((2, 2))], "b": [np.zeros((2, 2))] * 2}, 2)
     with pytest.raises(ValueError, match="at least two"):
         agreement_matrix({"a": [np.zeros((2, 2))]}, 2)
+
+
+def test_scores_by_hand_on_a_three_candidate_matrix_and_a_non_voting_candidate():
+    names = ["a", "b", "c", "oracle"]
+    m = np.array([[1.0, 0.8, 0.2, 0.9],
+                  [0.8, 1.0, 0.4, 0.7],
+                  [0.2, 0.4, 1.0, 0.3],
+                  [0.9, 0.7, 0.3, 1.0]])
+    scores = agreement_scores(names, m, voters=["a", "b", "c"])
+    assert scores["a"]["mean"] == pytest.approx(0.5)
+    assert scores["c"]["mean"] == pytest.approx(0.3)
+    assert scores["oracle"]["mean"] == pytest.approx((0.9 + 0.7 + 0.3) / 3)  # scored, never a voter
+    values, vectors = np.linalg.eigh(np.array([[0, 0.8, 0.2], [0.8, 0, 0.4], [0.2, 0.4, 0]]))
+    w = np.abs(vectors[:, -1])
+    assert scores["a"]["spectral"] == pytest.approx((0.8 * w[1] + 0.2 * w[2]) / (w[1] + w[2]))
+    assert scores["oracle"]["spectral"] == pytest.approx((0.9 * w[0] + 0.7 * w[1] + 0.3 * w[2]) / w.sum())
+    # the oracle's map changes nobody's score
+    without = agreement_scores(names[:3], m[:3, :3])
+    for n in "abc":
+        assert without[n] == pytest.approx(scores[n])

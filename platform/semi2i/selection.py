@@ -11,9 +11,9 @@ accuracy estimation (Platanios et al., 2016).
 
 * :func:`agreement_matrix`: mIoU of every pair of candidates' maps, one against the other (symmetric:
   a class's IoU does not depend on which map is the reference);
-* :func:`agreement_scores`: each candidate's mean agreement with the others (``mean``) and its weight
-  in the matrix's leading eigenvector (``spectral``), which discounts a clique of failing candidates
-  that agree mostly among themselves;
+* :func:`agreement_scores`: each candidate's mean agreement with the others (``mean``) and the same
+  mean weighted by the leading eigenvector of the agreement matrix (``spectral``), which discounts a
+  clique of failing candidates that agree mostly among themselves;
 * :func:`class_balance`: 1 − the total-variation distance between a map's class frequencies and the
   source labels' (a sanity score: a model that paints the whole city one class scores low).
 
@@ -71,21 +71,35 @@ def agreement_matrix(maps: Mapping[str, Sequence[np.ndarray]], num_classes: int,
     return names, matrix
 
 
-def agreement_scores(names: Sequence[str], matrix: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per candidate: ``mean`` agreement with the others and its ``spectral`` score.
+def agreement_scores(names: Sequence[str], matrix: np.ndarray, voters: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Per candidate: ``mean`` agreement with the voters and ``spectral``, its agreement with the voters
+    weighted by how trustworthy each voter is.
 
-    ``spectral`` is the candidate's entry of the leading eigenvector of the agreement matrix with its
-    diagonal removed (Perron vector, non-negative), rescaled so that the entries average to the mean
-    off-diagonal agreement: on the same scale as ``mean``, but each candidate's agreement is weighted by
-    how trustworthy its partners are.
+    The weights are the leading (Perron) eigenvector of the voters' agreement matrix without its diagonal
+    (Parisi et al. 2014): a voter that agrees with many others that agree with many others weighs more,
+    so a clique of failures that agree mostly among themselves counts less. Both scores are weighted
+    means of agreements, in [0, 1]. A candidate never votes on itself. ``voters`` (default: every
+    candidate) are the candidates whose maps count as evidence; a model trained on the target's own
+    labels (the oracle) must be scored but never vote, or the scores would see the labels.
     """
-    k = len(names)
-    off = np.asarray(matrix, np.float64) - np.diag(np.diag(matrix))
-    mean = off.sum(1) / (k - 1)
-    values, vectors = np.linalg.eigh(off)
-    lead = np.abs(vectors[:, np.argmax(values)])
-    spectral = lead / lead.mean() * mean.mean() if lead.sum() > 0 else mean
-    return {n: {"mean": float(mean[i]), "spectral": float(spectral[i])} for i, n in enumerate(names)}
+    index = {n: i for i, n in enumerate(names)}
+    voters = list(names if voters is None else voters)
+    if len(voters) < 2:
+        raise ValueError("agreement needs at least two voters")
+    v = [index[n] for n in voters]
+    sub = np.asarray(matrix, np.float64)[np.ix_(v, v)]
+    sub = sub - np.diag(np.diag(sub))
+    values, vectors = np.linalg.eigh(sub)
+    weight = np.abs(vectors[:, np.argmax(values)])
+    out = {}
+    for name in names:
+        row = np.asarray(matrix, np.float64)[index[name], v]
+        others = np.array([voter != name for voter in voters])
+        w = weight[others]
+        mean = float(row[others].mean())
+        spectral = float((row[others] * w).sum() / w.sum()) if w.sum() > 0 else mean
+        out[name] = {"mean": mean, "spectral": spectral}
+    return out
 
 
 def class_frequencies(maps: Iterable[np.ndarray], num_classes: int) -> np.ndarray:
