@@ -136,7 +136,8 @@ def test_colormapgan_needs_equal_band_counts(tmp_path):
     from semi2i.pipeline import STYLIZED_METHODS, AdaptRun
 
     run = AdaptRun.__new__(AdaptRun)
-    run.cfg, run.run_dir = SimpleNamespace(methods=("source_only", *STYLIZED_METHODS)), tmp_path
+    profile = SimpleNamespace(semi2i=SimpleNamespace(seeds=1))
+    run.cfg, run.run_dir = SimpleNamespace(methods=("source_only", *STYLIZED_METHODS), profile=profile), tmp_path
     for method in ("colormapgan", "cyclegan", "semi2i"):
         (tmp_path / f"{method}.pt").touch()
     kept = run._stylized_methods(SimpleNamespace(num_bands=3), SimpleNamespace(num_bands=4))

@@ -89,3 +89,27 @@ def test_scores_by_hand_on_a_three_candidate_matrix_and_a_non_voting_candidate()
     without = agreement_scores(names[:3], m[:3, :3])
     for n in "abc":
         assert without[n] == pytest.approx(scores[n])
+
+
+def test_report_without_target_labels_holds_only_the_label_free_score(tmp_path):
+    from types import SimpleNamespace
+
+    from semi2i.adapt_report import build_report
+    from semi2i.report_table import report_markdown
+
+    target = SimpleNamespace(has_labels=False, class_names=["a", "b"], name="city_b")
+    run = SimpleNamespace(
+        store=lambda role: target if role == "target" else SimpleNamespace(name="city_a"),
+        cfg=SimpleNamespace(profile=SimpleNamespace(name="quick"), seed=3, name="cfg"),
+        not_applicable=lambda m: "maps each band onto itself" if m == "gray_world" else None,
+        path=lambda *parts: tmp_path.joinpath(*parts),
+        tone_check=lambda m: 0.9,
+    )
+    report = build_report(run, ["source_only", "gray_world", "semi2i", "cyclegan"],
+                          {"source_only": 0.41, "semi2i": 0.63})
+    assert report["methods"] == {"source_only": {"label_free": 0.41},
+                                 "gray_world": {"not_applicable": "maps each band onto itself"},
+                                 "semi2i": {"label_free": 0.63}}  # cyclegan was not run: no row
+    assert report["source"] == "city_a" and report["target"] == "city_b" and "semi2i_gap_closed" not in report
+    table = report_markdown(report)
+    assert "| semi2i | 0.630 |" in table and "| gray_world | not applicable |" in table and "mIoU" not in table

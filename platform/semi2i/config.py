@@ -51,6 +51,7 @@ class SemI2IConfig:
     adain_eps: float = 1e-5
     style_path: str = "normalised"  # where μ, σ come from: models.semi2i.STYLE_PATHS ("carried" = ours)
     ema_decay: float = 0.0  # stylize with an EMA of the generator weights (ours; 0 = the last iterate, paper)
+    seeds: int = 1  # jobs/adapt.py trains this many generators and picks one without labels (semi2i_seeds)
     lr: float = 1e-3
     beta1: float = 0.5  # Adam betas as in CycleGAN (the paper only says "Adam")
     beta2: float = 0.999
@@ -285,6 +286,8 @@ def _cross_checks(p: Profile) -> list[str]:
         errs.append(f"semi2i.decay_epoch: must be in [0, epochs={s.epochs}], got {s.decay_epoch}")
     if not 0.0 < s.d_rate < 1.0:
         errs.append(f"semi2i.d_rate: must be in (0, 1), got {s.d_rate}")
+    if s.seeds < 1:
+        errs.append(f"semi2i.seeds: must be >= 1, got {s.seeds}")
     if not 0.0 <= s.ema_decay < 1.0:
         errs.append(f"semi2i.ema_decay: must be in [0, 1), got {s.ema_decay}")
     if s.style_path not in STYLE_PATHS:

@@ -35,7 +35,9 @@ from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
 from semi2i.preflight import check_run, not_applicable
+from semi2i.adapt_report import build_report, label_free_scores
 from semi2i.report_table import _pct, report_markdown  # noqa: F401 - _pct: multicity's table uses it too
+from semi2i.semi2i_seeds import base_method, choose, seed_methods, train_seeds
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ PER_BAND_METHODS = ("histogram_matching", "gray_world", "colormapgan")
 #: stylizers trained on both cities; their training stage writes ``<method>.pt`` into the run folder
 GAN_METHODS = ("colormapgan", "cyclegan", "semi2i")
 METHODS = ("source_only", *STYLIZED_METHODS, "target_oracle")
-REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
 #: the classes of the built-in synthetic demos (what their classes.json holds)
 DEMO_CLASSES = ["building", "road", "vegetation", "water", "land"]
 #: What ``python jobs/adapt.py`` with no config runs (= jobs/configs/demo.yaml): the quick profile with a
@@ -292,6 +293,19 @@ class AdaptRun(RunFolder):
     def unet_path(self, method: str) -> Path:
         return self.path("unet_source.pt" if method == "source_only" else f"unet_{method}.pt")
 
+    @property
+    def candidates(self) -> list[str]:
+        """The config's methods with SemI2I expanded to its seeds (``semi2i_seed<k>``) when it has several:
+        what the stages train, stylize, fine-tune and map."""
+        seeds = seed_methods(self.cfg.profile.semi2i.seeds)
+        return [n for m in self.cfg.methods for n in (seeds if m == "semi2i" else [m])]
+
+    @property
+    def report_methods(self) -> list[str]:
+        """The report's rows: the config's methods, each SemI2I seed right after the chosen ``semi2i``."""
+        seeds = seed_methods(self.cfg.profile.semi2i.seeds)
+        return [n for m in self.cfg.methods for n in ([m, *seeds] if m == "semi2i" and seeds != [m] else [m])]
+
     def check(self) -> None:
         """Inputs, and whatever a resumed run would skip on, checked against the config (:mod:`semi2i.preflight`)."""
         check_run(self.cfg, self.run_dir)
@@ -361,7 +375,10 @@ class AdaptRun(RunFolder):
         self._train_gan("cyclegan", fit_cyclegan)
 
     def stage_semi2i(self) -> None:
-        self._train_gan("semi2i", fit_semi2i)
+        if self.cfg.profile.semi2i.seeds > 1 and "semi2i" in self.cfg.methods:
+            train_seeds(self, fit_semi2i)
+        else:
+            self._train_gan("semi2i", fit_semi2i)
 
     def _train_gan(self, method: str, fit: Any) -> None:
         if method not in self.cfg.methods or self.path(f"{method}.pt").exists():
@@ -383,8 +400,8 @@ class AdaptRun(RunFolder):
             out = self.path("stylized", method)
             if (out / "store.zarr").exists():
                 continue
-            options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap} if method in GAN_METHODS else {}
-            stylizer = load_stylizer(method, source_stats=source.band_stats, target_stats=target.band_stats, **options)
+            options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap} if base_method(method) in GAN_METHODS else {}
+            stylizer = load_stylizer(base_method(method), source_stats=source.band_stats, target_stats=target.band_stats, **options)
             stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True)
         for method in self._stylized_methods(source, target):
             self.tone_check(method)
@@ -408,10 +425,10 @@ class AdaptRun(RunFolder):
         return order
 
     def _stylized_methods(self, source: CityStore, target: CityStore) -> list[str]:
-        methods = [m for m in STYLIZED_METHODS if m in self.cfg.methods]
+        methods = [m for m in self.candidates if base_method(m) in STYLIZED_METHODS]
         if source.num_bands != target.num_bands:
             methods = [m for m in methods if m not in PER_BAND_METHODS]
-        untrained = [m for m in methods if m in GAN_METHODS and not self.path(f"{m}.pt").exists()
+        untrained = [m for m in methods if base_method(m) in GAN_METHODS and not self.path(f"{m}.pt").exists()
                      and not self.path("stylized", m, "store.zarr").exists()]
         if untrained:  # e.g. --skip cyclegan on a fresh run folder
             log.warning("no trained %s in %s (training stage skipped?): left out", ", ".join(untrained), self.run_dir)
@@ -437,7 +454,7 @@ class AdaptRun(RunFolder):
         fit_unets(jobs, self.run_dir, "finetune", self.scaling)
 
     def _available_methods(self) -> list[str]:
-        return [m for m in self.cfg.methods if self.unet_path(m).exists()]
+        return [m for m in self.candidates if self.unet_path(m).exists()]
 
     # 6. segment the target (and score where it has labels): the region-mapping job's code path
     def stage_segment(self) -> None:
@@ -455,35 +472,15 @@ class AdaptRun(RunFolder):
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             _atomic_text(score_path, json.dumps(result, indent=1))
 
-    # 7. report
+    # 7. report (and, with several SemI2I seeds, the label-free choice among them)
     def stage_report(self) -> None:
-        target = self.store("target")
-        if not target.has_labels:
-            log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
-            return
-        methods = {m: {"not_applicable": why} for m in self.cfg.methods if (why := self.not_applicable(m))}
-        for method in self._available_methods():
-            if method in methods:
-                continue
-            score = json.loads(self.path("scores", f"{method}.json").read_text())
-            methods[method] = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"]}
-            if method in REPORT_NOTES:
-                methods[method]["note"] = REPORT_NOTES[method]
-            if method in STYLIZED_METHODS and (order := self.tone_check(method)) is not None:
-                methods[method]["tone_order"] = order
-        report = {
-            "source": self.store("source").name,
-            "target": target.name,
-            "classes": target.class_names,
-            "profile": self.cfg.profile.name,
-            "methods": {m: methods[m] for m in self.cfg.methods if m in methods},
-            "seed": self.cfg.seed,
-            "config": self.cfg.name,
-        }
-        if all("miou" in methods.get(m, {}) for m in ("source_only", "semi2i", "target_oracle")):
-            gap = methods["target_oracle"]["miou"] - methods["source_only"]["miou"]
-            if gap:
-                report["semi2i_gap_closed"] = round((methods["semi2i"]["miou"] - methods["source_only"]["miou"]) / gap, 4)
+        candidates = self._available_methods()
+        label_free = label_free_scores(self, candidates)
+        seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in candidates]
+        if len(seeds) > 1 or (seeds and seeds != ["semi2i"]):
+            choice = choose(self, seeds, label_free)
+            label_free["semi2i"] = label_free.get(choice["chosen"])
+        report = build_report(self, self.report_methods, label_free)
         _atomic_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
         _atomic_text(self.path("report.md"), markdown)

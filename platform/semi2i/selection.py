@@ -53,7 +53,8 @@ def agreement_matrix(maps: Mapping[str, Sequence[np.ndarray]], num_classes: int,
     """Names and the (K, K) matrix of pairwise agreements of K candidates' maps.
 
     ``maps[name]`` is one class map per target raster (the same rasters, in the same order, for every
-    candidate); ``valid`` optionally masks nodata pixels per raster. The diagonal is 1.
+    candidate; a lazy sequence that reads on indexing keeps one raster per candidate in memory);
+    ``valid`` optionally masks nodata pixels per raster. The diagonal is 1.
     """
     names = list(maps)
     if len(names) < 2:
@@ -62,12 +63,15 @@ def agreement_matrix(maps: Mapping[str, Sequence[np.ndarray]], num_classes: int,
     if len(counts) != 1:
         raise ValueError(f"candidates have different numbers of rasters: { {n: len(maps[n]) for n in names} }")
     k = len(names)
+    counts = {(i, j): np.zeros((num_classes, num_classes), np.int64) for i in range(k) for j in range(i + 1, k)}
+    for r in range(len(maps[names[0]])):  # one raster of every candidate in memory at a time
+        rasters = [np.asarray(maps[n][r]) for n in names]
+        mask = None if valid is None else valid[r]
+        for (i, j), cm in counts.items():
+            cm += confusion(rasters[i], rasters[j], num_classes, mask)
     matrix = np.eye(k)
-    for i in range(k):
-        for j in range(i + 1, k):
-            cm = sum(confusion(a, b, num_classes, None if valid is None else valid[r])
-                     for r, (a, b) in enumerate(zip(maps[names[i]], maps[names[j]])))
-            matrix[i, j] = matrix[j, i] = agreement_from_confusion(cm)
+    for (i, j), cm in counts.items():
+        matrix[i, j] = matrix[j, i] = agreement_from_confusion(cm)
     return names, matrix
 
 

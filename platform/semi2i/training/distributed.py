@@ -299,11 +299,13 @@ def gan_worker_loop(config: dict) -> dict:
     from semi2i.training.semi2i_trainer import steps_per_epoch
 
     spec = GANS[config["model"]]
+    name = config.get("name") or spec.name  # a run's name (K SemI2I seeds: semi2i_seed<k>)
+    checkpoint = spec.checkpoint if name == spec.name else f"{name}.pt"
     rank, world, device = _setup_worker(config["threads"])
     cfg = spec.config(**config["cfg"])
     run_dir = Path(config["run_dir"])
     step = spec.build(cfg, device, rank, world)
-    restored = _restored_state(spec.checkpoint)
+    restored = _restored_state(checkpoint)
     if restored is not None:
         step.load_state_dict(restored)
 
@@ -311,7 +313,7 @@ def gan_worker_loop(config: dict) -> dict:
     windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
     total = config.get("max_steps") or cfg.epochs * spe
-    progress = _Progress(spec.name, run_dir, rank, total, step.step, "steps", 1)
+    progress = _Progress(name, run_dir, rank, total, step.step, "steps", 1)
     batches = {
         domain: patch_batches(windows, seed=cfg.seed + offset, start_step=step.step, end_step=total, rank=rank, world=world,
                               per_worker=1, normalize="unit")
@@ -322,13 +324,13 @@ def gan_worker_loop(config: dict) -> dict:
         step.set_epoch(step.step // spe)
         losses = step.train_step(batch_a["image"], batch_b["image"])
         done = step.step
-        _log_gan_step(step, losses, cfg, total, progress, rank, spec.checkpoint)
+        _log_gan_step(step, losses, cfg, total, progress, rank, checkpoint)
         if rank == 0 and done % cfg.preview_every == 0:
-            spec.preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"{spec.name}_step{done:06d}.png")
+            spec.preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"{name}_step{done:06d}.png")
         _crash_once(config, done)
 
     extra = spec.summary(step, rank, world) if spec.summary else {}
-    return _finish_gan(step, losses, progress, rank, run_dir / spec.checkpoint, extra)
+    return _finish_gan(step, losses, progress, rank, run_dir / checkpoint, extra)
 
 
 def _log_gan_step(step: Any, losses: dict[str, float], cfg: Any, total: int, progress: _Progress, rank: int,
@@ -563,9 +565,11 @@ def fit_gan(
     scaling: Scaling = Scaling(),
     max_steps: int | None = None,
     crash_at_step: int | None = None,
+    name: str | None = None,
 ) -> dict:
     """Train the GAN ``model`` (a key of :data:`GANS`; source = domain A, target = domain B) with Ray
-    Train; returns rank 0's summary. The final training state goes to ``<run_dir>/<its checkpoint>``."""
+    Train; returns rank 0's summary. The final training state goes to ``<run_dir>/<its checkpoint>``,
+    or ``<run_dir>/<name>.pt`` for a ``name``d run (its Ray Train run, logs and previews take the name)."""
     spec = GANS[model]
     if not isinstance(cfg, spec.config):
         raise TypeError(f"{model} needs a {spec.config.__name__}, got {type(cfg).__name__}")
@@ -584,8 +588,9 @@ def fit_gan(
         "overlap": overlap,
         "max_steps": max_steps,
         "crash_at_step": crash_at_step,
+        "name": name or spec.name,
     }
-    result = _fit(gan_worker_loop, config, run_dir, spec.name, scaling)
+    result = _fit(gan_worker_loop, config, run_dir, name or spec.name, scaling)
     return result.return_value
 
 

@@ -1,0 +1,147 @@
+"""K SemI2I generators per run (``semi2i.seeds``) and the label-free choice among them.
+
+A GAN's result depends on its seed (on the Dubai main pair two seeds of one setting gave 46.9 and 28.0
+target mIoU), and a user without target labels cannot see which draw they got. So the run trains K
+generators (seeds ``seed + 1000·k``: k = 0 is the generator a one-seed run trains), stylizes, fine-tunes
+and maps with each as its own method ``semi2i_seed<k>``, then chooses one **without target labels**:
+seeds whose stylized source inverted the tones are rejected, and of the rest the one whose target map
+has the highest label-free score (:mod:`semi2i.adapt_report`) wins. The choice is published under the
+names a one-seed run uses (``semi2i.pt``, ``unet_semi2i.pt``, ``stylized/semi2i``, ``maps/semi2i``,
+``scores/semi2i.json``, as hard links), so map_region, previews and report readers see one SemI2I.
+``semi2i_choice.json`` records the choice; it is written last, so an interrupted publish is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from semi2i.pipeline import AdaptRun
+
+log = logging.getLogger(__name__)
+
+SEED_STRIDE = 1000
+PREFIX = "semi2i_seed"
+
+
+def seed_methods(k: int) -> list[str]:
+    """The SemI2I method names of a run with ``k`` seeds: ``["semi2i"]`` for one, else one per seed."""
+    return ["semi2i"] if k <= 1 else [f"{PREFIX}{i}" for i in range(k)]
+
+
+def is_seed_method(method: str) -> bool:
+    return method.startswith(PREFIX) and method[len(PREFIX):].isdigit()
+
+
+def base_method(method: str) -> str:
+    """``semi2i_seed<k>`` → ``semi2i`` (the stylizer it uses); any other name is its own."""
+    return "semi2i" if is_seed_method(method) else method
+
+
+def seed_of(base_seed: int, method: str) -> int:
+    return base_seed + SEED_STRIDE * int(method[len(PREFIX):]) if is_seed_method(method) else base_seed
+
+
+def concurrent_trainings(cpus: float, workers: int, gpu: bool, gpus: float, wanted: int) -> int:
+    """How many K-seed trainings fit on the cluster at once (each needs ``workers`` CPUs or GPUs)."""
+    room = int(gpus // workers) if gpu else int(cpus // workers)
+    return max(1, min(wanted, room))
+
+
+def train_seeds(run: "AdaptRun", fit: Callable[..., Any]) -> None:
+    """Train every missing ``semi2i_seed<k>.pt``: as many at once as the Ray cluster has room for (each a
+    Ray Train run of its own, with an even share of the CPUs as threads), the rest after them."""
+    import ray
+
+    from semi2i.training.distributed import Scaling
+
+    source, target = run.store("source"), run.store("target")
+    todo = [m for m in seed_methods(run.cfg.profile.semi2i.seeds) if not run.path(f"{m}.pt").exists()]
+    if not todo:
+        return
+    if not ray.is_initialized():
+        ray.init()
+    res = ray.cluster_resources()
+    at_once = concurrent_trainings(res.get("CPU", 0), run.cfg.workers, run.cfg.gpu, res.get("GPU", 0), len(todo))
+    threads = max(1, int(res.get("CPU", 1)) // (at_once * run.cfg.workers))
+    scaling = dataclasses.replace(run.scaling, threads_per_worker=threads if at_once > 1 else run.scaling.threads_per_worker)
+    log.info("stage semi2i: %d seed(s) to train, %d at a time", len(todo), at_once)
+
+    def train(method: str) -> None:
+        cfg = dataclasses.replace(run.cfg.profile.semi2i, seed=seed_of(run.cfg.seed, method))
+        fit(cfg, source.path, target.path, run.run_dir, overlap=run.cfg.profile.overlap, scaling=scaling, name=method)
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        for future in [pool.submit(train, m) for m in todo]:
+            future.result()
+
+
+def choose(run: "AdaptRun", candidates: list[str], label_free: dict[str, float | None]) -> dict:
+    """Pick the seed to use (label-free), publish it under the one-seed names, record the choice."""
+    from semi2i.diagnostics import INVERTED_BELOW
+
+    record_path = run.path("semi2i_choice.json")
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    tone = {m: run.tone_check(m) for m in candidates}
+    kept = [m for m in candidates if tone[m] is None or tone[m] >= INVERTED_BELOW] or candidates
+    scored = [m for m in kept if label_free.get(m) is not None]
+    chosen = max(scored, key=lambda m: label_free[m]) if scored else kept[0]
+    record = {
+        "chosen": chosen,
+        "seed": seed_of(run.cfg.seed, chosen),
+        "criterion": "highest label_free among seeds whose tone order is >= 0" if scored else "first seed (no label-free score)",
+        "label_free": {m: label_free.get(m) for m in candidates},
+        "tone_order": tone,
+        "rejected_inverted": [m for m in candidates if m not in kept],
+    }
+    _publish(run, chosen)
+    tmp = record_path.with_name(f".{record_path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, record_path)
+    log.info("semi2i: chose %s (label-free %s) of %s", chosen, label_free.get(chosen), ", ".join(candidates))
+    return record
+
+
+def _publish(run: "AdaptRun", chosen: str) -> None:
+    """Hard-link the chosen seed's outputs to the names a one-seed run writes (a copy where links fail)."""
+    for src, dst in ((f"{chosen}.pt", "semi2i.pt"), (f"unet_{chosen}.pt", "unet_semi2i.pt")):
+        _link_file(run.path(src), run.path(dst))
+    for folder in ("stylized", "maps"):
+        src, dst = run.path(folder, chosen), run.path(folder, "semi2i")
+        if src.exists():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp, copy_function=_link_or_copy)
+            shutil.rmtree(dst, ignore_errors=True)
+            os.replace(tmp, dst)
+    score = run.path("scores", f"{chosen}.json")
+    if score.exists():
+        data = {**json.loads(score.read_text()), "method": "semi2i", "chosen_from": chosen}
+        tmp = run.path("scores", ".semi2i.json.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, run.path("scores", "semi2i.json"))
+
+
+def _link_file(src: Path, dst: Path) -> None:
+    if not src.exists():
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    _link_or_copy(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _link_or_copy(src: Any, dst: Any) -> Any:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
