@@ -38,7 +38,7 @@ from semi2i.metrics import confusion_matrix, scores  # noqa: E402
 from semi2i.models.semi2i import channel_stats, stylize_padded  # noqa: E402
 from semi2i.models.unet import UNet  # noqa: E402
 from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
-from semi2i.training.semi2i_step import load_checkpoint, load_stylizing_models  # noqa: E402
+from semi2i.checkpoints import load_checkpoint, load_stylizing_models  # noqa: E402
 from semi2i.training.unet_step import UNetStep  # noqa: E402
 
 MODES = ("global", "patch", "medoid", "bank", "real")

@@ -193,7 +193,7 @@ def test_cyclegan_resume_with_pools_equals_uninterrupted(tmp_path, domains):
         cut.train_step(a[i], b[i])
     path = cut.save(tmp_path / "cyclegan.pt")
     resumed = CycleGANStep.create(TINY_CYC)
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     resumed.load_state_dict(load_checkpoint(path))
     for i in range(3, 6):
@@ -298,7 +298,7 @@ def test_cyclegan_on_two_workers_restarts_to_the_uninterrupted_result(tmp_path_f
     from semi2i.data.ingest import ingest_city
     from semi2i.data.synthetic import make_demo_cities
     from semi2i.training.distributed import CYCLEGAN_CHECKPOINT, Scaling, fit_cyclegan
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     root = tmp_path_factory.mktemp("cities")
     files = make_demo_cities(root / "data", size=96, rasters_per_city=1, seed=1)

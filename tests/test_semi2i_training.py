@@ -8,9 +8,10 @@ import torch.distributed as dist
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
+from semi2i.checkpoints import load_stylizing_models
 from semi2i.config import ConfigError, SemI2IConfig, UNetTrainConfig, load_profile
 from semi2i.training.schedule import cosine_learning_rate, semi2i_learning_rate
-from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models, ema_rate, load_stylizing_models
+from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models, ema_rate
 from semi2i.training.semi2i_trainer import checkpoint_path, steps_per_epoch, train_semi2i
 
 SIZE = 32

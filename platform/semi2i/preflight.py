@@ -122,7 +122,7 @@ def _check_store_provenance(store: CityStore, role: str, pairs: list[tuple[Path,
 
 def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) -> None:
     """Trained models the stages would skip on must fit the config and the stores."""
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     hint = "; delete it (its stage retrains it) or use another --run-dir"
     source, target = stores.get("source"), stores.get("target")

@@ -14,7 +14,7 @@ import torch
 from semi2i.data.normalize import BandStats
 from semi2i.models.unet import UNet
 from semi2i.tiling import blend_tiles
-from semi2i.training.semi2i_step import load_checkpoint
+from semi2i.checkpoints import load_checkpoint
 
 
 class SegmentationModel:

@@ -34,7 +34,7 @@ import torch
 import zarr
 
 from semi2i.data.store import CityStore
-from semi2i.training.semi2i_step import load_checkpoint
+from semi2i.checkpoints import load_checkpoint
 
 from .inputs import (
     MappingError, check_bands, describe_change, fingerprints, grid_mismatches, ingest_input, input_paths, model_grid,

@@ -36,7 +36,7 @@ class ColorMapGANStylizer(Stylizer):
                         overlap: int | None = None, device: torch.device | str = "cpu", **kwargs) -> "ColorMapGANStylizer":
         """From a ColorMapGAN training checkpoint. ``overlap`` is accepted (and unused: no tiles) so
         every GAN stylizer takes the same keywords."""
-        from semi2i.training.colormapgan_step import load_colormap
+        from semi2i.checkpoints import load_colormap
 
         generator, _ = load_colormap(path, map_location=device)
         return cls(generator, source_stats, target_stats, device=device, **kwargs)

@@ -40,7 +40,7 @@ class CycleGANStylizer(Stylizer):
                         device: torch.device | str = "cpu") -> "CycleGANStylizer":
         """From a CycleGAN training checkpoint: ``source="a"`` uses G_AB (source → target), ``"b"`` G_BA.
         Tiles default to the training patch size."""
-        from semi2i.training.cyclegan_step import load_translator
+        from semi2i.checkpoints import load_translator
 
         if source not in ("a", "b"):
             raise ValueError(f"source must be 'a' or 'b', got {source!r}")

@@ -16,7 +16,7 @@ from semi2i.data.normalize import BandStats
 from semi2i.models.multicity import MultiCityGenerator, MultiCityStyleStats
 from semi2i.stylizers.base import Stylizer
 from semi2i.tiling import blend_tiles
-from semi2i.training.semi2i_step import load_checkpoint
+from semi2i.checkpoints import load_checkpoint
 
 
 def load_multicity(path: str | Path, map_location: str = "cpu") -> tuple[MultiCityGenerator, MultiCityStyleStats, list[str], SemI2IConfig]:

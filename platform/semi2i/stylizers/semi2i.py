@@ -70,7 +70,7 @@ class SemI2IStylizer(Stylizer):
         device: torch.device | str = "cpu",
     ) -> "SemI2IStylizer":
         """From a SemI2I training checkpoint; tiles default to the training patch size."""
-        from semi2i.training.semi2i_step import load_stylizing_models
+        from semi2i.checkpoints import load_stylizing_models
 
         generator, style, cfg = load_stylizing_models(path, map_location=device)
         return cls(

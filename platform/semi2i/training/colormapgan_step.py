@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from semi2i.checkpoints import save_checkpoint
 from semi2i.config import ColorMapGANConfig
 from semi2i.losses import lsgan_discriminator, lsgan_generator
 from semi2i.models.colormapgan import ColorMapGenerator, require_equal_bands
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.training.schedule import linear_decay_learning_rate
-from semi2i.training.semi2i_step import load_checkpoint, save_checkpoint, unwrap
+from semi2i.training.semi2i_step import unwrap
 
 LOSS_KEYS = ("L_G", "L_D")
 
@@ -134,13 +135,3 @@ class ColorMapGANStep:
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.state_dict())
 
-
-def load_colormap(path: str | Path, map_location: torch.device | str = "cpu") -> tuple[ColorMapGenerator, ColorMapGANConfig]:
-    """The trained colour map of a checkpoint (eval mode) and its config, for stylizing."""
-    state = load_checkpoint(path, map_location)
-    if "generator" not in state or "weight" not in state["generator"]:
-        raise ValueError(f"{path}: not a ColorMapGAN checkpoint")
-    cfg = ColorMapGANConfig(**state["config"])
-    generator = ColorMapGenerator(cfg.in_bands_a, cfg.bins)
-    generator.load_state_dict(state["generator"])
-    return generator.to(map_location).eval(), cfg

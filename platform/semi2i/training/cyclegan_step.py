@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from semi2i.checkpoints import save_checkpoint
 from semi2i.config import CycleGANConfig
 from semi2i.losses import lsgan_discriminator, lsgan_generator
 from semi2i.models.cyclegan import ResnetGenerator, init_weights
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.training.schedule import linear_decay_learning_rate
-from semi2i.training.semi2i_step import load_checkpoint, save_checkpoint, unwrap
+from semi2i.training.semi2i_step import unwrap
 
 LOSS_KEYS = ("L_G", "L_adv_G", "L_cycle", "L_idt", "L_D", "L_D_A", "L_D_B")
 #: all_gather of one tensor across the workers (rank order); None = single process
@@ -251,15 +252,3 @@ class CycleGANStep:
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.state_dict())
 
-
-def load_translator(path: str | Path, map_location: torch.device | str = "cpu") -> tuple[ResnetGenerator, ResnetGenerator, CycleGANConfig]:
-    """Both trained generators (eval mode, G_AB then G_BA) and the config of a checkpoint."""
-    state = load_checkpoint(path, map_location)
-    if "gen_ab" not in state:
-        raise ValueError(f"{path}: not a CycleGAN checkpoint")
-    cfg = CycleGANConfig(**state["config"])
-    gen_ab = ResnetGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks)
-    gen_ba = ResnetGenerator(cfg.in_bands_b, cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks)
-    gen_ab.load_state_dict(state["gen_ab"])
-    gen_ba.load_state_dict(state["gen_ba"])
-    return gen_ab.to(map_location).eval(), gen_ba.to(map_location).eval(), cfg

@@ -146,7 +146,7 @@ def _average_buffers(module: torch.nn.Module, world: int) -> None:
 def _restored_state(name: str) -> dict[str, Any] | None:
     import ray.train
 
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -159,7 +159,7 @@ def _report(metrics: dict[str, float], rank: int, state_fn: Callable[[], dict] |
     """Report metrics from every rank; with ``state_fn``, rank 0 also hands Ray a checkpoint."""
     import ray.train
 
-    from semi2i.training.semi2i_step import save_checkpoint
+    from semi2i.checkpoints import save_checkpoint
 
     if state_fn is None:
         ray.train.report(metrics)
@@ -350,7 +350,7 @@ def _log_gan_step(step: Any, losses: dict[str, float], cfg: Any, total: int, pro
 
 def _finish_gan(step: Any, losses: dict[str, float], progress: _Progress, rank: int, path: Path, extra: dict) -> dict:
     """The final training state (built on every rank, saved by rank 0) and this rank's summary."""
-    from semi2i.training.semi2i_step import save_checkpoint
+    from semi2i.checkpoints import save_checkpoint
 
     progress.close()
     state = step.state_dict()
@@ -421,7 +421,7 @@ def unet_jobs_worker_loop(config: dict) -> dict:
     """
     import ray.train
 
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     rank, world, device = _setup_worker(config["threads"])
     run_dir = Path(config["run_dir"])
@@ -449,7 +449,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     """One :func:`unet_job` in this worker, from ``restored`` if given; Ray checkpoints hold the state as
     ``checkpoint_name``, and rank 0 saves the final model as ``config["output"]``."""
     from semi2i.models.unet import UNet
-    from semi2i.training.semi2i_step import load_checkpoint, save_checkpoint
+    from semi2i.checkpoints import load_checkpoint, save_checkpoint
     from semi2i.training.unet_step import UNetStep
 
     cfg = UNetTrainConfig(**config["cfg"])
@@ -652,7 +652,7 @@ def unet_job(
     ``stats`` is the model's input normaliser (default: the first store's statistics); a fine-tune
     keeps the normaliser of the checkpoint it starts from.
     """
-    from semi2i.training.semi2i_step import load_checkpoint
+    from semi2i.checkpoints import load_checkpoint
 
     opened = [open_store(str(s)) for s in stores]
     first = opened[0]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from semi2i.checkpoints import build_generator, load_checkpoint, save_checkpoint
 from semi2i.config import SemI2IConfig
 from semi2i.losses import discriminator_loss, generator_loss
 from semi2i.models.discriminator import PatchDiscriminator
@@ -73,12 +73,6 @@ def build_models(cfg: SemI2IConfig) -> SemI2IModels:
         disc_a = PatchDiscriminator(cfg.in_bands_a, cfg.disc_width)
         disc_b = PatchDiscriminator(cfg.in_bands_b, cfg.disc_width)
     return SemI2IModels(generator, disc_a, disc_b, GlobalStyleStats(generator.style_channels, cfg.d_rate))
-
-
-def build_generator(cfg: SemI2IConfig) -> SemI2IGenerator:
-    """The generator ``cfg`` describes (weights from the current RNG state)."""
-    return SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps,
-                           style_path=cfg.style_path)
 
 
 def ema_rate(decay: float, step: int) -> float:
@@ -284,32 +278,3 @@ class SemI2IStep(Eq3Schedule):
         device = next(unwrap(self.generator).parameters()).device
         self.load_state_dict(load_checkpoint(path, map_location=device))
 
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
-
-
-def load_stylizing_models(
-    path: str | Path, map_location: torch.device | str = "cpu"
-) -> tuple[SemI2IGenerator, GlobalStyleStats, SemI2IConfig]:
-    """The generator (eval mode) and global statistics of a checkpoint, for test-time stylizing: the
-    weight EMA and its statistics when the checkpoint has them, else the last iterate."""
-    state = load_checkpoint(path, map_location)
-    cfg = SemI2IConfig(**state["config"])
-    generator = build_generator(cfg)
-    ema = "generator_ema" in state
-    generator.load_state_dict(state["generator_ema" if ema else "generator"])
-    style = GlobalStyleStats(generator.style_channels, cfg.d_rate)
-    style.load_state_dict(state["style_ema" if ema else "style"])
-    return generator.to(map_location).eval(), style.to(map_location), cfg
