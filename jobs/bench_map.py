@@ -4,9 +4,16 @@
     python jobs/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, Ray actor pool
     python jobs/bench_map.py --checkpoint runs/demo/unet_semi2i.pt
 
-Each region size runs in its own subprocess, so ``ru_maxrss`` (peak RSS) is that size's alone; memory
-is flat when the peak does not grow with the region. Without --checkpoint a random U-net of the given
-shape is used (speed does not depend on the weights).
+Each region size runs in its own subprocess, so ``ru_maxrss`` (peak RSS, taken after the first
+end-to-end run) is that size's alone; memory is flat when the peak does not grow with the region.
+Without --checkpoint a random U-net of the given shape is used (speed does not depend on the weights).
+
+The machine may be shared, so every number is the median of ``--repeats`` rounds, and each round runs
+the end-to-end job, the naive loop and the references one after the other (interleaved: background load
+hits all alike); the ratios are taken within the run. References: ``forward_alone_mpx_s`` (the model on
+in-memory batches of 8 patches, torch's default threads) and ``forward_alone_threads_mpx_s`` (the same,
+laid out as the mapping runs it: one forward per chunk thread, one torch thread each). The load average
+(``os.getloadavg()``) before and after is part of each row.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--ray", action="store_true", help="end-to-end on the Ray Data actor pool (RSS then misses the actors)")
     p.add_argument("--workers", type=int)
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are reported)")
+    p.add_argument("--window", type=int, help="mapping window edge (default: the model's patch size)")
+    p.add_argument("--threads", type=int, help="chunk threads of the in-process path (default: torch's threads)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # internal: run one size, print JSON
     return p.parse_args(argv)
 
@@ -76,21 +87,43 @@ def _synthetic_raster(path: Path, side: int) -> Path:
     return path
 
 
-def _forward_alone(ckpt: Path, patch: int, seconds: float = 10.0) -> float:
-    """Mpx/s of the model on in-memory normalised patches (batches of 8): the compute ceiling."""
+def _forward_alone(model, seconds: float = 3.0, threads: int = 0) -> float:
+    """Mpx/s of the model on in-memory normalised patches (batches of 8): the compute ceiling.
+
+    ``threads`` > 0: that many Python threads forward at once with one torch thread each (the way the
+    mapping's chunk threads run it)."""
+    import threading
+
     import torch
 
-    from semi2i.segment import SegmentationModel
-
-    model = SegmentationModel(ckpt)
     x = torch.randn(8, model.in_bands, model.patch_size, model.patch_size).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        model.model(x)
+    counts = []
+
+    def loop():
         n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        with torch.inference_mode():
             model.model(x)
-            n += x.shape[0]
-    return n * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+            while time.perf_counter() - t0 < seconds:
+                model.model(x)
+                n += x.shape[0]
+        counts.append(n)
+
+    if not threads:
+        t0 = time.perf_counter()
+        loop()
+        return counts[0] * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _naive_loop(ckpt: Path, raster: Path, out: Path) -> float:
@@ -118,32 +151,60 @@ def _naive_loop(ckpt: Path, raster: Path, out: Path) -> float:
 
 
 def run_one(args) -> dict:
+    import os
+    import statistics
+
+    import torch
+
     from semi2i.data.ingest import ingest_city
     from semi2i.mapping import map_region
+    from semi2i.mapping.local import default_threads
+    from semi2i.segment import SegmentationModel
 
     work = Path(args.work)
     side = int(round((args.one * 1e6) ** 0.5))
     ckpt = _checkpoint(args, work)
     raster = _synthetic_raster(work / f"region_{side}.tif", side)
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     store = ingest_city([str(raster)], work / f"region_{side}.zarr", min_size=1, progress=False, overwrite=True)
     ingest_s = time.perf_counter() - t0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    summary = map_region(str(store.path), ckpt, work / f"map_{side}", chunk_size=args.chunk_size, overlap=args.overlap,
-                         use_ray=args.ray, workers=args.workers, overwrite=True)
-    total_s = time.perf_counter() - t0
-    rss_map = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = SegmentationModel(ckpt)
+    threads = args.threads or default_threads(None)
     mpx = side * side / 1e6
-    result = {
-        "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1),
-        "end_to_end_mpx_s": round(mpx / total_s, 3),
-        "mapping_mpx_s": round(summary["computed_mpx"] / summary["seconds"], 3),
-        "publish_s": round(total_s - summary["seconds"], 1),
+    runs: dict[str, list[float]] = {k: [] for k in ("e2e", "mapping", "publish", "naive", "forward", "forward_threads")}
+    rss_map = None
+    for _ in range(args.repeats):  # interleaved: each round measures everything once
+        t0 = time.perf_counter()
+        summary = map_region(str(store.path), ckpt, work / f"map_{side}", chunk_size=args.chunk_size, overlap=args.overlap,
+                             use_ray=args.ray, workers=args.workers, overwrite=True, window=args.window,
+                             threads=args.threads, precision=args.precision)
+        total_s = time.perf_counter() - t0
+        if rss_map is None:
+            rss_map = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        runs["e2e"].append(mpx / total_s)
+        runs["mapping"].append(summary["computed_mpx"] / summary["seconds"])
+        runs["publish"].append(total_s - summary["seconds"])
+        runs["naive"].append(_naive_loop(ckpt, raster, work / f"naive_{side}.tif"))
+        runs["forward"].append(_forward_alone(model))
+        runs["forward_threads"].append(_forward_alone(model, threads=threads) if threads > 1 else runs["forward"][-1])
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1), "repeats": args.repeats,
+        "window": args.window or model.patch_size, "overlap": args.overlap, "threads": threads, "precision": args.precision,
+        "torch_threads": torch.get_num_threads(),
+        "end_to_end_mpx_s": round(med["e2e"], 3), "mapping_mpx_s": round(med["mapping"], 3),
+        "publish_s": round(med["publish"], 1),
+        "naive_loop_mpx_s": round(med["naive"], 3), "forward_alone_mpx_s": round(med["forward"], 3),
+        "forward_alone_threads_mpx_s": round(med["forward_threads"], 3),
+        "end_to_end_vs_forward": round(med["e2e"] / med["forward"], 3),
+        "end_to_end_vs_forward_threads": round(med["e2e"] / med["forward_threads"], 3),
+        "end_to_end_vs_naive": round(med["e2e"] / med["naive"], 3),
+        "end_to_end_runs_mpx_s": [round(v, 3) for v in runs["e2e"]],
         "peak_rss_mib_before_map": round(rss_before), "peak_rss_mib": round(rss_map),
+        "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
     }
-    result["naive_loop_mpx_s"] = round(_naive_loop(ckpt, raster, work / f"naive_{side}.tif"), 3)
-    return result
 
 
 def main(argv=None) -> int:
@@ -154,29 +215,29 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         ckpt = _checkpoint(args, work)
-        ceiling = _forward_alone(ckpt, args.patch)
-        print(f"forward alone (in-memory patches, batch 8): {ceiling:.3f} Mpx/s", flush=True)
         rows = []
         for size in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(size), "--work", str(work), "--chunk-size", str(args.chunk_size),
                    "--overlap", str(args.overlap), "--base-width", str(args.base_width), "--depth", str(args.depth),
-                   "--patch", str(args.patch)]
+                   "--patch", str(args.patch), "--repeats", str(args.repeats), "--precision", args.precision]
             cmd += ["--checkpoint", str(ckpt)] + (["--ray"] if args.ray else []) + (["--workers", str(args.workers)] if args.workers else [])
+            cmd += (["--window", str(args.window)] if args.window else []) + (["--threads", str(args.threads)] if args.threads else [])
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
                 print(res.stderr[-3000:], file=sys.stderr)
                 return res.returncode
             row = json.loads(res.stdout.strip().splitlines()[-1])
-            row["forward_alone_mpx_s"] = round(ceiling, 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
             for f in work.glob("region_*"):
                 subprocess.run(["rm", "-rf", str(f)])
-        print("\n| Mpx | end-to-end Mpx/s | mapping Mpx/s | naive loop Mpx/s | forward alone Mpx/s | peak RSS MiB |")
-        print("|---|---|---|---|---|---|")
+        print("\n| Mpx | window | end-to-end Mpx/s | naive loop | forward alone | forward, chunk-thread layout | "
+              "e2e / forward | e2e / naive | peak RSS MiB | load avg (1 min) before/after |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['mpx']} | {r['end_to_end_mpx_s']} | {r['mapping_mpx_s']} | {r['naive_loop_mpx_s']} | "
-                  f"{r['forward_alone_mpx_s']} | {r['peak_rss_mib']} |")
+            print(f"| {r['mpx']} | {r['window']} | {r['end_to_end_mpx_s']} | {r['naive_loop_mpx_s']} | {r['forward_alone_mpx_s']} | "
+                  f"{r['forward_alone_threads_mpx_s']} | {r['end_to_end_vs_forward']} | {r['end_to_end_vs_naive']} | "
+                  f"{r['peak_rss_mib']} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |")
     return 0
 
 

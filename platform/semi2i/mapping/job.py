@@ -42,7 +42,8 @@ from .inputs import (
 )
 from .output import create_outputs, write_cog, write_quicklook
 from .windows import Chunk, plan_chunks
-from .worker import NODATA_CLASS, ChunkMapper, RayChunkMapper
+from .local import run_local
+from .worker import NODATA_CLASS, RayChunkMapper
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ def map_region(
     overwrite: bool = False,
     resample: bool = False,
     on_chunk: Callable[[Chunk], None] | None = None,
+    window: int | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+    tf32: bool = False,
+    threads: int | None = None,
 ) -> dict:
     """Map every raster of ``input`` with the U-net ``checkpoint`` into ``out``; returns the job summary.
 
@@ -91,10 +97,17 @@ def map_region(
     "target_stats": ..., "in_bands", "out_bands", "dtype": output dtype[, "overlap"]}`` runs SemI2I before the U-net (the stylized imagery is
     written too). ``resample`` warps input rasters whose CRS or pixel size differ from the model's training
     imagery to the model's grid (outputs are then on that grid). ``on_chunk`` is called after each finished chunk on the in-process path (progress, tests).
+
+    Inference options (defaults: fp32, the model's patch size, channels_last on CPU, see :mod:`.worker`):
+    ``window`` (window edge in px), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
+    ``tf32`` (CUDA). ``threads``: chunk threads on the in-process path (default :func:`.local.default_threads`).
     """
     out = Path(out)
     checkpoint = Path(checkpoint)
-    _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers)
+    _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers, window=window,
+                   threads=threads)
+    if precision not in ("fp32", "bf16"):
+        raise MappingError(f"--precision must be fp32 or bf16, got {precision!r}")
     if stylize is not None:
         stylize = {"overlap": overlap, **stylize}
     if not checkpoint.is_file():
@@ -109,8 +122,8 @@ def map_region(
         raise MappingError(f"{stylize['checkpoint']}: stylizes to {stylize['out_bands']} bands, "
                            f"{checkpoint} expects {state['in_bands']}")
     check_bands(store_in, paths, in_bands, Path(stylize["checkpoint"]) if stylize else checkpoint)
-    if overlap >= int(state["unet"]["patch_size"]):
-        raise MappingError(f"--overlap {overlap} must be smaller than the model's {state['unet']['patch_size']} px windows")
+    if overlap >= (window or int(state["unet"]["patch_size"])):
+        raise MappingError(f"--overlap {overlap} must be smaller than the {window or state['unet']['patch_size']} px windows")
     grid = model_grid(state)
     if resample and grid is None:
         raise MappingError(f"{checkpoint}: records no training CRS/resolution (trained before they were recorded, or on "
@@ -161,6 +174,9 @@ def map_region(
         "chunk_size": chunk_size, "overlap": overlap, "probabilities": probabilities,
         "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(Path(stylize["checkpoint"]))},
     }
+    inference = {"window": window, "precision": precision, "channels_last": channels_last, "tf32": tf32}
+    if inference != {"window": None, "precision": "fp32", "channels_last": None, "tf32": False}:
+        settings["inference"] = inference  # recorded only when set, so jobs begun before these options resume
     job_file = work / "job.json"
     zarr_path = work / "maps.zarr"
     if job_file.exists() and json.loads(job_file.read_text()) != json.loads(json.dumps(settings)):
@@ -183,7 +199,7 @@ def map_region(
 
     job = {"checkpoint": str(checkpoint), "store": str(store_path), "zarr": str(zarr_path), "done_dir": str(work / "done"),
            "overlap": overlap, "batch_tiles": batch_tiles, "probabilities": probabilities, "stylize": stylize,
-           "device": device}
+           "device": device, **inference}
     chunks = [c for info in store.rasters for c in plan_chunks(info.id, info.height, info.width, chunk_size)]
     done_dir = work / "done"
     todo = [c for c in chunks if not (done_dir / c.raster / f"{c.row}_{c.col}.done").exists()]
@@ -196,7 +212,7 @@ def map_region(
         if use_ray:
             mpx = _run_ray(job, todo, workers)
         else:
-            mpx = _run_local(job, todo, on_chunk)
+            mpx = run_local(job, todo, chunk_size, on_chunk, threads)
         elapsed = time.perf_counter() - started
         log.info("mapped %.1f Mpx in %.1fs: %.2f Mpx/s", mpx, elapsed, mpx / max(elapsed, 1e-9))
     else:
@@ -207,7 +223,7 @@ def map_region(
 
 
 def _check_numbers(**values: int | None) -> None:
-    limits = {"chunk_size": 1, "overlap": 0, "batch_tiles": 1, "workers": 1}
+    limits = {"chunk_size": 1, "overlap": 0, "batch_tiles": 1, "workers": 1, "window": 1, "threads": 1}
     for key, value in values.items():
         if value is not None and (not isinstance(value, int) or value < limits[key]):
             raise MappingError(f"--{key.replace('_', '-')} must be an integer >= {limits[key]}, got {value}")
@@ -252,19 +268,6 @@ def _atomic_json(path: Path, value: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(value, indent=1))
     os.replace(tmp, path)
-
-
-def _run_local(job: dict, todo: list[Chunk], on_chunk: Callable[[Chunk], None] | None) -> float:
-    mapper = ChunkMapper(job)
-    mpx, t0, last = 0.0, time.perf_counter(), time.perf_counter()
-    for i, chunk in enumerate(todo):
-        mpx += mapper.run(chunk) / 1e6
-        if on_chunk is not None:
-            on_chunk(chunk)
-        if time.perf_counter() - last > 10 or i + 1 == len(todo):
-            last = time.perf_counter()
-            log.info("chunks %d/%d, %.2f Mpx/s", i + 1, len(todo), mpx / max(last - t0, 1e-9))
-    return mpx
 
 
 def _run_ray(job: dict, todo: list[Chunk], workers: int | None) -> float:

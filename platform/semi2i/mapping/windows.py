@@ -12,12 +12,15 @@ Windows that straddle two chunks are evaluated by both (the price of a single wr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from semi2i.tiling import ramp, tile_starts
+
+if TYPE_CHECKING:
+    from .cache import WindowCache
 
 
 @dataclass(frozen=True)
@@ -108,35 +111,70 @@ def blend_box(
     batch_tiles: int = 8,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     device: torch.device | str = "cpu",
+    cache: "WindowCache | None" = None,
+    cache_key: tuple = (),
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Blended network output over ``box`` (y, x, h, w) of the raster, as the whole-raster blend gives it.
 
     ``image`` holds raster pixels starting at raster coordinates ``origin`` and must cover
-    ``grid.support(*box)``. Returns (out_channels, h, w) float32.
+    ``grid.support(*box)``. Returns (out_channels, h, w) float32. ``prepare`` must be pixel-wise (it
+    runs once over ``image``, not per window). With a ``cache`` (:class:`.cache.WindowCache`), windows
+    shared with other chunks are computed once; their keys are ``(*cache_key, y, x, h, w)``, so
+    ``cache_key`` must name the raster and everything else that changes a window's output.
+    ``channels_last`` hands the network NHWC-strided batches (no layout conversion in its first layer).
     """
     by, bx, bh, bw = box
     oy, ox = origin
     th, tw = grid.th, grid.tw
+    origins = grid.origins(*box)
+    for ty, tx in origins:
+        if ty < oy or tx < ox or ty + th > oy + image.shape[1] or tx + tw > ox + image.shape[2]:
+            raise ValueError(f"window {(ty, tx, th, tw)} is outside the pixels given at {origin} {image.shape[1:]}")
+    keys = [(*cache_key, ty, tx, th, tw) for ty, tx in origins]
+    if cache is not None:
+        ready, waiting, todo = cache.claim(keys)
+    else:
+        ready, waiting, todo = {}, {}, keys
+    outputs: dict[tuple, np.ndarray] = dict(ready)
+    if todo:
+        try:
+            pixels = prepare(image) if prepare is not None else image
+            pixels = pixels.astype(np.float32, copy=False)
+            if channels_last:  # (H, W, C): every window slice stacks into an NHWC batch
+                pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+            for first in range(0, len(todo), batch_tiles):
+                batch = todo[first : first + batch_tiles]
+                if channels_last:
+                    tiles = np.stack([pixels[k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+                    x = torch.from_numpy(tiles).permute(0, 3, 1, 2)
+                else:
+                    tiles = np.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+                    x = torch.from_numpy(tiles)
+                out = fn(x.to(device)).float().cpu().numpy()
+                for key, result in zip(batch, out):
+                    result = np.ascontiguousarray(result)
+                    outputs[key] = result
+                    if cache is not None:
+                        cache.put(key, result)
+        except BaseException as exc:
+            if cache is not None:
+                cache.fail(todo, exc)  # the keys still pending: their waiters get this error
+            raise
+    for key, future in waiting.items():
+        outputs[key] = future.result()
     weight = grid.weight()
     acc = np.zeros((out_channels, bh, bw), dtype=np.float32)
     total = np.zeros((bh, bw), dtype=np.float32)
-    origins = grid.origins(*box)
-    for first in range(0, len(origins), batch_tiles):
-        batch = origins[first : first + batch_tiles]
-        tiles = []
-        for ty, tx in batch:
-            if ty < oy or tx < ox or ty + th > oy + image.shape[1] or tx + tw > ox + image.shape[2]:
-                raise ValueError(f"window {(ty, tx, th, tw)} is outside the pixels given at {origin} {image.shape[1:]}")
-            tiles.append(image[:, ty - oy : ty - oy + th, tx - ox : tx - ox + tw])
-        if prepare is not None:
-            tiles = [prepare(t) for t in tiles]
-        out = fn(torch.from_numpy(np.stack(tiles).astype(np.float32)).to(device)).float().cpu().numpy()
-        for (ty, tx), result in zip(batch, out):
-            # intersection of the window with the box, in window and in box coordinates
-            y0, y1 = max(ty, by), min(ty + th, by + bh)
-            x0, x1 = max(tx, bx), min(tx + tw, bx + bw)
-            win = (slice(y0 - ty, y1 - ty), slice(x0 - tx, x1 - tx))
-            dst = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
-            acc[(slice(None), *dst)] += result[(slice(None), *win)] * weight[win]
-            total[dst] += weight[win]
+    for key in keys:  # the whole-raster blend's order: rows outer, columns inner
+        ty, tx = key[-4], key[-3]
+        # intersection of the window with the box, in window and in box coordinates
+        y0, y1 = max(ty, by), min(ty + th, by + bh)
+        x0, x1 = max(tx, bx), min(tx + tw, bx + bw)
+        win = (slice(y0 - ty, y1 - ty), slice(x0 - tx, x1 - tx))
+        dst = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
+        acc[(slice(None), *dst)] += outputs[key][(slice(None), *win)] * weight[win]
+        total[dst] += weight[win]
+        if cache is not None:
+            cache.release(key)
     return acc / total

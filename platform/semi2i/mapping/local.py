@@ -1,0 +1,81 @@
+"""The in-process mapping path: chunk threads sharing one model and one window cache.
+
+On CPU, ``threads`` chunk threads each run the network with one torch thread (inter-op rather than
+intra-op parallelism: no barrier between the cores after every layer, which matters for narrow U-nets
+whose layers take milliseconds, and even more on a shared machine, where a preempted OpenMP thread
+stalls its partner), and while one thread reads, blends or writes, the other computes. On a GPU the
+threads overlap reading and writing with the device's work. Chunks are handed out in row-major order,
+so neighbours run together and share the windows on their common border through the cache.
+
+A chunk is recorded as finished (its marker) here, in the calling thread, after its data is written
+and before ``on_chunk`` is called: if ``on_chunk`` raises (or the job is interrupted), chunks that
+other threads finished meanwhile are simply not recorded and are redone by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Callable
+
+import torch
+
+from .cache import DEFAULT_CACHE_BYTES, WindowCache
+from .windows import Chunk
+from .worker import ChunkMapper
+
+log = logging.getLogger(__name__)
+
+
+def default_threads(device: str | None) -> int:
+    """One chunk thread per torch CPU thread (2 on this machine); 2 on a GPU (overlap I/O and compute)."""
+    if device and torch.device(device).type != "cpu":
+        return 2
+    return max(1, torch.get_num_threads())
+
+
+def run_local(job: dict, todo: list[Chunk], chunk_size: int, on_chunk: Callable[[Chunk], None] | None = None,
+              threads: int | None = None) -> float:
+    """Map the ``todo`` chunks in this process; returns the Mpx computed."""
+    threads = threads or default_threads(job.get("device"))
+    cache = WindowCache(todo, chunk_size, int(job.get("cache_bytes") or DEFAULT_CACHE_BYTES))
+    mapper = ChunkMapper(job, cache=cache)
+    cpu = mapper.device.type == "cpu"
+    torch_threads = torch.get_num_threads()
+    if cpu and threads > 1:
+        torch.set_num_threads(1)
+    mpx, t0, last = 0.0, time.perf_counter(), time.perf_counter()
+    pending = iter(todo)
+    running: dict[Future, Chunk] = {}
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="map-chunk")
+    try:
+        for chunk in pending:
+            running[pool.submit(mapper.write, chunk)] = chunk
+            if len(running) >= threads:
+                break
+        finished = 0
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: (running[f].raster, running[f].row, running[f].col)):
+                chunk = running.pop(future)
+                future.result()  # re-raises a worker's error here
+                mapper.mark_done(chunk)
+                mpx += chunk.pixels / 1e6
+                finished += 1
+                nxt = next(pending, None)
+                if nxt is not None:
+                    running[pool.submit(mapper.write, nxt)] = nxt
+                if on_chunk is not None:
+                    on_chunk(chunk)
+            if time.perf_counter() - last > 10 or not running:
+                last = time.perf_counter()
+                log.info("chunks %d/%d, %.2f Mpx/s (window cache: %s)", finished, len(todo),
+                         mpx / max(last - t0, 1e-9), cache.stats())
+    finally:
+        for future in running:
+            future.cancel()
+        pool.shutdown(wait=True)  # threads already computing finish their chunk (unrecorded)
+        if cpu and threads > 1:
+            torch.set_num_threads(torch_threads)
+    return mpx
