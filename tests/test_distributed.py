@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from semi2i.checkpoints import load_checkpoint
+from semi2i.checkpoints import SEMI2I_CHECKPOINT, load_checkpoint
 from semi2i.config import SemI2IConfig, UNetTrainConfig
 from semi2i.data.ingest import ingest_city
 from semi2i.data.patches import city_windows, step_windows
 from semi2i.data.store import CityStore
 from semi2i.data.stream import iter_patches
-from semi2i.training.distributed import SEMI2I_CHECKPOINT, Scaling, fit_semi2i, fit_unet, fit_unets, patch_batches, unet_job
+from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet, fit_unets, unet_job
+from semi2i.training.prefetch import patch_batches
 from semi2i.training.schedule import cosine_learning_rate
 from semi2i.training.semi2i_step import SemI2IStep
 

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writing, weights-only reading, and the stylizing models of a checkpoint.
+"""Checkpoint files: their names in a run folder, atomic writing, weights-only reading, and the
+stylizing models of a checkpoint.
 
 Training writes checkpoints (:mod:`semi2i.training`); stylizing, segmentation and mapping only read
 them. Both sides import this module, so inference never imports training.
@@ -23,6 +24,12 @@ from semi2i.models.colormapgan import ColorMapGenerator
 from semi2i.models.cyclegan import ResnetGenerator
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
 
+#: The checkpoint files training writes into a run folder (and into Ray Train's checkpoints).
+SEMI2I_CHECKPOINT = "semi2i.pt"
+COLORMAPGAN_CHECKPOINT = "colormapgan.pt"
+CYCLEGAN_CHECKPOINT = "cyclegan.pt"
+UNET_CHECKPOINT = "unet.pt"
+MULTICITY_CHECKPOINT = "multicity.pt"
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""

@@ -1,5 +1,5 @@
 """The small protocol every image-translation GAN step follows (SemI2I, ColorMapGAN, CycleGAN), so one
-Ray Train loop (:func:`semi2i.training.distributed.gan_worker_loop`) drives any of them.
+Ray Train loop (:func:`semi2i.training.gan_loop.gan_worker_loop`) drives any of them.
 
 A step object holds its networks (possibly DDP-wrapped), optimizers and counters, and provides:
 
