@@ -46,7 +46,7 @@ def raw_copy(images: list[str], labels: list[str], out: Path) -> None:
 
 
 def synthetic_inputs(size: int, tmp: Path) -> tuple[list[str], list[str], str | None]:
-    from semi2i.data.synthetic import make_demo_cities
+    from semi2i.demo.cities import make_demo_cities
 
     files = make_demo_cities(tmp / "demo", size=size, rasters_per_city=2)["demo_source"]
     return [str(p) for p in files.images], [str(p) for p in files.labels], str(tmp / "demo" / "classes.json")

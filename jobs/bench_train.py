@@ -18,7 +18,7 @@ import ray
 
 from semi2i.config import load_profile
 from semi2i.data.ingest import ingest_city
-from semi2i.data.synthetic import make_demo_cities
+from semi2i.demo.cities import make_demo_cities
 from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet
 
 

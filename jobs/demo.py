@@ -18,7 +18,8 @@ from PIL import Image
 
 from semi2i.data.ingest import IngestError, ingest_city
 from semi2i.data.store import CityStore
-from semi2i.data.synthetic import CLASS_RGB, make_demo_cities
+from semi2i.demo.cities import make_demo_cities
+from semi2i.demo.scene import CLASS_RGB
 
 
 def preview(stores: list[CityStore], out: Path) -> None:

@@ -296,7 +296,7 @@ def test_finetune_schedule_per_profile_and_checked():
 @pytest.mark.ray
 def test_cyclegan_on_two_workers_restarts_to_the_uninterrupted_result(tmp_path_factory, ray_session):
     from semi2i.data.ingest import ingest_city
-    from semi2i.data.synthetic import make_demo_cities
+    from semi2i.demo.cities import make_demo_cities
     from semi2i.checkpoints import CYCLEGAN_CHECKPOINT, load_checkpoint
     from semi2i.training.distributed import Scaling, fit_cyclegan
 

@@ -30,7 +30,7 @@ TWO = Scaling(num_workers=2, threads_per_worker=1, max_failures=0)
 
 @pytest.fixture(scope="module")
 def cities(tmp_path_factory):
-    from semi2i.data.synthetic import make_demo_cities
+    from semi2i.demo.cities import make_demo_cities
 
     root = tmp_path_factory.mktemp("cities")
     files = make_demo_cities(root / "data", size=96, rasters_per_city=1, seed=1)

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from semi2i.data import synthetic as S
+from semi2i.demo.cities import make_city_pair, make_demo_cities
+from semi2i.demo.render import render_scene
+from semi2i.demo.scene import CLASS_NAMES, IGNORE_INDEX, IMAGE_NODATA, VEGETATION, WATER, class_shares, generate_scene
+from semi2i.demo.sensors import SENSOR_A, SENSOR_B, Sensor, get_sensor
 
-VALID = set(range(len(S.CLASS_NAMES)))
+VALID = set(range(len(CLASS_NAMES)))
 
 
 # --- helpers: a nearest-class-mean per-pixel colour classifier ----------------------------------
@@ -22,7 +25,7 @@ def _pixels(image: np.ndarray) -> np.ndarray:
 
 def _fit_means(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     x, y = _pixels(image), labels.ravel()
-    return np.stack([x[y == c].mean(0) for c in range(len(S.CLASS_NAMES))])
+    return np.stack([x[y == c].mean(0) for c in range(len(CLASS_NAMES))])
 
 
 def _predict(means: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -32,8 +35,8 @@ def _predict(means: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 def _accuracy_and_miou(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     y = labels.ravel()
-    keep = y != S.IGNORE_INDEX
-    n = len(S.CLASS_NAMES)
+    keep = y != IGNORE_INDEX
+    n = len(CLASS_NAMES)
     cm = np.bincount(y[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)
     iou = np.diag(cm) / np.maximum(cm.sum(0) + cm.sum(1) - np.diag(cm), 1)
     return float(np.diag(cm).sum() / cm.sum()), float(iou.mean())
@@ -49,13 +52,13 @@ def _standardise(image: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def pair512():
     """The default-size source/target pair (raster 0), with NIR on the target."""
-    return S.make_city_pair(512, seed=0, target_nir=True)
+    return make_city_pair(512, seed=0, target_nir=True)
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    cities = S.make_demo_cities(out, size=288, rasters_per_city=2, seed=3, target_nir=True)
+    cities = make_demo_cities(out, size=288, rasters_per_city=2, seed=3, target_nir=True)
     return out, cities
 
 
@@ -64,27 +67,27 @@ def demo_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_labels_are_class_indices_only(seed):
-    labels = S.generate_scene(256, seed)
+    labels = generate_scene(256, seed)
     assert labels.dtype == np.uint8 and labels.shape == (256, 256)
     assert set(np.unique(labels).tolist()) <= VALID
 
 
 def test_nodata_corner_only_when_requested():
-    labels = S.generate_scene(256, 0, nodata_corner=True)
+    labels = generate_scene(256, 0, nodata_corner=True)
     values = set(np.unique(labels).tolist())
-    assert S.IGNORE_INDEX in values and values - {S.IGNORE_INDEX} <= VALID
-    ignored = labels == S.IGNORE_INDEX
+    assert IGNORE_INDEX in values and values - {IGNORE_INDEX} <= VALID
+    ignored = labels == IGNORE_INDEX
     assert 0.005 < ignored.mean() < 0.1
     assert ignored[0, 0] or ignored[0, -1] or ignored[-1, 0] or ignored[-1, -1]  # a corner, not a hole
 
-    image = S.render_scene(labels, S.SENSOR_A, 0)
-    assert (image[:, ignored] == S.IMAGE_NODATA).all()
-    assert (image[:, ~ignored] != S.IMAGE_NODATA).all()  # 0 is unambiguous nodata
+    image = render_scene(labels, SENSOR_A, 0)
+    assert (image[:, ignored] == IMAGE_NODATA).all()
+    assert (image[:, ~ignored] != IMAGE_NODATA).all()  # 0 is unambiguous nodata
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_default_scene_has_every_class_in_sensible_shares(seed):
-    shares = S.class_shares(S.generate_scene(512, seed))
+    shares = class_shares(generate_scene(512, seed))
     bounds = {
         "building": (0.04, 0.25),
         "road": (0.08, 0.22),
@@ -98,18 +101,18 @@ def test_default_scene_has_every_class_in_sensible_shares(seed):
 
 def test_odd_and_small_sizes():
     for shape in [(16, 16), (64, 200), (130, 70)]:
-        labels = S.generate_scene(shape, 1, nodata_corner=True)
+        labels = generate_scene(shape, 1, nodata_corner=True)
         assert labels.shape == shape
-        image = S.render_scene(labels, S.SENSOR_B.with_nir(), 1)
+        image = render_scene(labels, SENSOR_B.with_nir(), 1)
         assert image.shape == (4, *shape) and image.dtype == np.uint8
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
-    a, b, c = S.generate_scene(256, 7), S.generate_scene(256, 7), S.generate_scene(256, 8)
+    a, b, c = generate_scene(256, 7), generate_scene(256, 7), generate_scene(256, 8)
     np.testing.assert_array_equal(a, b)
     assert (a != c).mean() > 0.2
-    np.testing.assert_array_equal(S.render_scene(a, S.SENSOR_B, 5), S.render_scene(b, S.SENSOR_B, 5))
-    p, q = S.make_city_pair(128, seed=4), S.make_city_pair(128, seed=4)
+    np.testing.assert_array_equal(render_scene(a, SENSOR_B, 5), render_scene(b, SENSOR_B, 5))
+    p, q = make_city_pair(128, seed=4), make_city_pair(128, seed=4)
     for city in p:
         np.testing.assert_array_equal(p[city][0], q[city][0])
         np.testing.assert_array_equal(p[city][1], q[city][1])
@@ -121,27 +124,27 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 
 def test_sensor_lookup_and_bands():
-    assert S.get_sensor("sensor_a").bands == ("red", "green", "blue")
-    assert S.get_sensor("sensor_b", nir=True).bands == ("red", "green", "blue", "nir")
-    assert S.get_sensor("sensor_b", nir=True).with_nir(False) == S.SENSOR_B
+    assert get_sensor("sensor_a").bands == ("red", "green", "blue")
+    assert get_sensor("sensor_b", nir=True).bands == ("red", "green", "blue", "nir")
+    assert get_sensor("sensor_b", nir=True).with_nir(False) == SENSOR_B
     with pytest.raises(ValueError, match="unknown sensor"):
-        S.get_sensor("sensor_z")
+        get_sensor("sensor_z")
     with pytest.raises(ValueError, match="bands"):
-        S.Sensor(name="bad", bands=("red", "swir"))
+        Sensor(name="bad", bands=("red", "swir"))
 
 
 def test_sensors_differ_strongly_on_the_same_scene():
-    labels = S.generate_scene(256, 0)
-    a = S.render_scene(labels, S.SENSOR_A, 0).reshape(3, -1).mean(1)
-    b = S.render_scene(labels, S.SENSOR_B, 0).reshape(3, -1).mean(1)
+    labels = generate_scene(256, 0)
+    a = render_scene(labels, SENSOR_A, 0).reshape(3, -1).mean(1)
+    b = render_scene(labels, SENSOR_B, 0).reshape(3, -1).mean(1)
     assert np.abs(a - b).mean() > 40, (a, b)
     assert a.mean() > b.mean() + 30  # source bright, target dark
 
 
 def test_cities_are_the_same_kind_of_city(pair512):
-    src = S.class_shares(pair512["demo_source"][1])
-    tgt = S.class_shares(pair512["demo_target"][1])
-    for name in S.CLASS_NAMES:
+    src = class_shares(pair512["demo_source"][1])
+    tgt = class_shares(pair512["demo_target"][1])
+    for name in CLASS_NAMES:
         assert abs(src[name] - tgt[name]) < 0.12, (name, src, tgt)
 
 
@@ -167,7 +170,7 @@ def test_nir_bright_for_vegetation_dark_for_water(pair512):
     image, labels = pair512["demo_target"]
     assert image.shape[0] == 4
     nir = image[3].astype(np.float64)
-    veg, water = nir[labels == S.VEGETATION].mean(), nir[labels == S.WATER].mean()
+    veg, water = nir[labels == VEGETATION].mean(), nir[labels == WATER].mean()
     assert veg > water + 40, (veg, water)
 
 
@@ -178,12 +181,12 @@ def test_geotiffs_read_back_georeferenced(demo_dir):
     out, cities = demo_dir
     assert set(cities) == {"demo_source", "demo_target"}
     doc = json.loads((out / "classes.json").read_text())
-    assert [c["name"] for c in doc["classes"]] == list(S.CLASS_NAMES)
+    assert [c["name"] for c in doc["classes"]] == list(CLASS_NAMES)
     assert [c["index"] for c in doc["classes"]] == [0, 1, 2, 3, 4] and doc["ignore_index"] == 255
 
     transforms = set()
     for name, files in cities.items():
-        assert files.name == name and files.classes == list(S.CLASS_NAMES)
+        assert files.name == name and files.classes == list(CLASS_NAMES)
         assert len(files.images) == len(files.labels) == 2
         bands = 3 if name == "demo_source" else 4
         for img_path, lab_path in zip(files.images, files.labels):
@@ -205,18 +208,18 @@ def test_geotiffs_read_back_georeferenced(demo_dir):
 
 
 def test_make_demo_cities_is_idempotent_and_atomic(tmp_path):
-    first = S.make_demo_cities(tmp_path, size=64, rasters_per_city=2, seed=1)
+    first = make_demo_cities(tmp_path, size=64, rasters_per_city=2, seed=1)
     paths = [p for c in first.values() for p in (*c.images, *c.labels)]
     stamps = {p: p.stat().st_mtime_ns for p in paths}
     with rasterio.open(first["demo_target"].images[0]) as src:
         before = src.read()
 
-    again = S.make_demo_cities(tmp_path, size=64, rasters_per_city=2, seed=1)
+    again = make_demo_cities(tmp_path, size=64, rasters_per_city=2, seed=1)
     assert again == first
     assert {p: p.stat().st_mtime_ns for p in paths} == stamps  # nothing rewritten
 
     # Other arguments rewrite the rasters and drop the ones that no longer belong.
-    fewer = S.make_demo_cities(tmp_path, size=64, rasters_per_city=1, seed=2)
+    fewer = make_demo_cities(tmp_path, size=64, rasters_per_city=1, seed=2)
     assert not first["demo_target"].images[1].exists() and not first["demo_target"].labels[1].exists()
     with rasterio.open(fewer["demo_target"].images[0]) as src:
         assert (src.read() != before).any()
@@ -225,7 +228,7 @@ def test_make_demo_cities_is_idempotent_and_atomic(tmp_path):
 
 
 def test_nodata_corner_in_files(tmp_path):
-    cities = S.make_demo_cities(tmp_path, size=64, rasters_per_city=1, nodata_corner=True)
+    cities = make_demo_cities(tmp_path, size=64, rasters_per_city=1, nodata_corner=True)
     files = cities["demo_source"]
     with rasterio.open(files.images[0]) as img, rasterio.open(files.labels[0]) as lab:
         image, labels = img.read(), lab.read(1)

@@ -96,7 +96,7 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
     synthetic = data.get("synthetic")
     cities: dict = {}
     if synthetic is not None:
-        from semi2i.data.synthetic import MULTICITY_DEMO
+        from semi2i.demo.cities import MULTICITY_DEMO
 
         if "cities" in data:
             errors.append(f"{origin}: 'cities' and 'synthetic' exclude each other")
@@ -198,7 +198,7 @@ class MultiCityRun(RunFolder):
         cfg = self.cfg
         specs = dict(cfg.cities)
         if cfg.synthetic is not None:
-            from semi2i.data.synthetic import make_multicity_demo
+            from semi2i.demo.cities import make_multicity_demo
 
             syn = cfg.synthetic
             files = make_multicity_demo(self.path("data"), size=syn.get("size", 512), rasters_per_city=syn.get("rasters", 2),

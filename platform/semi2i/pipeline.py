@@ -331,7 +331,7 @@ class AdaptRun(RunFolder):
         cfg = self.cfg
         patch = cfg.profile.patch_size
         if cfg.synthetic is not None:
-            from semi2i.data.synthetic import make_demo_cities
+            from semi2i.demo.cities import make_demo_cities
 
             syn = cfg.synthetic
             files = make_demo_cities(self.path("data"), size=syn.get("size", 512), rasters_per_city=syn.get("rasters", 2),
