@@ -23,7 +23,10 @@ from pathlib import Path
 
 from semi2i.config import ConfigError
 from semi2i.io_paths import refuse_ephemeral
-from semi2i.tuning import ResourceError, load_sweep_config, make_sweep, prepare_shared, run_sweep
+from semi2i.tuning.resources import ResourceError
+from semi2i.tuning.settings import load_sweep_config
+from semi2i.tuning.sweep import make_sweep, prepare_shared
+from semi2i.tuning.tuner import run_sweep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

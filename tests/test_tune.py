@@ -18,8 +18,12 @@ from test_adapt import TINY as ADAPT_TINY
 from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.normalize import BandStats
 from semi2i.pipeline import load_adapt_config
-from semi2i.tuning import (ResourceError, TrialResources, initial_points, load_sweep_config, make_sweep, plan_concurrency,
-                           run_sweep, structure_loss, style_distance, trial_semi2i_config)
+from semi2i.tuning.proxy import structure_loss, style_distance
+from semi2i.tuning.resources import ResourceError, TrialResources, plan_concurrency
+from semi2i.tuning.rung import trial_semi2i_config
+from semi2i.tuning.settings import load_sweep_config
+from semi2i.tuning.sweep import make_sweep
+from semi2i.tuning.tuner import initial_points, run_sweep
 
 
 def _tiny() -> dict:
@@ -142,7 +146,7 @@ def test_trials_must_fit_the_cluster_or_fail_fast():
 
 
 def test_only_the_last_rung_keeps_its_bulky_outputs(tmp_path):
-    from semi2i.tuning import _prune
+    from semi2i.tuning.rung import _prune
 
     for rung in (1, 2):
         for name in ("stylized/images", "maps/maps.zarr"):
@@ -155,7 +159,7 @@ def test_only_the_last_rung_keeps_its_bulky_outputs(tmp_path):
     assert len(list((tmp_path / "rung2").iterdir())) == 4 and [p.name for p in (tmp_path / "ray").iterdir()] == ["finetune_rung2"]
 
 
-#: results.md header -> results.csv column, written out here independently of tuning.RESULT_COLUMNS
+#: results.md header -> results.csv column, written out here independently of tuning.outputs.RESULT_COLUMNS
 MD_TO_CSV = {"rank": "rank", "trial": "trial", "status": "status", "rungs": "rungs", "λ1 cross": "lambda_cross",
              "λ2 self": "lambda_self", "λ3 grad": "lambda_grad", "λ4 adv": "lambda_adv", "λ5 tone": "lambda_tone",
              "decay epoch": "decay_epoch", "mIoU": "miou", "proxy": "proxy", "style": "style_distance",
@@ -174,7 +178,7 @@ def _markdown_table(text: str) -> list[dict]:
 
 
 def test_results_md_cells_match_results_csv_under_every_header(tmp_path):
-    from semi2i.tuning import write_outputs
+    from semi2i.tuning.outputs import write_outputs
 
     cfg, settings = load_sweep_config(_config(tmp_path))
     sweep = make_sweep(cfg, settings, tmp_path / "sweep", cluster={"CPU": 2})  # no Ray

@@ -1,0 +1,125 @@
+"""One rung of a real trial (:func:`evaluate_rung`): continue SemI2I, stylize the source, fine-tune the
+shared U-net on it, segment + score the target, compute the unsupervised proxy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from semi2i.config import SemI2IConfig
+from semi2i.pipeline import AdaptRun
+from semi2i.tuning.outputs import atomic_json
+from semi2i.tuning.proxy import proxy_metrics
+from semi2i.tuning.settings import LAMBDAS
+from semi2i.tuning.sweep import Sweep
+
+log = logging.getLogger(__name__)
+
+
+def trial_semi2i_config(base: SemI2IConfig, config: Mapping[str, Any], seed: int) -> SemI2IConfig:
+    values = {k: float(config[k]) for k in LAMBDAS if k in config}
+    if "decay_epoch" in config:
+        values["decay_epoch"] = int(config["decay_epoch"])
+    return dataclasses.replace(base, seed=seed, **values)
+
+
+def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dict:
+    """Continue SemI2I to this rung's epoch, stylize, fine-tune, segment + score the target, compute the proxy."""
+    import torch
+
+    from semi2i.data.patches import city_windows
+    from semi2i.mapping import map_region, read_classes
+    from semi2i.metrics import confusion_matrix, scores
+    from semi2i.stylize import stylize_city
+    from semi2i.stylizers import load_stylizer
+    from semi2i.training.distributed import fit_semi2i, fit_unet
+    from semi2i.training.semi2i_trainer import steps_per_epoch
+
+    rung_dir = trial_dir / f"rung{rung}"
+    done = rung_dir / "metrics.json"
+    if done.exists():  # computed before an interruption, not yet reported
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, sweep.threads * sweep.cfg.workers))
+    p, shared = sweep.cfg.profile, AdaptRun(sweep.cfg, sweep.shared_dir)
+    source, target = shared.store("source"), shared.store("target")
+
+    # 1. SemI2I up to this rung's epoch (Ray Train restores the trial's previous rung from trial_dir/ray/semi2i)
+    cfg = trial_semi2i_config(p.semi2i, config, sweep.cfg.seed)
+    windows = [len(city_windows(s, cfg.patch_size, p.overlap)) for s in (source, target)]
+    spe = max(1, steps_per_epoch(cfg, *windows) // sweep.cfg.workers)  # as semi2i_worker_loop counts
+    epochs = min(rung * sweep.settings.epochs_per_rung, cfg.epochs)
+    fit_semi2i(cfg, source.path, target.path, trial_dir, overlap=p.overlap, scaling=sweep.scaling, max_steps=epochs * spe)
+    t_semi2i = time.perf_counter()
+
+    # 2. stylize (a subset of) the source
+    subset = _RasterSubset(source, sweep.settings.stylize_rasters)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only with driver_gpus > 0
+    stylizer = load_stylizer("semi2i", source_stats=source.band_stats, target_stats=target.band_stats,
+                             checkpoint=trial_dir / "semi2i.pt", overlap=p.overlap, device=device)
+    stylized = stylize_city(subset, stylizer, rung_dir / "stylized", target_dtype=target.dtype,
+                            name=f"{source.name}-semi2i", overwrite=True)
+    t_stylize = time.perf_counter()
+
+    # 3. fine-tune the shared source U-net on it (from scratch with the target's normaliser if the band counts differ)
+    same_bands = source.num_bands == target.num_bands
+    init = shared.unet_path("source_only") if same_bands else None
+    steps = sweep.settings.finetune_steps or (p.unet.finetune_steps if same_bands else p.unet.train_steps)
+    unet = rung_dir / "unet.pt"
+    fit_unet(p.unet, [stylized.path], trial_dir, stage=f"finetune_rung{rung}", output=str(unet.relative_to(trial_dir)),
+             init=init, stats=None if init else target.band_stats, steps=steps, overlap=p.overlap, seed=sweep.cfg.seed,
+             scaling=sweep.scaling, checkpoint_every=max(1, steps // 2))
+    t_finetune = time.perf_counter()
+
+    # 4. segment + score the target (only worth it with labels), and the unsupervised proxy
+    metrics: dict[str, Any] = {}
+    if target.has_labels:
+        maps = rung_dir / "maps"
+        map_region(target.path, unet, maps, overlap=p.overlap, use_ray=False, cog=False, quicklook=False, overwrite=True)
+        cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
+                                  target.ignore_index) for r in target.rasters)
+        score = scores(cm, target.class_names)
+        metrics.update(miou=_num(score["miou"]), pixel_accuracy=_num(score["pixel_accuracy"]))
+    metrics.update(proxy_metrics(subset, stylized, target))
+    now = time.perf_counter()
+    metrics.update(semi2i_epochs=epochs, semi2i_steps=epochs * spe, finetune_steps=steps,
+                   semi2i_s=round(t_semi2i - started, 2), stylize_s=round(t_stylize - t_semi2i, 2),
+                   finetune_s=round(t_finetune - t_stylize, 2), segment_s=round(now - t_finetune, 2),
+                   rung_s=round(now - started, 2))
+    atomic_json(done, metrics)
+    _prune(trial_dir, rung)
+    log.info("trial %s rung %d: %s", trial_dir.name, rung, {k: metrics[k] for k in ("miou", "proxy", "rung_s") if k in metrics})
+    return metrics
+
+
+class _RasterSubset:
+    """A city store seen through at most ``n`` of its rasters, evenly spread (duck-typed for stylize_city)."""
+
+    def __init__(self, store, n: int | None):
+        self._store = store
+        rasters = list(store.rasters)
+        if n is not None and n < len(rasters):
+            rasters = [rasters[int(i * len(rasters) / n)] for i in range(n)]
+        self.rasters = rasters
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _prune(trial_dir: Path, rung: int) -> None:
+    """Keep the metrics of every rung but the bulky outputs (stylized source, U-net, maps, Train runs)
+    of the last one only."""
+    old = trial_dir / f"rung{rung - 1}"
+    for name in ("stylized", "maps", "unet.pt"):
+        path = old / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    shutil.rmtree(trial_dir / "ray" / f"finetune_rung{rung - 1}", ignore_errors=True)
+
+
+def _num(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
