@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probabilities", action="store_true", help="also write per-class probabilities (uint8) to the zarr")
     p.add_argument("--workers", type=int, help="actors in the pool (default: one per GPU, else one per CPU)")
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    p.add_argument("--threads", type=int, help="with --local: chunk and forward threads (default: torch's CPU threads, 1 torch "
+                   "thread each; 2 on a GPU)")
+    p.add_argument("--window", type=int, help="window edge in px (default: the model's patch size; larger windows waste "
+                   "less compute on overlaps, their logits differ slightly at window borders)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (GPUs, CPUs with bf16 units)")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW inference (channels_last is the default)")
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA")
     p.add_argument("--no-cog", action="store_true", help="skip the COGs (zarr and quicklook only)")
     p.add_argument("--overwrite", action="store_true", help="redo a finished job, or restart one begun with other settings")
     p.add_argument("--resample", action="store_true",
@@ -76,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             args.input if len(args.input) > 1 else args.input[0], checkpoint, args.out, chunk_size=args.chunk_size,
             overlap=args.overlap, batch_tiles=args.batch_tiles, probabilities=args.probabilities, stylize=stylize,
             workers=args.workers, use_ray=not args.local, device=None if not args.local else default_device(),
-            cog=not args.no_cog, overwrite=args.overwrite, resample=args.resample,
+            cog=not args.no_cog, overwrite=args.overwrite, resample=args.resample, threads=args.threads,
+            window=args.window, precision=args.precision, channels_last=False if args.no_channels_last else None,
+            tf32=args.tf32,
         )
     except (MappingError, StoreError, FileNotFoundError) as exc:
         print(f"map_region: {exc}", file=sys.stderr)

@@ -205,3 +205,51 @@ def test_killed_while_publishing_finishes_on_rerun(tmp_path, write, checkpoint, 
     monkeypatch.undo()
     summary = map_region(str(src), checkpoint, out, chunk_size=32, overlap=8)
     assert summary["computed_chunks"] == 0 and (out / "job.json").exists() and (out / "quicklook" / "p.png").exists()
+
+
+def test_inference_options_keep_the_classes(tmp_path, write, checkpoint):
+    """bf16 autocast and NCHW give fp32's classes (bf16 within tolerance); options are recorded and checked."""
+    image = _image(83, 101)
+    src = write(tmp_path / "in" / "o.tif", image)
+    maps = {}
+    for name, opts in {"fp32": {}, "nchw": {"channels_last": False}, "bf16": {"precision": "bf16"},
+                       "one_thread": {"threads": 1}}.items():
+        out = tmp_path / name
+        summary = map_region(str(src), checkpoint, out, chunk_size=40, overlap=8, cog=False, quicklook=False, **opts)
+        maps[name] = read_classes(out, "o")
+        assert ("inference" in summary["settings"]) == (name in ("nchw", "bf16"))
+    assert (maps["nchw"] == maps["fp32"]).mean() > 0.999 and (maps["one_thread"] == maps["fp32"]).all()
+    assert (maps["bf16"] == maps["fp32"]).mean() > 0.97  # bf16 keeps ~3 digits: near-ties may flip
+    with pytest.raises(MappingError, match="precision"):
+        map_region(str(src), checkpoint, tmp_path / "bad", precision="fp16")
+
+
+def test_larger_windows_equal_their_whole_raster_blend(tmp_path, write, checkpoint):
+    """``window`` > the patch size: chunked mapping is still the whole-raster blend with that window (no seams)."""
+    from semi2i.tiling import blend_tiles
+
+    image = _image(83, 101)
+    src = write(tmp_path / "in" / "w.tif", image)
+    model = SegmentationModel(checkpoint)
+    with torch.no_grad():
+        whole = blend_tiles(image, model.model, CLASSES, tile=48, overlap=8, prepare=model.stats.zscore)
+    map_region(str(src), checkpoint, tmp_path / "out", chunk_size=24, overlap=8, window=48, cog=False, quicklook=False)
+    assert (read_classes(tmp_path / "out", "w") == whole.argmax(0)).mean() > 0.999
+
+
+def test_window_cache_computes_shared_windows_once_and_frees_them():
+    from semi2i.mapping.cache import WindowCache
+
+    chunks = plan_chunks("r", 64, 64, 32)  # 2 x 2 chunks; a window at (16, 16) touches all four
+    cache = WindowCache(chunks, 32)
+    key = ("r", "segment", 16, 16, 32, 32)
+    assert cache.consumers(key) == 4
+    ready, waiting, mine = cache.claim([key])
+    assert mine == [key] and not ready and not waiting
+    _, waiting, mine = cache.claim([key])  # another thread while it is computed: waits, does not recompute
+    assert not mine and key in waiting
+    cache.put(key, np.ones((3, 32, 32), np.float32))
+    assert waiting[key].result().shape == (3, 32, 32)
+    for _ in range(4):
+        cache.release(key)
+    assert cache.bytes == 0 and cache.claim([key])[2] == [key]  # freed after its last consumer

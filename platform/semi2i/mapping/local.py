@@ -1,10 +1,11 @@
 """The in-process mapping path: chunk threads sharing one model and one window cache.
 
-On CPU, ``threads`` chunk threads each run the network with one torch thread (inter-op rather than
+``threads`` chunk threads read, blend and write chunks, and hand their forward batches to ``threads``
+forward threads, which on CPU run the network with one torch thread each (inter-op rather than
 intra-op parallelism: no barrier between the cores after every layer, which matters for narrow U-nets
 whose layers take milliseconds, and even more on a shared machine, where a preempted OpenMP thread
-stalls its partner), and while one thread reads, blends or writes, the other computes. On a GPU the
-threads overlap reading and writing with the device's work. Chunks are handed out in row-major order,
+stalls its partner); so one chunk alone keeps every core busy, and reading or writing one chunk
+overlaps the forward passes of another. On a GPU the threads overlap I/O with the device's work. Chunks are handed out in row-major order,
 so neighbours run together and share the windows on their common border through the cache.
 
 A chunk is recorded as finished (its marker) here, in the calling thread, after its data is written
@@ -40,7 +41,8 @@ def run_local(job: dict, todo: list[Chunk], chunk_size: int, on_chunk: Callable[
     """Map the ``todo`` chunks in this process; returns the Mpx computed."""
     threads = threads or default_threads(job.get("device"))
     cache = WindowCache(todo, chunk_size, int(job.get("cache_bytes") or DEFAULT_CACHE_BYTES))
-    mapper = ChunkMapper(job, cache=cache)
+    forward_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="map-forward")
+    mapper = ChunkMapper(job, cache=cache, pool=forward_pool if threads > 1 else None)
     cpu = mapper.device.type == "cpu"
     torch_threads = torch.get_num_threads()
     if cpu and threads > 1:
@@ -76,6 +78,7 @@ def run_local(job: dict, todo: list[Chunk], chunk_size: int, on_chunk: Callable[
         for future in running:
             future.cancel()
         pool.shutdown(wait=True)  # threads already computing finish their chunk (unrecorded)
+        forward_pool.shutdown(wait=True)
         if cpu and threads > 1:
             torch.set_num_threads(torch_threads)
     return mpx

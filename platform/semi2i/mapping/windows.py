@@ -114,6 +114,7 @@ def blend_box(
     cache: "WindowCache | None" = None,
     cache_key: tuple = (),
     channels_last: bool = False,
+    run_batches: Callable[[Callable, list[torch.Tensor]], list[torch.Tensor]] | None = None,
 ) -> np.ndarray:
     """Blended network output over ``box`` (y, x, h, w) of the raster, as the whole-raster blend gives it.
 
@@ -123,6 +124,8 @@ def blend_box(
     shared with other chunks are computed once; their keys are ``(*cache_key, y, x, h, w)``, so
     ``cache_key`` must name the raster and everything else that changes a window's output.
     ``channels_last`` hands the network NHWC-strided batches (no layout conversion in its first layer).
+    ``run_batches(fn, batches)`` runs ``fn`` over the list of batches and returns the outputs in order
+    (e.g. on several threads); by default one after the other.
     """
     by, bx, bh, bw = box
     oy, ox = origin
@@ -143,15 +146,22 @@ def blend_box(
             pixels = pixels.astype(np.float32, copy=False)
             if channels_last:  # (H, W, C): every window slice stacks into an NHWC batch
                 pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-            for first in range(0, len(todo), batch_tiles):
-                batch = todo[first : first + batch_tiles]
+            batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
+            inputs = []
+            for batch in batches:
                 if channels_last:
                     tiles = np.stack([pixels[k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
-                    x = torch.from_numpy(tiles).permute(0, 3, 1, 2)
+                    inputs.append(torch.from_numpy(tiles).permute(0, 3, 1, 2))
                 else:
                     tiles = np.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
-                    x = torch.from_numpy(tiles)
-                out = fn(x.to(device)).float().cpu().numpy()
+                    inputs.append(torch.from_numpy(tiles))
+            del pixels
+
+            def forward(x: torch.Tensor) -> np.ndarray:
+                return fn(x.to(device)).float().cpu().numpy()
+
+            results = run_batches(forward, inputs) if run_batches is not None else [forward(x) for x in inputs]
+            for batch, out in zip(batches, results):
                 for key, result in zip(batch, out):
                     result = np.ascontiguousarray(result)
                     outputs[key] = result

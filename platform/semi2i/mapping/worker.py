@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,9 @@ NODATA_CLASS = 255
 class ChunkMapper:
     """Holds the loaded model(s) and output arrays of one job; :meth:`run` maps one chunk."""
 
-    def __init__(self, job: dict, cache: WindowCache | None = None):
+    def __init__(self, job: dict, cache: WindowCache | None = None, pool: Executor | None = None):
         self.job = job
+        self.pool = pool  # runs a chunk's forward batches in parallel (see .local)
         self.device = torch.device(job.get("device") or "cpu")
         self.model = SegmentationModel(job["checkpoint"], self.device)
         self.store = open_store(job["store"])
@@ -55,6 +57,11 @@ class ChunkMapper:
         self.out = zarr.open_group(job["zarr"], mode="r+")
         self.done_dir = Path(job["done_dir"])
         self.stylizer = _load_stylizer(job["stylize"], self.device) if job.get("stylize") else None
+
+    def _run_batches(self, fn, batches: list) -> list:
+        if self.pool is None or len(batches) < 2:
+            return [fn(x) for x in batches]
+        return list(self.pool.map(_inference(fn), batches))
 
     def _segment(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -90,7 +97,8 @@ class ChunkMapper:
         with torch.inference_mode():
             logits = blend_box(pixels, origin, seg_grid, box, self._segment, self.model.num_classes,
                                batch_tiles=self.batch_tiles, prepare=self.model.stats.zscore, device=self.device,
-                               cache=self.cache, cache_key=(chunk.raster, "segment"), channels_last=self.channels_last)
+                               cache=self.cache, cache_key=(chunk.raster, "segment"), channels_last=self.channels_last,
+                               run_batches=self._run_batches)
         if self.stylizer is None:
             raw_chunk = pixels[:, chunk.y - sy : chunk.y - sy + chunk.h, chunk.x - sx : chunk.x - sx + chunk.w]
         valid = self.store.valid_mask(raw_chunk)
@@ -151,6 +159,14 @@ class RayChunkMapper:
         n = len(batch[keys[0]])
         pixels = [self.mapper.run(Chunk.from_item({k: batch[k][i] for k in keys})) for i in range(n)]
         return {"raster": np.asarray(batch["raster"]), "pixels": np.asarray(pixels, dtype=np.int64)}
+
+
+def _inference(fn):
+    """``fn`` under inference mode (a mode is per thread: pool threads need their own)."""
+    def run(x):
+        with torch.inference_mode():
+            return fn(x)
+    return run
 
 
 def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
