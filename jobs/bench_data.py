@@ -7,12 +7,18 @@ Prints (a) ingest Mpx/s vs a raw rasterio read + zarr write of the same rasters 
 ingest: what our validation, label decoding and statistics cost on top), and (b) patch-stream
 patches/s (plain iterator and Ray Data) vs reading the same windows straight from the GeoTIFFs with
 rasterio.
+
+The machine may be shared: the measured and the reference repetitions are interleaved (ours, then the
+baseline, ``--repeats`` times), medians are reported with their ratio, and the load average
+(``os.getloadavg()``) before and after is printed. Each patch repetition reads another random set of
+windows and starts cold (our decoded-chunk cache cleared, the GeoTIFFs re-opened).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import os
 import shutil
 import tempfile
 import time
@@ -60,6 +66,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
+    load_before = tuple(round(v, 2) for v in os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         if args.synthetic or not REAL.is_dir():
@@ -81,33 +88,48 @@ def main() -> None:
             raw.append(time.perf_counter() - t0)
         t_ours, t_raw = np.median(ours), np.median(raw)
         print(f"ingest (validate, decode, stats, zarr):  {mpx / t_ours:7.1f} Mpx/s  ({t_ours:.2f} s)")
-        print(f"raw rasterio read + zarr write:          {mpx / t_raw:7.1f} Mpx/s  ({t_raw:.2f} s)  -> ours at {t_raw / t_ours:.0%}")
+        print(f"raw rasterio read + zarr write:          {mpx / t_raw:7.1f} Mpx/s  ({t_raw:.2f} s)  -> ours at {t_raw / t_ours:.2f} "
+              f"(medians of {args.repeats} interleaved repetitions)")
 
-        windows = shuffled(city_windows(store, size=args.patch_size, overlap=32), seed=0)[: args.patches]
-        n = len(windows)
+        from semi2i.data.store import CHUNK_CACHE
+
+        every = city_windows(store, size=args.patch_size, overlap=32)
         by_id = {r.id: r.source_image for r in store.rasters}
         label_by_id = {r.id: r.source_label for r in store.rasters}
 
-        t0 = time.perf_counter()
-        handles = {}
-        for w in windows:
-            for path in (by_id[w.raster], label_by_id[w.raster]):
-                if path not in handles:
-                    handles[path] = rasterio.open(path)
-            win = RioWindow(w.x, w.y, w.size, w.size)
-            handles[by_id[w.raster]].read(window=win).astype(np.float32)
-            handles[label_by_id[w.raster]].read(1, window=win).astype(np.int64)
-        t_rio = time.perf_counter() - t0
-        for h in handles.values():
-            h.close()
+        def rasterio_windows(windows) -> float:
+            t0 = time.perf_counter()
+            handles = {}
+            for w in windows:
+                for path in (by_id[w.raster], label_by_id[w.raster]):
+                    if path not in handles:
+                        handles[path] = rasterio.open(path)
+                win = RioWindow(w.x, w.y, w.size, w.size)
+                handles[by_id[w.raster]].read(window=win).astype(np.float32)
+                handles[label_by_id[w.raster]].read(1, window=win).astype(np.int64)
+            dt = time.perf_counter() - t0
+            for h in handles.values():
+                h.close()
+            return len(windows) / dt
 
-        t0 = time.perf_counter()
-        count = sum(len(b["image"]) for b in iter_patches(windows, batch_size=16))
-        t_plain = time.perf_counter() - t0
-        assert count == n
+        def plain_iterator(windows) -> float:
+            CHUNK_CACHE.clear()
+            t0 = time.perf_counter()
+            count = sum(len(b["image"]) for b in iter_patches(windows, batch_size=16))
+            assert count == len(windows)
+            return len(windows) / (time.perf_counter() - t0)
+
+        rio, plain = [], []
+        for r in range(args.repeats):
+            windows = shuffled(every, seed=r)[: args.patches]
+            plain.append(plain_iterator(windows))
+            rio.append(rasterio_windows(windows))
+        n = len(windows)
+        r_rio, r_plain = float(np.median(rio)), float(np.median(plain))
 
         import ray
 
+        windows = shuffled(every, seed=0)[: args.patches]
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ds = patch_dataset(windows, read_batch_size=16)
         for _ in ds.iter_batches(batch_size=16):  # warm-up: worker start-up is not throughput
@@ -117,10 +139,13 @@ def main() -> None:
         t_ray = time.perf_counter() - t0
         ray.shutdown()
 
-        print(f"patches of {args.patch_size}^2 ({n} windows, image float32 + label int64):")
-        print(f"  rasterio windows from the GeoTIFFs:     {n / t_rio:7.1f} patches/s")
-        print(f"  plain iterator from zarr (normalised):  {n / t_plain:7.1f} patches/s")
-        print(f"  Ray Data stream from zarr (2 CPUs):     {n / t_ray:7.1f} patches/s")
+        print(f"patches of {args.patch_size}^2 ({n} windows per repetition, image float32 + label int64; "
+              f"medians of {args.repeats} interleaved repetitions):")
+        print(f"  rasterio windows from the GeoTIFFs:     {r_rio:7.1f} patches/s  {[round(v) for v in rio]}")
+        print(f"  plain iterator from zarr (normalised):  {r_plain:7.1f} patches/s  {[round(v) for v in plain]}"
+              f"  -> {r_plain / r_rio:.2f}x rasterio")
+        print(f"  Ray Data stream from zarr (2 CPUs):     {n / t_ray:7.1f} patches/s  (one run, after a warm-up)")
+        print(f"load average: before {load_before}, after {tuple(round(v, 2) for v in os.getloadavg())}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,12 +10,19 @@ Layout (zarr v3)::
 
 Open datasets with :meth:`CityStore.dataset` (it passes ``decode_coords="all"`` and
 ``mask_and_scale=False``, without which zarr 3 loses the CRS and the dtypes). Patch readers use
-:meth:`CityStore.read_window`, which goes straight to the zarr arrays (no xarray overhead per patch).
+:meth:`CityStore.read_window`, which goes straight to the zarr arrays (no xarray overhead per patch) and
+decodes each zarr chunk once: decoded chunks are kept in a process-wide LRU cache (:data:`CHUNK_CACHE`,
+``SEMI2I_CHUNK_CACHE_MB``, default 128 MiB), so the overlapping windows of a patch grid or the halos of
+neighbouring mapping chunks do not decompress the same chunk again.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,45 @@ ATTRS_KEY = "semi2i"
 
 class StoreError(ValueError):
     """A path that is not a readable city store."""
+
+
+class ChunkCache:
+    """Decoded zarr chunks by key, least recently used first out, at most ``max_bytes`` (thread-safe)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = self.hits = self.misses = 0
+
+    def get(self, key: tuple, load) -> np.ndarray:
+        with self._lock:
+            value = self._values.get(key)
+            if value is not None:
+                self._values.move_to_end(key)
+                self.hits += 1
+                return value
+            self.misses += 1
+        value = load()  # outside the lock: decoding releases the GIL, other threads go on
+        if value.nbytes <= self.max_bytes:
+            value.flags.writeable = False  # shared: callers get copies of its pixels
+            with self._lock:
+                if key not in self._values:
+                    self._values[key] = value
+                    self.bytes += value.nbytes
+                while self.bytes > self.max_bytes:
+                    self.bytes -= self._values.popitem(last=False)[1].nbytes
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self.bytes = 0
+
+
+#: The process-wide cache of decoded store chunks.
+CHUNK_CACHE = ChunkCache(int(float(os.environ.get("SEMI2I_CHUNK_CACHE_MB", "128")) * 2**20))
+_store_tokens = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -101,6 +147,7 @@ class CityStore:
         self.band_stats = BandStats.from_attrs(meta["band_stats"])
         self.rasters: list[RasterInfo] = [RasterInfo.from_attrs(r) for r in meta["rasters"]]
         self._by_id = {r.id: r for r in self.rasters}
+        self._token = next(_store_tokens)  # this opened store's key in CHUNK_CACHE (a re-ingest is a new store)
 
     @property
     def num_bands(self) -> int:
@@ -128,13 +175,31 @@ class CityStore:
         return self._root[f"rasters/{raster_id}/{name}"]
 
     def read_window(self, raster_id: str, y: int, x: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw image pixels (bands, h, w) and labels (h, w) or None, straight from zarr."""
+        """Raw image pixels (bands, h, w) and labels (h, w) or None, from zarr (each chunk decoded once, cached)."""
         info = self.raster(raster_id)
         if y < 0 or x < 0 or y + height > info.height or x + width > info.width:
             raise ValueError(f"window {(y, x, height, width)} outside raster {raster_id} of {info.height}x{info.width}")
-        image = self._array(raster_id, "image")[:, y : y + height, x : x + width]
-        label = self._array(raster_id, "label")[y : y + height, x : x + width] if self.has_labels else None
-        return np.asarray(image), None if label is None else np.asarray(label)
+        image = self._read(raster_id, "image", y, x, height, width)
+        label = self._read(raster_id, "label", y, x, height, width) if self.has_labels else None
+        return image, label
+
+    def _read(self, raster_id: str, name: str, y: int, x: int, height: int, width: int) -> np.ndarray:
+        arr = self._array(raster_id, name)
+        ch, cw = arr.chunks[-2:]
+        rows, cols = range(y // ch, (y + height - 1) // ch + 1), range(x // cw, (x + width - 1) // cw + 1)
+        lead = arr.shape[:-2]
+        if len(rows) * len(cols) * ch * cw > 4 * height * width + 4 * ch * cw:
+            # a thin window over wide chunks: decoding whole chunks would cost more than it saves
+            return np.asarray(arr[(slice(None),) * len(lead) + (slice(y, y + height), slice(x, x + width))])
+        out = np.empty(lead + (height, width), dtype=arr.dtype)
+        for r in rows:
+            for c in cols:
+                block = CHUNK_CACHE.get((self._token, raster_id, name, r, c), functools.partial(
+                    _decode_chunk, arr, r, c))
+                y0, y1 = max(y, r * ch), min(y + height, (r + 1) * ch)
+                x0, x1 = max(x, c * cw), min(x + width, (c + 1) * cw)
+                out[..., y0 - y : y1 - y, x0 - x : x1 - x] = block[..., y0 - r * ch : y1 - r * ch, x0 - c * cw : x1 - c * cw]
+        return out
 
     def valid_mask(self, image: np.ndarray) -> np.ndarray:
         """(bands, h, w) -> (h, w) bool: a pixel is nodata when every band is nodata, or any band is NaN."""
@@ -142,6 +207,12 @@ class CityStore:
 
     def __repr__(self) -> str:
         return f"CityStore({str(self.path)!r}, name={self.name!r}, rasters={len(self.rasters)}, bands={self.band_names})"
+
+
+def _decode_chunk(arr: zarr.Array, row: int, col: int) -> np.ndarray:
+    ch, cw = arr.chunks[-2:]
+    lead = (slice(None),) * (arr.ndim - 2)
+    return np.asarray(arr[lead + (slice(row * ch, (row + 1) * ch), slice(col * cw, (col + 1) * cw))])
 
 
 def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -32,37 +32,48 @@ def read_patches(batch: dict[str, np.ndarray], normalize: Normalize = "zscore", 
     city with the statistics a model was trained with.
     """
     override = BandStats.from_attrs(stats) if stats is not None else None
-    images, labels = [], []
-    for store_path, raster, y, x, size in zip(batch["store"], batch["raster"], batch["y"], batch["x"], batch["size"]):
-        store = open_store(str(store_path))
+    if normalize not in ("zscore", "unit", "raw"):
+        raise ValueError(f"normalize must be 'zscore', 'unit' or 'raw', got {normalize!r}")
+    n = len(batch["y"])
+    stores = {str(p): open_store(str(p)) for p in dict.fromkeys(batch["store"])}  # one open (stat) per store
+    images, labels, raster_index = None, None, np.empty(n, dtype=np.int64)
+    for i, (store_path, raster, y, x, size) in enumerate(zip(batch["store"], batch["raster"], batch["y"], batch["x"], batch["size"])):
+        store = stores[str(store_path)]
         image, label = store.read_window(str(raster), int(y), int(x), int(size), int(size))
+        if images is None:  # one output array per batch, filled in place
+            images = np.empty((n, *image.shape), dtype=np.float32)
+            labels = np.empty((n, *image.shape[1:]), dtype=np.int64)
         valid = store.valid_mask(image)
-        if label is None:
-            label = np.full(image.shape[1:], store.ignore_index, dtype=np.uint8)
-        label = np.where(valid, label, store.ignore_index)
+        all_valid = bool(valid.all())
         band_stats = override or store.band_stats
         if normalize == "zscore":
-            image = band_stats.zscore(image)
+            images[i] = band_stats.zscore(image)
         elif normalize == "unit":
-            image = band_stats.to_unit_range(image)
-        elif normalize == "raw":
-            image = image.astype(np.float32)
+            images[i] = band_stats.to_unit_range(image)
         else:
-            raise ValueError(f"normalize must be 'zscore', 'unit' or 'raw', got {normalize!r}")
-        image[:, ~valid] = 0.0  # nodata pixels carry no signal (their labels are ignore)
-        images.append(image)
-        labels.append(label.astype(np.int64))
+            images[i] = image
+        if label is None:
+            labels[i] = store.ignore_index
+        else:
+            labels[i] = label
+        if not all_valid:
+            images[i][:, ~valid] = 0.0  # nodata pixels carry no signal (their labels are ignore)
+            labels[i][~valid] = store.ignore_index
+        raster_index[i] = _raster_index(store, str(raster))
     return {
-        "image": np.stack(images).astype(np.float32),
-        "label": np.stack(labels),
+        "image": images,
+        "label": labels,
         "y": np.asarray(batch["y"], dtype=np.int64),
         "x": np.asarray(batch["x"], dtype=np.int64),
-        "raster_index": np.asarray([_raster_index(str(s), str(r)) for s, r in zip(batch["store"], batch["raster"])], dtype=np.int64),
+        "raster_index": raster_index,
     }
 
 
-def _raster_index(store_path: str, raster: str) -> int:
-    return [r.id for r in open_store(store_path).rasters].index(raster)
+def _raster_index(store, raster: str) -> int:
+    index = store.__dict__.get("_raster_index")
+    if index is None:
+        index = store.__dict__["_raster_index"] = {r.id: k for k, r in enumerate(store.rasters)}
+    return index[raster]
 
 
 def window_columns(windows: list[Window]) -> dict[str, np.ndarray]:
