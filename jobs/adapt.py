@@ -23,7 +23,8 @@ from semi2i.data.ingest import IngestError
 from semi2i.data.store import StoreError
 from semi2i.io_paths import refuse_ephemeral  # also imported from here by jobs/adapt_multi.py
 from semi2i.mapping import MappingError
-from semi2i.pipeline import STAGES, AdaptRun, load_adapt_config
+from semi2i.adapt_config import STAGES, load_adapt_config
+from semi2i.pipeline import AdaptRun
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

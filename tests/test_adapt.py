@@ -14,7 +14,8 @@ import yaml
 
 from conftest import REPO
 from semi2i.config import ConfigError
-from semi2i.pipeline import AdaptRun, load_adapt_config
+from semi2i.adapt_config import load_adapt_config
+from semi2i.pipeline import AdaptRun
 
 TINY = {
     "name": "tiny",

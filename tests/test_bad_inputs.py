@@ -459,7 +459,8 @@ def test_three_band_source_to_one_band_target_end_to_end(tmp_path, ray_session):
     """RGB source -> panchromatic target: SemI2I and the oracle are segmented and scored, source-only and the
     per-band baselines are reported as not applicable (with why), report.md says so."""
     from semi2i.demo.cities import make_demo_cities
-    from semi2i.pipeline import AdaptRun, load_adapt_config
+    from semi2i.adapt_config import load_adapt_config
+    from semi2i.pipeline import AdaptRun
 
     files = make_demo_cities(tmp_path / "data", size=96, rasters_per_city=1, seed=2)
     tgt = files["demo_target"]

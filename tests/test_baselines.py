@@ -133,7 +133,8 @@ def test_colormapgan_needs_equal_band_counts(tmp_path):
     with pytest.raises(ValueError, match="equal band counts"):
         ColorMapGANStylizer(ColorMapGenerator(3), three, four)
     # the pipeline skips it (like histogram matching) when the cities' band counts differ
-    from semi2i.pipeline import STYLIZED_METHODS, AdaptRun
+    from semi2i.adapt_config import STYLIZED_METHODS
+    from semi2i.pipeline import AdaptRun
 
     run = AdaptRun.__new__(AdaptRun)
     profile = SimpleNamespace(semi2i=SimpleNamespace(seeds=1))

@@ -17,7 +17,7 @@ from conftest import REPO
 from test_adapt import TINY as ADAPT_TINY
 from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.normalize import BandStats
-from semi2i.pipeline import load_adapt_config
+from semi2i.adapt_config import load_adapt_config
 from semi2i.tuning.proxy import structure_loss, style_distance
 from semi2i.tuning.resources import ResourceError, TrialResources, plan_concurrency
 from semi2i.tuning.rung import trial_semi2i_config

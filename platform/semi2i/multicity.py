@@ -40,8 +40,9 @@ from pathlib import Path
 
 from semi2i.checkpoints import MULTICITY_CHECKPOINT
 from semi2i.config import ConfigError, Profile
-from semi2i.pipeline import (DEMO_CLASSES, CitySpec, RunFolder, _atomic_text, _city, _pct, config_classes, config_profile,
-                             read_run_config, run_settings, score_maps)
+from semi2i.adapt_config import DEMO_CLASSES, CitySpec, _city, config_classes, config_profile, read_run_config, run_settings
+from semi2i.pipeline import RunFolder, _atomic_text, score_maps
+from semi2i.report_table import _pct
 from semi2i.stylizers.multicity import MultiCityStylizer, load_multicity
 from semi2i.training.distributed import fit_multicity, fit_unets, unet_job
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from semi2i.pipeline import load_adapt_config
+from semi2i.adapt_config import load_adapt_config
 from semi2i.tuning.settings import SEARCH_KEYS
 from semi2i.tuning.sweep import Sweep
 

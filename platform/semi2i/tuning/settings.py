@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from semi2i.config import ConfigError
-from semi2i.pipeline import AdaptConfig, load_adapt_config, read_config_file
+from semi2i.adapt_config import AdaptConfig, load_adapt_config, read_config_file
 
 LAMBDAS = ("lambda_cross", "lambda_self", "lambda_grad", "lambda_adv", "lambda_tone")  # λ1..λ4, our λ5
 SEARCH_KEYS = (*LAMBDAS, "decay_epoch")

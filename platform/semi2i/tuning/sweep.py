@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from semi2i.config import ConfigError
-from semi2i.pipeline import AdaptConfig, AdaptRun
+from semi2i.adapt_config import AdaptConfig
+from semi2i.pipeline import AdaptRun
 from semi2i.training.distributed import Scaling
 from semi2i.tuning.resources import TrialResources, plan_concurrency
 from semi2i.tuning.settings import TuneSettings
