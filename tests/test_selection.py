@@ -91,25 +91,21 @@ def test_scores_by_hand_on_a_three_candidate_matrix_and_a_non_voting_candidate()
         assert without[n] == pytest.approx(scores[n])
 
 
-def test_report_without_target_labels_holds_only_the_label_free_score(tmp_path):
-    from types import SimpleNamespace
 
-    from semi2i.adapt_report import build_report
-    from semi2i.report_table import report_markdown
+def test_seed_choice_rejects_inverted_seeds_then_takes_the_medoid():
+    from semi2i.semi2i_seeds import base_method, kept_seeds, medoid, seed_methods, seed_of
 
-    target = SimpleNamespace(has_labels=False, class_names=["a", "b"], name="city_b")
-    run = SimpleNamespace(
-        store=lambda role: target if role == "target" else SimpleNamespace(name="city_a"),
-        cfg=SimpleNamespace(profile=SimpleNamespace(name="quick"), seed=3, name="cfg"),
-        not_applicable=lambda m: "maps each band onto itself" if m == "gray_world" else None,
-        path=lambda *parts: tmp_path.joinpath(*parts),
-        tone_check=lambda m: 0.9,
-    )
-    report = build_report(run, ["source_only", "gray_world", "semi2i", "cyclegan"],
-                          {"source_only": 0.41, "semi2i": 0.63})
-    assert report["methods"] == {"source_only": {"label_free": 0.41},
-                                 "gray_world": {"not_applicable": "maps each band onto itself"},
-                                 "semi2i": {"label_free": 0.63}}  # cyclegan was not run: no row
-    assert report["source"] == "city_a" and report["target"] == "city_b" and "semi2i_gap_closed" not in report
-    table = report_markdown(report)
-    assert "| semi2i | 0.630 |" in table and "| gray_world | not applicable |" in table and "mIoU" not in table
+    assert seed_methods(1) == ["semi2i"] and seed_methods(3) == ["semi2i_seed0", "semi2i_seed1", "semi2i_seed2"]
+    assert base_method("semi2i_seed2") == "semi2i" and base_method("semi2i_seedx") == "semi2i_seedx"
+    assert seed_of(7, "semi2i_seed2") == 2007 and seed_of(7, "semi2i") == 7
+    seeds = seed_methods(4)
+    tone = {"semi2i_seed0": 0.8, "semi2i_seed1": -0.3, "semi2i_seed2": 0.9, "semi2i_seed3": None}
+    kept = kept_seeds(seeds, tone)
+    assert kept == ["semi2i_seed0", "semi2i_seed2", "semi2i_seed3"]
+    # seed 2 agrees best with the others (the typical draw); the inverted seed 1 never counts
+    names = kept
+    maps = np.array([[1.0, 0.6, 0.2], [0.6, 1.0, 0.5], [0.2, 0.5, 1.0]])
+    scores = {n: s["mean"] for n, s in agreement_scores(names, maps).items()}
+    assert medoid(kept, scores) == "semi2i_seed2"
+    assert medoid(["semi2i_seed0", "semi2i_seed1"], {"semi2i_seed0": 0.4, "semi2i_seed1": 0.4}) == "semi2i_seed0"
+    assert kept_seeds(["semi2i_seed0"], {"semi2i_seed0": -0.5}) == ["semi2i_seed0"]  # nothing better to keep

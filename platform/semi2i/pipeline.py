@@ -35,7 +35,7 @@ from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
 from semi2i.preflight import check_run, not_applicable
-from semi2i.adapt_report import build_report, label_free_scores
+from semi2i.adapt_report import build_report
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, train_seeds
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
@@ -263,15 +263,15 @@ class AdaptRun(RunFolder):
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             _atomic_text(score_path, json.dumps(result, indent=1))
 
-    # 7. report (and, with several SemI2I seeds, the label-free choice among them)
+    # 7. report (after, with several SemI2I seeds, the choice among them: it needs no labels)
     def stage_report(self) -> None:
-        candidates = self._available_methods()
-        label_free = label_free_scores(self, candidates)
-        seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in candidates]
-        if len(seeds) > 1 or (seeds and seeds != ["semi2i"]):
-            choice = choose(self, seeds, label_free)
-            label_free["semi2i"] = label_free.get(choice["chosen"])
-        report = build_report(self, self.report_methods, label_free)
+        seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in self._available_methods()]
+        if seeds and seeds != ["semi2i"]:
+            choose(self, seeds)
+        if not self.store("target").has_labels:
+            log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
+            return
+        report = build_report(self, self.report_methods)
         _atomic_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
         _atomic_text(self.path("report.md"), markdown)

@@ -17,8 +17,11 @@ accuracy estimation (Platanios et al., 2016).
 * :func:`class_balance`: 1 − the total-variation distance between a map's class frequencies and the
   source labels' (a sanity score: a model that paints the whole city one class scores low).
 
-Each score is higher = better. What they are worth against target mIoU is measured, not assumed:
-docs/label-free-selection.md.
+Each score is meant as higher = better. What they are worth is measured, not assumed
+(docs/label-free-selection.md): on the Dubai main pair all of them ranked the methods *backwards*
+(failing methods that share the source model's bias agree with each other), so none is shipped as a
+quality score; the agreement functions serve the medoid choice among one method's seeds
+(:mod:`semi2i.semi2i_seeds`) and the selection study.
 """
 
 from __future__ import annotations

@@ -4,8 +4,14 @@ A GAN's result depends on its seed (on the Dubai main pair two seeds of one sett
 target mIoU), and a user without target labels cannot see which draw they got. So the run trains K
 generators (seeds ``seed + 1000·k``: k = 0 is the generator a one-seed run trains), stylizes, fine-tunes
 and maps with each as its own method ``semi2i_seed<k>``, then chooses one **without target labels**:
-seeds whose stylized source inverted the tones are rejected, and of the rest the one whose target map
-has the highest label-free score (:mod:`semi2i.adapt_report`) wins. The choice is published under the
+seeds whose stylized source inverted the tones are rejected, and of the rest the **medoid** wins, the
+seed whose target map agrees best (mean IoU of map against map) with the other kept seeds' maps. The
+draws of one method that fail (an inversion the tone check missed, invented content) fail each in their
+own way, so the typical draw is the safe one: the choice trims the lottery's bad tail; it does not
+promise the best draw. With two kept seeds the medoid cannot tell them apart and the lower k is kept:
+use K >= 3. Why not a score across methods: measured on the Dubai main pair, every cross-method
+label-free score tried ranked the methods backwards (docs/label-free-selection.md). The choice is
+published under the
 names a one-seed run uses (``semi2i.pt``, ``unet_semi2i.pt``, ``stylized/semi2i``, ``maps/semi2i``,
 ``scores/semi2i.json``, as hard links), so map_region, previews and report readers see one SemI2I.
 ``semi2i_choice.json`` records the choice; it is written last, so an interrupted publish is redone.
@@ -18,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -60,8 +67,6 @@ def train_seeds(run: "AdaptRun", fit: Callable[..., Any]) -> None:
     Ray Train run of its own, with an even share of the CPUs as threads), the rest after them."""
     import ray
 
-    from semi2i.training.distributed import Scaling
-
     source, target = run.store("source"), run.store("target")
     todo = [m for m in seed_methods(run.cfg.profile.semi2i.seeds) if not run.path(f"{m}.pt").exists()]
     if not todo:
@@ -83,22 +88,43 @@ def train_seeds(run: "AdaptRun", fit: Callable[..., Any]) -> None:
             future.result()
 
 
-def choose(run: "AdaptRun", candidates: list[str], label_free: dict[str, float | None]) -> dict:
-    """Pick the seed to use (label-free), publish it under the one-seed names, record the choice."""
+def kept_seeds(candidates: list[str], tone: dict[str, float | None]) -> list[str]:
+    """The seeds whose stylized source kept the tone order (all of them if none did)."""
     from semi2i.diagnostics import INVERTED_BELOW
 
+    return [m for m in candidates if tone[m] is None or tone[m] >= INVERTED_BELOW] or list(candidates)
+
+
+def medoid(kept: list[str], agreement: dict[str, float]) -> str:
+    """The seed with the highest mean agreement with the others; ties go to the lower k."""
+    return max(kept, key=lambda m: (agreement.get(m, 0.0), -kept.index(m)))
+
+
+def seed_agreement(run: "AdaptRun", seeds: list[str]) -> dict[str, float]:
+    """Each seed's mean agreement (mIoU of map against map) with the other seeds' target maps."""
+    from semi2i.selection import agreement_matrix, agreement_scores
+
+    target = run.store("target")
+    names, matrix = agreement_matrix({m: _TargetMaps(run, m) for m in seeds}, target.num_classes)
+    return {m: round(v["mean"], 4) for m, v in agreement_scores(names, matrix).items()}
+
+
+def choose(run: "AdaptRun", candidates: list[str]) -> dict:
+    """Pick the seed to use without target labels (tone check, then the medoid), publish it under the
+    one-seed names and record the choice in ``semi2i_choice.json``."""
     record_path = run.path("semi2i_choice.json")
     if record_path.exists():
         return json.loads(record_path.read_text())
     tone = {m: run.tone_check(m) for m in candidates}
-    kept = [m for m in candidates if tone[m] is None or tone[m] >= INVERTED_BELOW] or candidates
-    scored = [m for m in kept if label_free.get(m) is not None]
-    chosen = max(scored, key=lambda m: label_free[m]) if scored else kept[0]
+    kept = kept_seeds(candidates, tone)
+    agreement = seed_agreement(run, kept) if len(kept) > 1 else {}
+    chosen = medoid(kept, agreement)
     record = {
         "chosen": chosen,
         "seed": seed_of(run.cfg.seed, chosen),
-        "criterion": "highest label_free among seeds whose tone order is >= 0" if scored else "first seed (no label-free score)",
-        "label_free": {m: label_free.get(m) for m in candidates},
+        "criterion": ("medoid: the kept seed whose target map agrees best with the other kept seeds' maps "
+                      "(seeds whose tone order is < 0 are not kept)"),
+        "agreement": agreement,
         "tone_order": tone,
         "rejected_inverted": [m for m in candidates if m not in kept],
     }
@@ -106,8 +132,24 @@ def choose(run: "AdaptRun", candidates: list[str], label_free: dict[str, float |
     tmp = record_path.with_name(f".{record_path.name}.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, record_path)
-    log.info("semi2i: chose %s (label-free %s) of %s", chosen, label_free.get(chosen), ", ".join(candidates))
+    log.info("semi2i: chose %s (agreement %s) of %s", chosen, agreement.get(chosen), ", ".join(candidates))
     return record
+
+
+class _TargetMaps(Sequence):
+    """One method's class maps of the target rasters, read on indexing (one raster in memory at a time)."""
+
+    def __init__(self, run: "AdaptRun", method: str):
+        self.run, self.method = run, method
+        self.rasters = [r.id for r in run.store("target").rasters]
+
+    def __len__(self) -> int:
+        return len(self.rasters)
+
+    def __getitem__(self, index: int) -> Any:
+        from semi2i.mapping import read_classes
+
+        return read_classes(self.run.path("maps", self.method), self.rasters[index])
 
 
 def _publish(run: "AdaptRun", chosen: str) -> None:
