@@ -1,7 +1,7 @@
 """Benchmark: seconds per training step of the baseline GANs (ColorMapGAN, CycleGAN) next to SemI2I.
 
-    python jobs/bench_baselines.py                          # quick profile, all three models
-    python jobs/bench_baselines.py --profiles paper quick --models cyclegan --steps 3
+    python benchmarks/bench_baselines.py                          # quick profile, all three models
+    python benchmarks/bench_baselines.py --profiles paper quick --models cyclegan --steps 3
 
 Median of ``--steps`` timed steps after ``--warmup`` steps, one random patch per domain (RGB↔RGB),
 ``--threads`` torch threads (2 = this machine's cores). Multiply by the profile's steps

@@ -1,7 +1,7 @@
 """Data-layer benchmark: ingest and patch-stream throughput against plain rasterio baselines.
 
-    python jobs/bench_data.py                       # real ../shared/data/dubai-dark-sensor-d if present
-    python jobs/bench_data.py --synthetic 2048      # or synthetic GeoTIFFs of this size
+    python benchmarks/bench_data.py                       # real ../shared/data/dubai-dark-sensor-d if present
+    python benchmarks/bench_data.py --synthetic 2048      # or synthetic GeoTIFFs of this size
 
 Prints (a) ingest Mpx/s vs a raw rasterio read + zarr write of the same rasters (the floor of any
 ingest: what our validation, label decoding and statistics cost on top), and (b) patch-stream

@@ -1,8 +1,8 @@
 """Benchmark region mapping: end-to-end Mpx/s vs the model's forward alone and a naive window loop; peak RSS.
 
-    python jobs/bench_map.py                               # small synthetic regions, a couple of minutes on 2 cores
-    python jobs/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, Ray actor pool
-    python jobs/bench_map.py --checkpoint runs/demo/unet_semi2i.pt
+    python benchmarks/bench_map.py                               # small synthetic regions, a couple of minutes on 2 cores
+    python benchmarks/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, Ray actor pool
+    python benchmarks/bench_map.py --checkpoint runs/demo/unet_semi2i.pt
 
 Each region size runs in its own subprocess, so ``ru_maxrss`` (peak RSS, taken after the first
 end-to-end run) is that size's alone; memory is flat when the peak does not grow with the region.

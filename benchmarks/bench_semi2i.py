@@ -1,7 +1,7 @@
 """Benchmark: seconds per SemI2I training step (G + D update + Algorithm 1) and parameter counts.
 
-    python jobs/bench_semi2i.py                      # paper widths at 256², and the quick profile
-    python jobs/bench_semi2i.py --profiles quick --steps 10
+    python benchmarks/bench_semi2i.py                      # paper widths at 256², and the quick profile
+    python benchmarks/bench_semi2i.py --profiles quick --steps 10
 
 Median of ``--steps`` timed steps after ``--warmup`` steps, one random patch per domain (RGB↔RGB),
 ``--threads`` torch threads (2 = this machine's cores). Compare with ../shared/perf-notes.md.

@@ -1,6 +1,6 @@
 """Ray Train scaling benchmark: SemI2I steps/s and U-net samples/s with 1 vs N workers.
 
-    python jobs/bench_train.py [--workers 1 2] [--semi2i-steps 40] [--unet-steps 30] [--profile quick]
+    python benchmarks/bench_train.py [--workers 1 2] [--semi2i-steps 40] [--unet-steps 30] [--profile quick]
 
 Each worker uses 1 torch thread (perf-notes: more threads per worker only fight over the cores).
 Rates are measured inside the workers from the first step on (Ray/worker start-up excluded). One

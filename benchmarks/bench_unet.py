@@ -5,8 +5,8 @@ Not a test: it sizes the ``quick`` profile and checks we run near the CPU ceilin
 is the best of timed repetitions after one warm-up, stopping early once a time budget is spent, so
 the whole run stays within a few minutes even for base width 64 at 256².
 
-    python jobs/bench_unet.py                       # widths 16 32 64, sizes 256 128, 2 threads
-    python jobs/bench_unet.py --widths 16 32 --sizes 128 --json runs/bench_unet.json
+    python benchmarks/bench_unet.py                       # widths 16 32 64, sizes 256 128, 2 threads
+    python benchmarks/bench_unet.py --widths 16 32 --sizes 128 --json runs/bench_unet.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ is not installed) and many budgets can be compared in minutes. It uses the produ
 training steps, normalisations and tiling (SemI2IStep, UNet/UNetStep, BandStats, blend_tiles), the
 quick profile's settings unless overridden, and scores on the whole target rasters like adapt does.
 
-    python jobs/study_budget.py --data DIR --pair bright-to-sensor --semi2i-steps 3000 --device cuda
+    python studies/study_budget.py --data DIR --pair bright-to-sensor --semi2i-steps 3000 --device cuda
 
 DIR holds dubai-aerial/ and dubai-dark-sensor-d/ (as in ../shared/data). Prints one JSON line.
 """
@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,19 +25,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from semi2i.config import load_profile  # noqa: E402
-from semi2i.data.normalize import BandStats  # noqa: E402
-from semi2i.metrics import confusion_matrix, scores  # noqa: E402
-from semi2i.models.unet import UNet  # noqa: E402
-from semi2i.stylizers.grayworld import GrayWorldStylizer  # noqa: E402
-from semi2i.stylizers.histogram import HistogramMatchingStylizer  # noqa: E402
-from semi2i.tiling import blend_tiles  # noqa: E402
-from semi2i.training.colormapgan_step import ColorMapGANStep  # noqa: E402
-from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
-from semi2i.training.semi2i_step import SemI2IStep  # noqa: E402
-from semi2i.training.unet_step import UNetStep  # noqa: E402
+from semi2i.config import load_profile
+from semi2i.data.normalize import BandStats
+from semi2i.metrics import confusion_matrix, scores
+from semi2i.models.unet import UNet
+from semi2i.stylizers.grayworld import GrayWorldStylizer
+from semi2i.stylizers.histogram import HistogramMatchingStylizer
+from semi2i.tiling import blend_tiles
+from semi2i.training.colormapgan_step import ColorMapGANStep
+from semi2i.training.schedule import cosine_learning_rate
+from semi2i.training.semi2i_step import SemI2IStep
+from semi2i.training.unet_step import UNetStep
 
 CLASSES = ["building", "road", "vegetation", "water", "land"]
 IGNORE = 255

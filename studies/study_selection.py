@@ -1,13 +1,13 @@
 """Study: do the label-free scores of :mod:`semi2i.selection` rank adapted models like target mIoU does?
 
-A research harness, not the product's path. It reads what ``jobs/study_budget.py --keep-maps`` left in
+A research harness, not the product's path. It reads what ``studies/study_budget.py --keep-maps`` left in
 a folder (``maps/<pair>_s<seed>_<method>.npz``: every method's class maps of the target, and
 ``results.jsonl``: their mIoU) and, per pair, scores every candidate without target labels against the
 other candidates of the same seed (what one adapt run would have: its methods and SemI2I variants),
 then reports each score's Spearman ρ with mIoU and what picking the best by the score loses against
 picking by mIoU. The target oracle is never a candidate (it is trained on the target's labels).
 
-    python jobs/study_selection.py runs/ablation --data ../shared/data [--markdown docs/table.md]
+    python studies/study_selection.py runs/ablation --data ../shared/data [--markdown docs/table.md]
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# studies/study_budget.py: Python puts a script's own folder first on its import path
+from study_budget import CLASSES, PAIRS, load_domain
 
-from study_budget import CLASSES, PAIRS, load_domain  # noqa: E402
-
-from semi2i.selection import agreement_matrix, agreement_scores, class_balance, class_frequencies  # noqa: E402
+from semi2i.selection import agreement_matrix, agreement_scores, class_balance, class_frequencies
 
 SCORES = ("mean", "spectral", "class_balance", "confidence")
 NAME = re.compile(r"(?P<pair>[a-z-]+)_s(?P<seed>\d+)_(?P<method>.+)\.npz$")

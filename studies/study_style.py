@@ -12,7 +12,7 @@ Only the style given to AdaIN changes between modes:
 * ``bank``:   a fixed bank of ``--bank`` real target patch styles, one drawn per source patch;
 * ``real``:   no stylization (100 more steps on real source: the "more training" control).
 
-    python jobs/study_style.py runs/bench2/b2d-s1 --mode patch --seed 0
+    python studies/study_style.py runs/bench2/b2d-s1 --mode patch --seed 0
 
 Prints one JSON line (mode, seed, mIoU and per-class IoU in percent). The fine-tune's patch sampling
 is seeded by ``--seed``; its run-to-run spread is large (several mIoU), so compare modes over seeds.
@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from semi2i.data.normalize import BandStats  # noqa: E402
-from semi2i.data.patches import city_windows  # noqa: E402
-from semi2i.data.store import open_store  # noqa: E402
-from semi2i.metrics import confusion_matrix, scores  # noqa: E402
-from semi2i.models.semi2i import channel_stats, stylize_padded  # noqa: E402
-from semi2i.models.unet import UNet  # noqa: E402
-from semi2i.training.schedule import cosine_learning_rate  # noqa: E402
-from semi2i.checkpoints import load_checkpoint, load_stylizing_models  # noqa: E402
-from semi2i.training.unet_step import UNetStep  # noqa: E402
+from semi2i.data.normalize import BandStats
+from semi2i.data.patches import city_windows
+from semi2i.data.store import open_store
+from semi2i.metrics import confusion_matrix, scores
+from semi2i.models.semi2i import channel_stats, stylize_padded
+from semi2i.models.unet import UNet
+from semi2i.training.schedule import cosine_learning_rate
+from semi2i.checkpoints import load_checkpoint, load_stylizing_models
+from semi2i.training.unet_step import UNetStep
 
 MODES = ("global", "patch", "medoid", "bank", "real")
 

@@ -76,9 +76,9 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.timings["unet_source"] < 1.0 and again.timings["semi2i"] < 1.0
 
-    # jobs/study_style.py reads a finished run folder; with no fine-tune steps the style mode cannot
+    # studies/study_style.py reads a finished run folder; with no fine-tune steps the style mode cannot
     # matter, so every mode must score exactly what the source U-net scores
-    spec = importlib.util.spec_from_file_location("study_style", REPO / "jobs" / "study_style.py")
+    spec = importlib.util.spec_from_file_location("study_style", REPO / "studies" / "study_style.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     untouched = {mode: study.main([str(tmp_path / "run"), "--mode", mode, "--steps", "0", "--eval-patches", "4"])["miou"]
