@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,23 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 
 UTM40 = CRS.from_epsg(32640)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: The loopback S3 API server of the object-storage tests (started on demand by the ``s3`` fixture); its
+#: environment also goes to the session Ray's workers, which read and write the bucket themselves.
+S3_PORT = _free_port()
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    # GDAL's /vsis3/ (rasterio reading a COG from the bucket)
+    "AWS_S3_ENDPOINT": f"127.0.0.1:{S3_PORT}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+}
 
 
 def write_raster(path: Path, array: np.ndarray, *, crs=UTM40, transform=None, nodata=None, driver="GTiff", colormap=None) -> Path:
@@ -57,6 +75,36 @@ def ray_session():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": S3_ENV})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto) on 127.0.0.1, with this process's AWS_* environment pointing at it."""
+    import logging
+
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    yield S3_ENV["AWS_ENDPOINT_URL"]
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    """A fresh, empty bucket on the loopback S3 server: its ``s3://`` URL."""
+    import re
+
+    import s3fs
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    s3fs.S3FileSystem(use_listings_cache=False).mkdir(name)
+    return f"s3://{name}"

@@ -3,12 +3,15 @@
 Every check that can be made from the files' headers runs before a single pixel is written; pixel-level
 checks (unknown label colours, out-of-range indices, all-nodata rasters) run during the one streaming
 pass that writes the store. The store is written under a temporary name beside the target and renamed
-into place only when complete, so a failure never leaves a partial store behind.
+into place only when complete, so a failure never leaves a partial store behind. A store on object storage
+(``s3://...``) is written on local scratch and published with its root ``zarr.json`` last
+(:meth:`semi2i.io_paths.Location.publish_tree`): a store without it is not a store, and is replaced.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -122,7 +125,7 @@ def pair_images_labels(images: list[Path], labels: list[Path]) -> list[tuple[Pat
 
 def ingest_city(
     images: str | Sequence[str],
-    out: str | Path,
+    out: str | Path | io_paths.Location,
     *,
     labels: str | Sequence[str] | None = None,
     palette: str | Path | None = None,
@@ -135,15 +138,16 @@ def ingest_city(
     overwrite: bool = False,
     progress: bool = True,
 ) -> CityStore:
-    """Ingest one city into ``out`` (a ``.zarr`` directory) and return the opened store.
+    """Ingest one city into ``out`` (a ``.zarr`` directory, or an object-store URL) and return the opened store.
 
     ``classes`` is a class list or a JSON file (``{"classes": [{"index", "name"}]}``; a palette file
     works too) for class-index labels; with ``palette`` the class names come from the palette.
     """
-    out = Path(out)
+    out_loc = io_paths.location(out)
+    out = out_loc.path or out_loc  # messages name the user's path or URL
     ingest_checks.check_options(chunk_size=chunk_size, ignore_index=ignore_index, min_size=min_size, palette=palette,
                                 classes=classes, fail=IngestError)
-    if out.exists() and not overwrite:
+    if out_loc.published() and not overwrite:
         raise IngestError(f"{out}: output store already exists (pass --overwrite to replace it)")
     pal = _load_palette(palette, ignore_index)
     class_names = list(pal.class_names) if pal else _load_class_names(classes)
@@ -151,9 +155,11 @@ def ingest_city(
     sources = [_inspect(img, lbl, pal, nodata) for img, lbl in pairs]
     _check_city(sources, min_size)
 
-    name = name or out.stem
-    ingest_checks.remove_leftovers(out)
-    tmp = ingest_checks.tmp_store_name(out)
+    name = name or out_loc.stem
+    # written beside the target (renamed into place) or, for object storage, on local scratch (uploaded)
+    staged = out_loc.path or io_paths.scratch_dir("ingest", hashlib.sha1(out_loc.text.encode()).hexdigest()[:12]) / out_loc.name
+    ingest_checks.remove_leftovers(staged)
+    tmp = ingest_checks.tmp_store_name(staged)
     started = time.perf_counter()
     try:
         try:
@@ -202,9 +208,8 @@ def ingest_city(
                 "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         }
-        if out.exists():  # only reachable with overwrite=True
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        out_loc.publish_tree(tmp)  # replaces an existing store: only reachable with overwrite=True
+        shutil.rmtree(tmp, ignore_errors=True)  # the uploaded copy (a local rename left nothing)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, RasterioError):
@@ -217,7 +222,7 @@ def ingest_city(
         mpx = sum(s.height * s.width for s in sources) / 1e6
         dt = time.perf_counter() - started
         log.info("ingested %s: %d rasters, %.1f Mpx in %.1fs (%.1f Mpx/s) -> %s", name, len(sources), mpx, dt, mpx / dt, out)
-    return CityStore(out)
+    return CityStore(out_loc)
 
 
 def _local_fingerprints(sources: list[_RasterSource]) -> list[dict]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -31,6 +32,8 @@ import xarray as xr
 import zarr
 from affine import Affine
 from rasterio.crs import CRS
+
+from semi2i import io_paths
 
 from .normalize import BandStats
 
@@ -124,12 +127,14 @@ class RasterInfo:
 class CityStore:
     """Read access to a city store written by :func:`semi2i.data.ingest.ingest_city`."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
+    def __init__(self, path: str | Path | io_paths.Location):
+        self.location = io_paths.location(path)
+        # a local store's path stays a Path; a store on object storage is its Location (s3://...)
+        self.path = self.location if self.location.remote else self.location.path
+        if not self.location.published():
             raise StoreError(f"{self.path}: city store not found")
         try:
-            root = zarr.open_group(str(self.path), mode="r")
+            root = zarr.open_group(self.location.zarr_store(read_only=True), mode="r")
             meta = dict(root.attrs[ATTRS_KEY])
         except Exception as exc:  # zarr raises several types for "not a store"
             raise StoreError(f"{self.path}: not a city store ({type(exc).__name__}: {exc})") from None
@@ -167,7 +172,7 @@ class CityStore:
         """The raster as a lazy (dask) xarray Dataset with its CRS and transform decoded."""
         self.raster(raster_id)
         return xr.open_zarr(
-            str(self.path), group=f"rasters/{raster_id}", decode_coords="all", mask_and_scale=False, consolidated=False
+            self.location.zarr_store(read_only=True), group=f"rasters/{raster_id}", decode_coords="all", mask_and_scale=False, consolidated=False
         )
 
     @functools.cache
@@ -228,15 +233,15 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
 def open_store(path: str) -> CityStore:
     """A process-wide cache of opened stores (Ray tasks and actors read many windows from few stores).
 
-    Keyed by the root metadata's mtime too, so a store re-ingested with ``--overwrite`` is re-opened
+    Keyed by the root metadata's mtime (ETag on object storage) too, so a store re-ingested with ``--overwrite`` is re-opened
     instead of served stale from a long-lived worker."""
     try:
-        stamp = (Path(path) / "zarr.json").stat().st_mtime_ns
+        stamp = json.dumps((io_paths.location(path) / "zarr.json").fingerprint())
     except OSError:
         stamp = None
     return _open_store_cached(str(path), stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _open_store_cached(path: str, stamp: int | None) -> CityStore:
+def _open_store_cached(path: str, stamp: str | None) -> CityStore:
     return CityStore(path)
