@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     if args.gpus > 0:
-        sys.path.insert(0, str(HERE))
-        from wait_for_gpus import main as wait_main
+        from wait_for_gpus import main as wait_main  # cluster/wait_for_gpus.py: a script's folder is on its path
 
         if wait_main([str(args.gpus), "--timeout", str(args.timeout)]) != 0:
             return 1

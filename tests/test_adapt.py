@@ -157,12 +157,10 @@ def test_built_in_demo_is_the_shipped_demo_config():
 
 
 def test_run_dir_default_and_ephemeral_copy_refused(tmp_path, monkeypatch):
-    import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("adapt_job", REPO / "jobs" / "adapt.py")
-    adapt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(adapt)
+    from semi2i.cli import adapt
+
     monkeypatch.setenv("SEMI2I_RUNS", str(tmp_path / "shared"))
     assert adapt.default_run_dir("demo") == tmp_path / "shared" / "demo"
     monkeypatch.delenv("SEMI2I_RUNS")
@@ -170,3 +168,15 @@ def test_run_dir_default_and_ephemeral_copy_refused(tmp_path, monkeypatch):
     adapt.refuse_ephemeral(tmp_path / "runs" / "demo")  # an ordinary folder is fine
     with pytest.raises(ConfigError, match="temporary copy of the working dir"):
         adapt.refuse_ephemeral(tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1" / "runs" / "demo")
+
+
+def test_relative_config_paths_resolve_from_the_checkout_else_the_current_folder(tmp_path, monkeypatch):
+    from semi2i import adapt_config
+
+    monkeypatch.chdir(tmp_path)
+    assert adapt_config.config_root() == REPO  # a source checkout (pip install -e .)
+    assert adapt_config.resolve("../shared/data/x.tif") == (REPO / ".." / "shared" / "data" / "x.tif").resolve()
+    monkeypatch.setattr(adapt_config, "REPO_ROOT", tmp_path / "site-packages")  # installed without a checkout
+    assert adapt_config.config_root() == tmp_path
+    assert adapt_config.resolve("data/x.tif") == tmp_path / "data" / "x.tif"
+    assert adapt_config.resolve("s3://bucket/x.tif") == "s3://bucket/x.tif"

@@ -114,3 +114,43 @@ def test_no_import_cycles_among_package_modules():
         if name not in state:
             visit(name, [name])
     assert not cycles, cycles
+
+
+# --- entry points ------------------------------------------------------------------------------
+SCRIPTS = ("jobs", "benchmarks", "studies", "cluster", "platform")
+
+
+def test_no_sys_path_edits():
+    """Everything imports the installed package (``pip install -e .``); no file patches the import path."""
+    offenders = [f"{path.relative_to(REPO)}:{node.lineno}"
+                 for folder in SCRIPTS for path in sorted((REPO / folder).rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                 if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                 and node.value.id == "sys"]
+    assert not offenders, offenders
+
+
+def test_jobs_are_thin_entry_points_with_console_scripts():
+    """jobs/<job>.py only calls semi2i.cli.<job>.main, and pyproject.toml's semi2i-<job> calls the same."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    jobs = sorted(p.stem for p in (REPO / "jobs").glob("*.py"))
+    assert jobs == ["adapt", "adapt_multi", "demo", "ingest", "map_region", "tune"]
+    assert scripts == {f"semi2i-{job.replace('_', '-')}": f"semi2i.cli.{job}:main" for job in jobs}
+    for job in jobs:
+        tree = ast.parse((REPO / "jobs" / f"{job}.py").read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert [n.module for n in imports] == [f"semi2i.cli.{job}"] and "main" in {a.name for a in imports[0].names}, job
+        assert not [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))], job
+
+
+def test_console_script_runs_outside_the_checkout(tmp_path):
+    """The installed command works from any folder (here: --help, which imports the whole job)."""
+    exe = Path(sys.executable).parent / "semi2i-ingest"
+    if not exe.exists():
+        import pytest
+
+        pytest.skip(f"{exe} is not installed (pip install -e . creates it)")
+    out = subprocess.run([str(exe), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Zarr city store" in out.stdout and "--palette" in out.stdout, out.stderr

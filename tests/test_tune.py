@@ -233,11 +233,10 @@ def test_run_folders_in_rays_temporary_working_dir_copy_are_refused(tmp_path, mo
     monkeypatch.chdir(copy_dir)  # the job's working dir: a relative folder resolves into the copy
     with pytest.raises(ConfigError, match=r"runs/tune-x: .*working_dir_files.*set SEMI2I_RUNS"):
         io_paths.refuse_ephemeral("runs/tune-x")
-    # one function, shared by both jobs (jobs/adapt_multi.py takes adapt's)
-    adapt_spec = importlib.util.spec_from_file_location("adapt_job", REPO / "jobs" / "adapt.py")
-    adapt = importlib.util.module_from_spec(adapt_spec)
-    adapt_spec.loader.exec_module(adapt)
-    assert _load_job().refuse_ephemeral is adapt.refuse_ephemeral is io_paths.refuse_ephemeral
+    # one function, shared by the jobs
+    from semi2i.cli import adapt, adapt_multi, tune
+
+    assert tune.refuse_ephemeral is adapt.refuse_ephemeral is adapt_multi.refuse_ephemeral is io_paths.refuse_ephemeral
 
 
 def test_cli_refuses_a_run_folder_in_rays_working_dir_copy_before_starting_ray(tmp_path, monkeypatch, capsys):

@@ -14,6 +14,7 @@ import yaml
 
 from semi2i.config import ConfigError, Profile, load_profile
 
+#: the source checkout this package runs from, when it does (``pip install -e .``, the cluster image's /app)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("ingest", "unet_source", "colormapgan", "cyclegan", "semi2i", "stylize", "finetune", "segment", "report")
 #: methods whose U-net is the source model fine-tuned on the stylizer's output
@@ -82,7 +83,7 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
                       workers: int | None = None, gpu: bool | None = None) -> AdaptConfig:
     """Read and validate a YAML config; every problem is reported before any work starts.
 
-    Relative paths resolve against the repository root (so ``../shared/...`` works from anywhere).
+    Relative paths resolve as :func:`config_root` says (the shipped configs' ``../shared/...`` works from anywhere).
     ``path=None`` is the built-in synthetic demo. Command-line values override the file's.
     """
     data, origin, errors = read_run_config(path, demo="demo", demo_origin="<built-in demo>", known_keys=_TOP_KEYS)
@@ -213,9 +214,18 @@ def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: 
     )
 
 
+def config_root() -> Path:
+    """Where a config's relative paths start: the repository root when the package runs from a source
+    checkout (so a config means the same files from any folder, and under ``ray job submit --working-dir``,
+    whose working folder is a temporary copy), else the current folder (a plain ``pip install``, where the
+    package's own folder is site-packages)."""
+    checkout = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "platform" / "semi2i").is_dir()
+    return REPO_ROOT if checkout else Path.cwd()
+
+
 def resolve(path: str | Path) -> Path | str:
-    """Relative paths in configs are relative to the repository root; object-store URLs (s3://, gs://,
-    az://, https://) stay URLs (a str) and are read through GDAL/fsspec (see semi2i.io_paths)."""
+    """A config's path: relative ones from :func:`config_root`; object-store URLs (s3://, gs://, az://,
+    https://) stay URLs (a str) and are read through GDAL/fsspec (see semi2i.io_paths)."""
     from semi2i import io_paths
 
-    return io_paths.resolve(path, REPO_ROOT)
+    return io_paths.resolve(path, config_root())

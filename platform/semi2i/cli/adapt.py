@@ -21,7 +21,7 @@ from pathlib import Path
 from semi2i.config import ConfigError
 from semi2i.data.ingest import IngestError
 from semi2i.data.store import StoreError
-from semi2i.io_paths import refuse_ephemeral  # also imported from here by jobs/adapt_multi.py
+from semi2i.io_paths import refuse_ephemeral
 from semi2i.mapping import MappingError
 from semi2i.adapt_config import STAGES, load_adapt_config
 from semi2i.pipeline import AdaptRun

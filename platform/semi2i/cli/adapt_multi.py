@@ -18,7 +18,9 @@ import os
 import sys
 import time
 
+from semi2i.cli.adapt import default_run_dir
 from semi2i.config import ConfigError
+from semi2i.io_paths import refuse_ephemeral
 from semi2i.multicity import MultiCityRun, load_multicity_config
 
 
@@ -34,8 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adapt import default_run_dir, refuse_ephemeral  # jobs/adapt.py, beside this file
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -56,5 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main())
