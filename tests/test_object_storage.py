@@ -4,17 +4,13 @@ re-runs resume, a killed job resumes to the same result)."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import REPO
 from semi2i import io_paths
 from semi2i.data.ingest import IngestError, ingest_city
 from semi2i.data.store import CityStore
 
-sys.path.insert(0, str(REPO / "jobs"))
 
 
 def _city(tmp_path, write, *, bad_label: bool = False):
@@ -30,7 +26,7 @@ def _city(tmp_path, write, *, bad_label: bool = False):
 
 
 def test_ingest_to_s3_publishes_whole_refuses_existing_and_leaves_nothing_on_failure(tmp_path, write, bucket, monkeypatch):
-    import ingest as ingest_job
+    from semi2i.cli import ingest as ingest_job
 
     city = _city(tmp_path, write)
     url = f"{bucket}/stores/city.zarr"
@@ -66,3 +62,58 @@ def test_ingest_to_s3_publishes_whole_refuses_existing_and_leaves_nothing_on_fai
     assert len(calls) == 5
     for name in ("bad.zarr", "cut.zarr"):
         assert io_paths.location(f"{bucket}/stores/{name}").files() == []
+
+
+def test_map_region_to_s3_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, write, bucket):
+    import rasterio
+    import torch
+    import zarr
+
+    from semi2i.data.normalize import BandStats
+    from semi2i.mapping import map_region
+    from semi2i.models.unet import UNet
+
+    torch.manual_seed(0)
+    stats = BandStats.from_pixels(np.random.default_rng(0).uniform(0, 255, (3, 1000)))
+    ckpt = f"{bucket}/run/unet_semi2i.pt"  # the checkpoint is read from the bucket too
+    io_paths.location(ckpt).write_bytes(_torch_bytes({
+        "model": UNet(3, 3, base_width=4, depth=2).eval().state_dict(), "in_bands": 3, "num_classes": 3,
+        "class_names": ["a", "b", "c"], "ignore_index": 255, "unet": {"base_width": 4, "depth": 2, "patch_size": 32},
+        "stats": stats.to_attrs()}))
+    rng = np.random.default_rng(1)
+    image = np.repeat(np.repeat(rng.uniform(0, 255, (3, 16, 13)), 4, axis=1), 4, axis=2)[:, :56, :44].astype(np.uint8)
+    src = str(write(tmp_path / "in" / "a.tif", image))
+    options = dict(chunk_size=16, overlap=8, probabilities=True)
+    reference = map_region(src, ckpt, tmp_path / "ref", **options)
+
+    out, seen = f"{bucket}/maps/region", []
+
+    def die_after_4(chunk):
+        seen.append(chunk)
+        if len(seen) == 4:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        map_region(src, ckpt, out, on_chunk=die_after_4, **options)
+    names = io_paths.location(out).files()
+    assert names and all(n.startswith(".partial/") for n in names)  # nothing published under the final names
+    summary = map_region(src, ckpt, out, **options)
+    assert summary["computed_chunks"] == summary["chunks"] - 4 == reference["chunks"] - 4
+    assert not any(n.startswith(".partial/") for n in io_paths.location(out).files())
+    a = zarr.open_group(str(tmp_path / "ref" / "maps.zarr"), mode="r")["a"]
+    b = zarr.open_group(io_paths.location(f"{out}/maps.zarr").zarr_store(read_only=True), mode="r")["a"]
+    assert (a["classes"][:] == b["classes"][:]).all() and (a["probabilities"][:] == b["probabilities"][:]).all()
+    with rasterio.open(tmp_path / "ref" / "cog" / "a.tif") as x, rasterio.open(f"{out}/cog/a.tif") as y:  # /vsis3/
+        assert (x.read() == y.read()).all() and x.crs == y.crs and x.transform == y.transform
+    with pytest.raises(Exception, match="already mapped"):
+        map_region(src, ckpt, out, **options)
+
+
+def _torch_bytes(state: dict) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()

@@ -13,12 +13,14 @@ them. Both sides import this module, so inference never imports training.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from semi2i import io_paths
 from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig
 from semi2i.models.colormapgan import ColorMapGenerator
 from semi2i.models.cyclegan import ResnetGenerator
@@ -32,7 +34,13 @@ UNET_CHECKPOINT = "unet.pt"
 MULTICITY_CHECKPOINT = "multicity.pt"
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    """``torch.save`` to a temporary file, then rename (on object storage: one PUT): a crash never leaves
+    a half-written checkpoint."""
+    if io_paths.is_url(path):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        io_paths.location(path).write_bytes(buffer.getvalue())
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -42,8 +50,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """Load a checkpoint (a file or an object-store URL) with ``weights_only=True``: tensors and plain
+    containers only, no code."""
+    source = io.BytesIO(io_paths.location(path).read_bytes()) if io_paths.is_url(path) else Path(path)
+    return torch.load(source, map_location=map_location, weights_only=True)
 
 
 def build_generator(cfg: SemI2IConfig) -> SemI2IGenerator:

@@ -19,11 +19,14 @@ at an S3-compatible server (MinIO, Ceph).
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import hashlib
 import os
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -390,6 +393,8 @@ class Location:
         """Move this tree to ``dst`` (same kind of place): a rename, or copies with ``commit`` last and
         then the source's deletion, commit first (a kill in between leaves a complete copy to resume)."""
         if not self.remote:
+            if dst.path.exists():
+                shutil.rmtree(dst.path)
             os.replace(self.path, dst.path)
             return
         fs, key = self._fs
@@ -398,6 +403,27 @@ class Location:
         for rel in sorted(self.files(), key=lambda n: n == commit):
             fs.copy(f"{key}/{rel}", f"{dst_key}/{rel}")
         self.remove(commit)
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A local file path to write this output to: the path itself, or a scratch file that is
+        uploaded whole (one PUT) when the block ends without an error."""
+        if not self.remote:
+            yield self.path
+            return
+        tmp = scratch_dir("upload") / f"{uuid.uuid4().hex[:12]}-{self.name}"
+        try:
+            yield tmp
+            self.upload(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def staging(self) -> Path:
+        """A local folder for the intermediate files of this output (warped VRTs, ...): the folder
+        itself, or a scratch folder of this URL."""
+        if not self.remote:
+            return self.path
+        return scratch_dir("staging", hashlib.sha1(self.text.encode()).hexdigest()[:16])
 
     # -- zarr ----------------------------------------------------------------------------------
     def zarr_store(self, read_only: bool = False):

@@ -14,6 +14,7 @@ import torch
 from semi2i.data.normalize import BandStats
 from semi2i.models.unet import UNet
 from semi2i.tiling import blend_tiles
+from semi2i import io_paths
 from semi2i.checkpoints import load_checkpoint
 
 
@@ -22,7 +23,7 @@ class SegmentationModel:
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
         state = load_checkpoint(checkpoint, map_location=device)
-        self.path = Path(checkpoint)
+        self.path = io_paths.as_path(checkpoint)  # never a mangled Path('s3:/...')
         self.in_bands, self.num_classes = int(state["in_bands"]), int(state["num_classes"])
         self.class_names = list(state["class_names"])
         self.ignore_index = int(state["ignore_index"])

@@ -16,6 +16,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
+from semi2i import io_paths
 from semi2i.data.ingest import IngestError, ingest_city
 from semi2i.data.store import CityStore, StoreError
 
@@ -199,10 +200,10 @@ def warp_to_grid(paths: list[str], grid: tuple[CRS, tuple[float, float]], folder
     return out
 
 
-def ingest_input(paths: list[str], store: Path) -> Path:
+def ingest_input(paths: list[str], store: "Path | io_paths.Location") -> "Path | io_paths.Location":
     """Raster paths -> ``store`` (once; ingest publishes atomically, so an existing store is complete).
     Ingest errors name the user's file; they become MappingErrors."""
-    if not store.exists():
+    if not io_paths.location(store).published():
         try:
             ingest_city(paths, store, name="region", min_size=1, progress=False)
         except IngestError as exc:

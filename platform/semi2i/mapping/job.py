@@ -14,6 +14,11 @@ Layout of ``out``::
 Raster inputs are ingested into ``.partial/input.zarr`` (pixels are read from zarr in the tasks) and that
 copy is dropped once the job is complete.
 
+``out`` may be an object-store URL (``s3://bucket/maps/region``): the same layout, through
+:class:`semi2i.io_paths.Location`. Tasks write zarr chunks and ``.done`` markers as objects (one writer per
+chunk, each a PUT); COGs and quicklooks are written on local scratch and uploaded whole; maps.zarr is
+copied out of ``.partial`` with its root ``zarr.json`` last, and ``job.json`` comes last of all.
+
 A re-run with the same job settings skips finished chunks; other settings are refused (``overwrite``).
 Other or changed input is never resumed (:func:`_restart_if_input_changed`).
 """
@@ -24,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 import zarr
 
+from semi2i import io_paths
 from semi2i.data.store import CityStore
 from semi2i.checkpoints import load_checkpoint
 
@@ -58,13 +63,12 @@ def resolve_input(spec: str | Path | list, work: Path) -> Path:
     return store if store is not None else ingest_input(paths, work / "input.zarr")
 
 
-def _fingerprint(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _fingerprint(path: str | Path | io_paths.Location) -> dict:
+    return io_paths.location(path).fingerprint()
 
 
-def _store_stamp(store: Path) -> str:
-    return hashlib.sha1((store / "zarr.json").read_bytes()).hexdigest()
+def _store_stamp(store: str | Path | io_paths.Location) -> str:
+    return hashlib.sha1((io_paths.location(store) / "zarr.json").read_bytes()).hexdigest()
 
 
 def map_region(
@@ -102,8 +106,8 @@ def map_region(
     ``window`` (window edge in px), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
     ``tf32`` (CUDA). ``threads``: chunk threads on the in-process path (default :func:`.local.default_threads`).
     """
-    out = Path(out)
-    checkpoint = Path(checkpoint)
+    out = io_paths.location(out)
+    checkpoint = io_paths.location(checkpoint)
     _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers, window=window,
                    threads=threads)
     if precision not in ("fp32", "bf16"):
@@ -112,7 +116,7 @@ def map_region(
         stylize = {"overlap": overlap, **stylize}
     if not checkpoint.is_file():
         raise MappingError(f"{checkpoint}: U-net checkpoint not found")
-    if stylize and not Path(stylize["checkpoint"]).is_file():
+    if stylize and not io_paths.location(stylize["checkpoint"]).is_file():
         raise MappingError(f"{stylize['checkpoint']}: SemI2I checkpoint not found")
     # everything about the input and the model is checked from headers before anything is written
     store_in, paths = input_paths(input)
@@ -121,7 +125,7 @@ def map_region(
     if stylize and stylize.get("out_bands") not in (None, int(state["in_bands"])):
         raise MappingError(f"{stylize['checkpoint']}: stylizes to {stylize['out_bands']} bands, "
                            f"{checkpoint} expects {state['in_bands']}")
-    check_bands(store_in, paths, in_bands, Path(stylize["checkpoint"]) if stylize else checkpoint)
+    check_bands(store_in, paths, in_bands, io_paths.location(stylize["checkpoint"]) if stylize else checkpoint)
     if overlap >= (window or int(state["unet"]["patch_size"])):
         raise MappingError(f"--overlap {overlap} must be smaller than the {window or state['unet']['patch_size']} px windows")
     grid = model_grid(state)
@@ -141,27 +145,26 @@ def map_region(
             done = json.loads((out / "job.json").read_text()).get("settings", {}).get("inputs")
             why = f" ({describe_change(done.get('files'), inputs['files'])})" if done and done != inputs else ""
             raise MappingError(f"{out}: already mapped{why} (job.json exists; --overwrite redoes it)")
-        for name in ("maps.zarr", "cog", "quicklook", "job.json", ".partial"):
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        for name in ("job.json", "maps.zarr", "cog", "quicklook", ".partial"):
+            (out / name).remove()
     work = out / ".partial"
     _restart_if_input_changed(out, work, inputs, overwrite)
     try:
-        work.mkdir(parents=True, exist_ok=True)
+        work.mkdir()
         if store_in is not None:
             store_path = store_in
         else:
             files = paths
             if warp:
-                warped = dict(zip(mismatched, warp_to_grid(mismatched, grid, work / "warped")))
+                warped = dict(zip(mismatched, warp_to_grid(mismatched, grid, work.staging() / "warped")))
                 files = [warped.get(p, p) for p in paths]
             store_path = ingest_input(files, work / "input.zarr")
         _atomic_json(work / "inputs.json", inputs)
     except BaseException:  # nothing mapped yet: leave nothing behind (a finished ingest is kept only with its record)
         if created:
-            shutil.rmtree(out, ignore_errors=True)
+            _remove_quietly(out)
         elif not _has_progress(work):
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_quietly(work)
         raise
     store = CityStore(store_path)
     if store.num_bands != in_bands:
@@ -170,9 +173,10 @@ def map_region(
     class_names = list(state["class_names"])
 
     settings = {
-        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(store_path.resolve()), "store_stamp": _store_stamp(store_path),
+        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(io_paths.location(store_path).resolve()),
+        "store_stamp": _store_stamp(store_path),
         "chunk_size": chunk_size, "overlap": overlap, "probabilities": probabilities,
-        "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(Path(stylize["checkpoint"]))},
+        "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(stylize["checkpoint"])},
     }
     inference = {"window": window, "precision": precision, "channels_last": channels_last, "tf32": tf32}
     if inference != {"window": None, "precision": "fp32", "channels_last": None, "tf32": False}:
@@ -182,27 +186,25 @@ def map_region(
     if job_file.exists() and json.loads(job_file.read_text()) != json.loads(json.dumps(settings)):
         if not overwrite:
             raise MappingError(f"{out}: an unfinished job with other settings is there (--overwrite restarts it)")
-        shutil.rmtree(zarr_path, ignore_errors=True)
-        shutil.rmtree(work / "done", ignore_errors=True)
-        job_file.unlink()
-    if job_file.exists() and not zarr_path.exists() and (out / "maps.zarr").exists():
-        os.replace(out / "maps.zarr", zarr_path)  # killed while publishing: take the published zarr back
-    if not job_file.exists() or not zarr_path.exists():
-        shutil.rmtree(zarr_path, ignore_errors=True)
-        shutil.rmtree(work / "done", ignore_errors=True)
+        job_file.remove()
+        zarr_path.remove()
+        (work / "done").remove()
+    if job_file.exists() and not zarr_path.published() and (out / "maps.zarr").published():
+        (out / "maps.zarr").move_tree(zarr_path)  # killed while publishing: take the published zarr back
+    if not job_file.exists() or not zarr_path.published():
+        zarr_path.remove()
+        (work / "done").remove()
         sty_out = (stylize["out_bands"], stylize["dtype"], store.nodata) if stylize else None
         create_outputs(zarr_path, store.rasters, chunk_size, class_names=class_names,
                        probabilities=probabilities, stylized=sty_out)
-        tmp = job_file.with_name(".job.json.tmp")
-        tmp.write_text(json.dumps(settings, indent=1))
-        os.replace(tmp, job_file)
+        job_file.write_text(json.dumps(settings, indent=1))
 
     job = {"checkpoint": str(checkpoint), "store": str(store_path), "zarr": str(zarr_path), "done_dir": str(work / "done"),
            "overlap": overlap, "batch_tiles": batch_tiles, "probabilities": probabilities, "stylize": stylize,
            "device": device, **inference}
     chunks = [c for info in store.rasters for c in plan_chunks(info.id, info.height, info.width, chunk_size)]
-    done_dir = work / "done"
-    todo = [c for c in chunks if not (done_dir / c.raster / f"{c.row}_{c.col}.done").exists()]
+    finished = set((work / "done").files())  # one listing, not one request per chunk
+    todo = [c for c in chunks if f"{c.raster}/{c.row}_{c.col}.done" not in finished]
     total_mpx = sum(c.pixels for c in chunks) / 1e6
     log.info("map %s: %d rasters, %.1f Mpx, %d chunks of %d px (%d to do) with %s",
              store.name, len(store.rasters), total_mpx, len(chunks), chunk_size, len(todo), checkpoint.name)
@@ -229,7 +231,7 @@ def _check_numbers(**values: int | None) -> None:
             raise MappingError(f"--{key.replace('_', '-')} must be an integer >= {limits[key]}, got {value}")
 
 
-def _load_unet(checkpoint: Path) -> dict:
+def _load_unet(checkpoint: io_paths.Location) -> dict:
     try:
         state = load_checkpoint(checkpoint)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
@@ -241,11 +243,18 @@ def _load_unet(checkpoint: Path) -> dict:
     return state
 
 
-def _has_progress(work: Path) -> bool:
-    return (work / "done").is_dir() and any((work / "done").rglob("*.done"))
+def _has_progress(work: io_paths.Location) -> bool:
+    return any(n.endswith(".done") for n in (work / "done").files())
 
 
-def _restart_if_input_changed(out: Path, work: Path, inputs: dict, overwrite: bool) -> None:
+def _remove_quietly(where: io_paths.Location) -> None:
+    try:
+        where.remove()
+    except OSError:
+        log.warning("%s: could not remove the unfinished job's files", where)
+
+
+def _restart_if_input_changed(out: io_paths.Location, work: io_paths.Location, inputs: dict, overwrite: bool) -> None:
     """An unfinished job whose recorded input differs from ``inputs`` (other files, or the same files
     changed since) is never resumed: with no chunk done yet it restarts, else it is refused (``overwrite``
     restarts it)."""
@@ -261,13 +270,11 @@ def _restart_if_input_changed(out: Path, work: Path, inputs: dict, overwrite: bo
     if _has_progress(work) and not overwrite:
         raise MappingError(f"{out}: holds an unfinished job, but {why}; --overwrite restarts it with this input")
     log.info("%s: restarting the unfinished job (%s)", out, why)
-    shutil.rmtree(work)
+    work.remove()
 
 
-def _atomic_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+def _atomic_json(path: io_paths.Location, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=1))
 
 
 def _run_ray(job: dict, todo: list[Chunk], workers: int | None) -> float:
@@ -301,15 +308,15 @@ def _run_ray(job: dict, todo: list[Chunk], workers: int | None) -> float:
     return mpx
 
 
-def _publish(out: Path, work: Path, store: CityStore, class_names: list[str], settings: dict, stylize: dict | None,
+def _publish(out: io_paths.Location, work: io_paths.Location, store: CityStore, class_names: list[str], settings: dict, stylize: dict | None,
              cog: bool, quicklook: bool, stats: dict) -> dict:
     """All chunks are done: COGs and quicklooks (each renamed into place), then maps.zarr, then job.json."""
-    done = work / "done"
+    done = [n for n in (work / "done").files() if n.endswith(".done")]
     missing = [info.id for info in store.rasters
-               if len(list((done / info.id).glob("*.done"))) != len(plan_chunks(info.id, info.height, info.width, settings["chunk_size"]))]
+               if sum(n.startswith(info.id + "/") for n in done) != len(plan_chunks(info.id, info.height, info.width, settings["chunk_size"]))]
     if missing:
         raise RuntimeError(f"{out}: chunks missing for {missing}; re-run to finish them")
-    maps = zarr.open_group(str(work / "maps.zarr"), mode="r")
+    maps = zarr.open_group((work / "maps.zarr").zarr_store(read_only=True), mode="r")
     outputs: dict[str, dict] = {}
     for info in store.rasters:
         g, files = maps[info.id], {}
@@ -324,21 +331,18 @@ def _publish(out: Path, work: Path, store: CityStore, class_names: list[str], se
             files["quicklook"] = str(write_quicklook(g["classes"], out / "quicklook" / f"{info.id}.png", len(class_names)))
         outputs[info.id] = files
     final_zarr = out / "maps.zarr"
-    if final_zarr.exists():
-        shutil.rmtree(final_zarr)
-    os.replace(work / "maps.zarr", final_zarr)
+    (work / "maps.zarr").move_tree(final_zarr)
     summary = {"settings": settings, "class_names": class_names, "nodata": NODATA_CLASS, "zarr": str(final_zarr),
                "rasters": outputs, **stats}
-    tmp = out / ".job.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "job.json")
-    shutil.rmtree(work, ignore_errors=True)
+    (out / "job.json").write_text(json.dumps(summary, indent=1))
+    _remove_quietly(work)
     return summary
 
 
 def read_classes(out: str | Path, raster: str) -> np.ndarray:
     """A finished job's class map of one raster (whole, for small rasters and tests)."""
-    return np.asarray(zarr.open_group(str(Path(out) / "maps.zarr"), mode="r")[raster]["classes"][:])
+    maps = io_paths.location(out) / "maps.zarr"
+    return np.asarray(zarr.open_group(maps.zarr_store(read_only=True), mode="r")[raster]["classes"][:])
 
 
 def default_device() -> str:

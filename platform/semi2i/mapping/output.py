@@ -1,7 +1,8 @@
 """Outputs of a mapping job: the chunk-aligned zarr, Cloud-Optimized GeoTIFFs and PNG quicklooks.
 
 COGs are written from the zarr block by block (bounded memory) into a tiled GeoTIFF with overviews,
-then copied by GDAL's COG driver; every file is written under a temporary name and renamed when complete.
+then copied by GDAL's COG driver; every file is written under a temporary name and renamed when complete
+(an output on object storage is written on local scratch and uploaded whole: one PUT).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from semi2i import io_paths
 from semi2i.data.geotiff import geotiff_profile
 from semi2i.data.store import RasterInfo
 from semi2i.previews import class_colours
@@ -28,7 +30,7 @@ def create_outputs(path: Path, rasters: list[RasterInfo], chunk: int, *, class_n
                    probabilities: bool, stylized: tuple[int, str, float | None] | None) -> None:
     """One group per raster with ``classes`` (H, W) uint8 chunked C x C (one writer per chunk), and
     optionally ``probabilities`` (K, H, W) uint8 and ``stylized`` (bands, H, W)."""
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root = zarr.open_group(io_paths.location(path).zarr_store(), mode="w", zarr_format=3)
     root.attrs["semi2i_map"] = {"class_names": class_names, "nodata": NODATA_CLASS, "chunk": chunk}
     for info in rasters:
         g = root.create_group(info.id)
@@ -45,9 +47,16 @@ def create_outputs(path: Path, rasters: list[RasterInfo], chunk: int, *, class_n
                            dtype=dtype, fill_value=0 if nodata is None else nodata)
 
 
-def write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float | None, block: int = 1024,
-              resampling: Resampling = Resampling.nearest) -> Path:
+def write_cog(array: zarr.Array, info: RasterInfo, dest: Path | io_paths.Location, *, nodata: float | None,
+              block: int = 1024, resampling: Resampling = Resampling.nearest) -> Path | io_paths.Location:
     """(H, W) or (bands, H, W) zarr array -> COG with the raster's CRS, transform and nodata, plus overviews."""
+    with io_paths.location(dest).writing() as path:
+        _write_cog(array, info, path, nodata=nodata, block=block, resampling=resampling)
+    return dest
+
+
+def _write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float | None, block: int,
+               resampling: Resampling) -> None:
     bands = 1 if array.ndim == 2 else array.shape[0]
     height, width = array.shape[-2:]
     profile = geotiff_profile(info, count=bands, dtype=str(array.dtype), nodata=nodata, block=512)
@@ -71,7 +80,6 @@ def write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float 
         for p in (stage, tmp):
             if p.exists():
                 p.unlink()
-    return path
 
 
 def _overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
@@ -82,14 +90,16 @@ def _overview_factors(height: int, width: int, smallest: int = 256) -> list[int]
     return factors
 
 
-def write_quicklook(classes: zarr.Array, path: Path, num_classes: int, max_size: int = 1024) -> Path:
+def write_quicklook(classes: zarr.Array, dest: Path | io_paths.Location, num_classes: int,
+                    max_size: int = 1024) -> Path | io_paths.Location:
     """A PNG of the class map (class colours, nodata grey), strided down to at most ``max_size`` pixels."""
     height, width = classes.shape
     step = max(1, -(-max(height, width) // max_size))
     small = np.asarray(classes[::step, ::step])
     rgb = class_colours(num_classes)[small]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(rgb).save(tmp)
-    os.replace(tmp, path)
-    return path
+    with io_paths.location(dest).writing() as path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+        Image.fromarray(rgb).save(tmp)
+        os.replace(tmp, path)
+    return dest

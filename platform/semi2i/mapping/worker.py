@@ -15,14 +15,13 @@ and convolutions on CUDA).
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import Executor
-from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
 
+from semi2i import io_paths
 from semi2i.data.store import open_store
 from semi2i.segment import SegmentationModel
 
@@ -54,8 +53,8 @@ class ChunkMapper:
             torch.backends.cudnn.allow_tf32 = True
         self.cache = cache if cache is not None else WindowCache(max_bytes=int(job.get("cache_bytes") or 0) or
                                                                  WindowCache().max_bytes)
-        self.out = zarr.open_group(job["zarr"], mode="r+")
-        self.done_dir = Path(job["done_dir"])
+        self.out = zarr.open_group(io_paths.location(job["zarr"]).zarr_store(), mode="r+")
+        self.done_dir = io_paths.location(job["done_dir"])  # a folder, or a prefix on object storage
         self.stylizer = _load_stylizer(job["stylize"], self.device) if job.get("stylize") else None
 
     def _run_batches(self, fn, batches: list) -> list:
@@ -131,19 +130,16 @@ class ChunkMapper:
         if "stylized" in result:
             group["stylized"][:, ys, xs] = result["stylized"]
 
-    def marker(self, chunk: Chunk) -> Path:
+    def marker(self, chunk: Chunk) -> io_paths.Location:
         return self.done_dir / chunk.raster / f"{chunk.row}_{chunk.col}.done"
 
     def is_done(self, chunk: Chunk) -> bool:
         return self.marker(chunk).exists()
 
     def mark_done(self, chunk: Chunk) -> None:
-        """The marker is written after the data (atomically), so a marked chunk is always complete."""
-        path = self.marker(chunk)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"y": chunk.y, "x": chunk.x, "h": chunk.h, "w": chunk.w}))
-        os.replace(tmp, path)
+        """The marker is written after the data (atomically: renamed, or one PUT), so a marked chunk is
+        always complete."""
+        self.marker(chunk).write_text(json.dumps({"y": chunk.y, "x": chunk.x, "h": chunk.h, "w": chunk.w}))
 
 
 class RayChunkMapper:
