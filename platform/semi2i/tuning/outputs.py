@@ -84,11 +84,11 @@ def proxy_tracking(rungs: list[dict]) -> dict | None:
 
 def best_config(sweep: Sweep, best: dict) -> dict:
     """The adapt config with the winner's λ / decay epoch under overrides.semi2i (other overrides kept)."""
-    from semi2i.config import _deep_merge, _expand_dotted
+    from semi2i.config import merge_overrides
 
     raw = {k: v for k, v in sweep.cfg.raw.items() if k != "tune"}
     winners = {k: (int(best[k]) if k == "decay_epoch" else float(best[k])) for k in SEARCH_KEYS if best.get(k) is not None}
-    overrides = _deep_merge(_expand_dotted(dict(raw.get("overrides") or {})), {"semi2i": winners})
+    overrides = merge_overrides(raw.get("overrides") or {}, {"semi2i": winners})
     out = {**raw, "name": f"{sweep.cfg.name}-tuned", "profile": sweep.cfg.profile.name, "seed": sweep.cfg.seed,
            "overrides": overrides}
     return out
