@@ -117,3 +117,40 @@ def _torch_bytes(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_tiny_adapt_demo_with_run_dir_on_s3_and_a_rerun_elsewhere_trains_nothing(tmp_path, bucket, ray_session, monkeypatch):
+    import json
+
+    import rasterio
+    import yaml
+
+    from semi2i.cli import adapt
+    from test_adapt import TINY
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "methods": ["source_only", "gray_world", "semi2i"]}))
+    run = f"{bucket}/runs/tiny"
+    monkeypatch.setenv("SEMI2I_SCRATCH", str(tmp_path / "scratch-a"))  # this machine's local disk
+    assert adapt.main(["--config", str(config), "--run-dir", run]) == 0
+    bucket_files = io_paths.location(run).files()
+    report = json.loads(io_paths.location(f"{run}/report.json").read_text())
+    assert list(report["methods"]) == ["source_only", "gray_world", "semi2i"]
+    assert {"report.md", "previews/adaptation.png", "semi2i.pt", "unet_semi2i.pt", "stores/target.zarr/zarr.json",
+            "maps/semi2i/job.json"} <= set(bucket_files)
+    assert not any(n.startswith(".") or "/.partial/" in n for n in bucket_files)
+    assert any(n.startswith("ray/") for n in bucket_files)  # Ray Train's own storage is the bucket
+    target_id = CityStore(f"{run}/stores/target.zarr").rasters[0].id
+    with rasterio.open(f"/vsis3/{run.removeprefix('s3://')}/maps/semi2i/cog/{target_id}.tif") as f:
+        assert f.crs is not None and f.nodata == 255 and f.read(1).shape == (96, 96)
+
+    # the same command on another machine (an empty local disk) resumes from the bucket: nothing is trained
+    fs, key = io_paths._fs(run)
+    etags = {n: fs.info(f"{key}/{n}")["ETag"] for n in bucket_files if n.endswith(".pt")}
+    monkeypatch.setenv("SEMI2I_SCRATCH", str(tmp_path / "scratch-b"))
+    assert adapt.main(["--config", str(config), "--run-dir", run]) == 0
+    assert {n: fs.info(f"{key}/{n}")["ETag"] for n in etags} == etags
+    assert json.loads(io_paths.location(f"{run}/report.json").read_text()) == report
+    assert set(io_paths.location(run).files()) == set(bucket_files)  # no new Ray Train run, no new TensorBoard log

@@ -35,6 +35,7 @@ from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
 from semi2i.preflight import check_run, not_applicable
+from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, train_seeds
@@ -51,12 +52,24 @@ class RunFolder:
     config, the Ray Train scaling and the stage timings."""
 
     def __init__(self, cfg: Any, run_dir: str | Path):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+        # a run folder on object storage (s3://...) is worked on in a local copy, published after each stage
+        self.remote = RemoteRun.of(run_dir)
+        self.cfg, self.run_dir = cfg, self.remote.local if self.remote else Path(run_dir)
         self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu)
         self.timings: dict[str, float] = {}
 
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
+
+    def pull(self) -> None:
+        """Fetch the published outputs of a run folder on object storage (what a resumed run skips on)."""
+        if self.remote and (n := self.remote.pull()):
+            log.info("fetched %d published files of %s", n, self.remote.url)
+
+    def publish(self) -> None:
+        """Upload what the last stage wrote to a run folder on object storage (commit objects last)."""
+        if self.remote and (n := self.remote.publish()):
+            log.info("published %d files to %s", n, self.remote.url)
 
     def store(self, name: str) -> CityStore:
         """The ingested store ``stores/<name>.zarr`` (a role, source/target, or a city name)."""
@@ -99,6 +112,7 @@ class AdaptRun(RunFolder):
 
     def check(self) -> None:
         """Inputs, and whatever a resumed run would skip on, checked against the config (:mod:`semi2i.preflight`)."""
+        self.pull()
         check_run(self.cfg, self.run_dir)
 
     def not_applicable(self, method: str) -> str | None:
@@ -114,6 +128,7 @@ class AdaptRun(RunFolder):
                 continue
             started = time.perf_counter()
             getattr(self, f"stage_{stage}")()
+            self.publish()
             self.timings[stage] = time.perf_counter() - started
         return json.loads(self.path("report.json").read_text()) if self.path("report.json").exists() else None
 

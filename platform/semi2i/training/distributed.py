@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from semi2i.remote_run import ray_storage
 from semi2i.checkpoints import UNET_CHECKPOINT
 from semi2i.config import ColorMapGANConfig, ConfigError, CycleGANConfig, SemI2IConfig, UNetTrainConfig
 from semi2i.data.normalize import BandStats
@@ -75,7 +76,7 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
                                                resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),
         run_config=ray.train.RunConfig(
             name=stage,
-            storage_path=str((run_dir / "ray").resolve()),
+            storage_path=ray_storage(run_dir),  # <run_dir>/ray, or on the bucket of a run on object storage
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
