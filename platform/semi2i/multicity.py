@@ -183,11 +183,13 @@ class MultiCityRun(RunFolder):
         return self.path(f"unet_source_{source}.pt" if method == "source_only" else f"unet_{self.pair_key(source, target)}.pt")
 
     def run(self) -> dict | None:
+        self.pull()  # a run folder on object storage: its published outputs (what the stages skip on)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_resolved_config()
         for stage in STAGES:
             started = time.perf_counter()
             getattr(self, f"stage_{stage}")()
+            self.publish()
             self.timings[stage] = time.perf_counter() - started
             log.info("stage %s: %.1f s", stage, self.timings[stage])
         report = self.path("report.json")
