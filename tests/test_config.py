@@ -74,3 +74,35 @@ def test_merge_overrides_takes_nested_and_dotted_keys():
     base = {"semi2i": {"lr": 1.0, "epochs": 3}, "unet.lr": 2.0}
     assert merge_overrides(base, {"semi2i.lr": 5.0, "unet": {"depth": 2}}) == {
         "semi2i": {"lr": 5.0, "epochs": 3}, "unet": {"lr": 2.0, "depth": 2}}
+
+
+def test_an_adapt_config_with_a_tune_section_reports_every_bad_key_at_once(tmp_path):
+    """The adapt file, its profile overrides and its tune section: one schema, one message style."""
+    from semi2i.tuning.settings import load_sweep_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({
+        "source": {"images": 3, "palette": "p.json", "nodat": 0}, "target": {"labels": "t/*.tif"}, "classes": [],
+        "methods": ["semi2i", "foo"], "workers": 0, "gpu": "yes", "colour": 1, "overrides": {"semi2i": {"lrr": 1}},
+        "tune": {"num_samples": 0, "metrc": "miou", "driver_cpus": -1, "space": {"lr": [1, 2]}}}))
+    with pytest.raises(ConfigError) as err:
+        load_sweep_config(path)
+    expected = [f"{path}: {line}" for line in (
+        "unknown key 'colour' (known: name, profile, overrides, classes, seed, workers, gpu, synthetic, source, "
+        "target, methods)",
+        "'source.images' must be a path/glob or a list of them",
+        "unknown key 'source.nodat' (did you mean 'nodata'?)",
+        "'target.images' is required",
+        "'classes' must be a non-empty list of class names",
+        "'methods' must be a list from ['source_only', 'histogram_matching', 'gray_world', 'colormapgan', 'cyclegan', "
+        "'semi2i', 'target_oracle'], got ['semi2i', 'foo']",
+        "'workers' must be >= 1",
+        "'gpu' must be bool, got str 'yes'",
+        "invalid profile 'quick':",
+        "'tune.num_samples' must be > 0, got 0",
+        "unknown key 'tune.metrc' (did you mean 'metric'?)",
+        "'tune.driver_cpus' must be a number >= 0, got -1.0",
+        "'tune.space.lr': unknown search key (known: lambda_cross, lambda_self, lambda_grad, lambda_adv, lambda_tone, "
+        "decay_epoch)",
+    )] + ["  - semi2i.lrr: unknown key (did you mean 'lr'?)"]
+    assert sorted(str(err.value).splitlines()) == sorted(expected)

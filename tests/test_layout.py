@@ -154,3 +154,18 @@ def test_console_script_runs_outside_the_checkout(tmp_path):
         pytest.skip(f"{exe} is not installed (pip install -e . creates it)")
     out = subprocess.run([str(exe), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Zarr city store" in out.stdout and "--palette" in out.stdout, out.stderr
+
+
+#: private names still imported across modules, each with the reason it is not fixed yet
+PRIVATE_IMPORTS_PENDING = {  # pipeline.py and training/ are being reworked
+    ("semi2i.multicity", "semi2i.pipeline", "_atomic_text"), ("semi2i.training.gan", "semi2i.training.semi2i_trainer", "_to_rgb8")}
+
+
+def test_no_private_helpers_imported_across_modules():
+    modules = _modules()
+    found = set()
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("semi2i"):
+                found |= {(name, node.module, a.name) for a in node.names if a.name.startswith("_")}
+    assert found <= PRIVATE_IMPORTS_PENDING, found - PRIVATE_IMPORTS_PENDING

@@ -1,18 +1,22 @@
 """The adapt run's configuration: the YAML file (cities, classes, methods, profile + overrides, run
-settings) read and validated once, every problem reported at once with the file it came from.
+settings) read and validated once against its schema (:class:`AdaptFile`, pydantic through
+:mod:`semi2i.schema`), every problem reported at once with the file it came from.
 
 Shared with the multi-city run (:mod:`semi2i.multicity`) and the Tune sweep (:mod:`semi2i.tuning`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable
 
 import yaml
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from semi2i.config import ConfigError, Profile, load_profile
+from semi2i.schema import Bool, Float, Int, PosInt, Str, relations, rule, settings, suggest, validate
 
 #: the source checkout this package runs from, when it does (``pip install -e .``, the cluster image's /app)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,19 +39,114 @@ DEMO_SETTINGS = {
 }
 
 
+def shape(test: Callable[[Any], bool], message: str) -> BeforeValidator:
+    """A value's shape checked before its type, so a wrong one gets ``message`` rather than pydantic's."""
+
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise PydanticCustomError("config", "{text}", {"text": message.format(v=value)})
+        return [value] if isinstance(value, str) else value
+
+    return BeforeValidator(check)
 
 
-@dataclass(frozen=True)
+def _strings(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+Paths = Annotated[list[Str], shape(_strings, "must be a path/glob or a list of them")]
+Classes = Annotated[list[Str], shape(lambda v: isinstance(v, list) and bool(v) and _strings(v),
+                                     "must be a non-empty list of class names")]
+Methods = Annotated[list[Str], shape(lambda v: isinstance(v, list) and all(m in METHODS for m in v),
+                                     f"must be a list from {list(METHODS)}, got {{v}}")]
+Workers = Annotated[Int, rule(lambda v: v >= 1, "must be >= 1")]
+
+
+@settings
+class CityFile:
+    """A city as the YAML gives it: images (and labels, a palette for colour masks or a class list)."""
+
+    images: Paths
+    name: Str | None = None
+    labels: Paths | None = None
+    palette: Str | None = None
+    classes: Str | None = None
+    nodata: Float | None = None
+
+    def __post_init__(self) -> None:
+        relations([": takes either palette (colour masks) or classes (index labels), not both"]
+                  if self.palette and self.classes else [])
+
+
+@settings
+class SyntheticFile:
+    """The built-in synthetic cities' knobs (semi2i.demo)."""
+
+    size: PosInt | None = None
+    rasters: PosInt | None = None
+    seed: Int | None = None
+
+
+@settings
+class RunFile:
+    """What every run config holds (the adapt and multi-city files)."""
+
+    name: Str
+    profile: Str = "quick"
+    overrides: dict[Str, Any] = dataclasses.field(default_factory=dict)
+    classes: Classes | None = None
+    seed: Int = 0
+    workers: Workers = 1
+    gpu: Bool = False
+    synthetic: SyntheticFile | None = None
+
+
+@settings
+class AdaptFile(RunFile):
+    """An adapt config file: a source city with labels, a target city, the methods to compare."""
+
+    source: CityFile | None = None
+    target: CityFile | None = None
+    methods: Methods = dataclasses.field(default_factory=lambda: list(METHODS))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.synthetic is None:
+            for role, city in (("source", self.source), ("target", self.target)):
+                if city is None:
+                    problems.append(f"{role}: is required (a mapping with images, and labels, palette or classes)")
+            if self.source is not None and self.source.labels is None:
+                problems.append("source.labels: is required (the source's labels train the U-net)")
+            if self.classes is None:
+                problems.append("classes: must be a non-empty list of class names")
+        relations(problems)
+
+
+def file_lines(origin: str) -> dict:
+    """How a run config's problems read: ``<file>: '<dotted.key>' <what is wrong>``."""
+
+    def line(path: str, message: str) -> str:
+        message = "is required" if message == "missing (required)" else message
+        message = f"must be {message[len('expected '):]}" if message.startswith("expected ") else message
+        return f"{origin}: '{path}' {message}"
+
+    return {"unknown": lambda path, known: f"{origin}: unknown key '{path}' {suggest(path.rsplit('.', 1)[-1], known)}",
+            "line": line}
+
+
+@settings
 class CitySpec:
-    name: str
-    images: list[str]
-    labels: list[str] | None = None
-    palette: str | None = None
-    classes: str | None = None
-    nodata: float | None = None
+    """A city with its paths resolved (local paths absolute, URLs as they are)."""
+
+    name: Str
+    images: list[Str]
+    labels: list[Str] | None = None
+    palette: Str | None = None
+    classes: Str | None = None
+    nodata: Float | None = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class AdaptConfig:
     name: str
     source: CitySpec
@@ -59,11 +158,7 @@ class AdaptConfig:
     workers: int = 1
     gpu: bool = False
     synthetic: dict | None = None
-    raw: dict = field(default_factory=dict)
-
-
-_TOP_KEYS = {"name", "profile", "source", "target", "classes", "methods", "overrides", "seed", "workers", "gpu", "synthetic"}
-_CITY_KEYS = {"name", "images", "labels", "palette", "classes", "nodata"}
+    raw: dict = dataclasses.field(default_factory=dict)
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -86,132 +181,70 @@ def load_adapt_config(path: str | Path | None, *, profile: str | None = None, se
     Relative paths resolve as :func:`config_root` says (the shipped configs' ``../shared/...`` works from anywhere).
     ``path=None`` is the built-in synthetic demo. Command-line values override the file's.
     """
-    data, origin, errors = read_run_config(path, demo="demo", demo_origin="<built-in demo>", known_keys=_TOP_KEYS)
     if path is None:
-        data.update(DEMO_SETTINGS)
-    synthetic = data.get("synthetic")
-    if synthetic is not None:
-        classes_default: list[str] | None = list(DEMO_CLASSES)
-        source = CitySpec("demo_source", [])
-        target = CitySpec("demo_target", [])
+        return adapt_config_from_dict({"name": "demo", "synthetic": {}, **DEMO_SETTINGS}, "<built-in demo>",
+                                      profile=profile, seed=seed, workers=workers, gpu=gpu)
+    data = read_config_file(path)
+    data.setdefault("name", Path(path).stem)
+    return adapt_config_from_dict(data, str(path), profile=profile, seed=seed, workers=workers, gpu=gpu)
+
+
+def adapt_config_from_dict(data: dict, origin: str, *, profile: str | None = None, seed: int | None = None,
+                           workers: int | None = None, gpu: bool | None = None) -> AdaptConfig:
+    """An adapt config from its mapping (``origin`` names it in messages); command-line values win."""
+    raw = dict(data)
+    data = {**data, **{k: v for k, v in (("seed", seed), ("workers", workers), ("gpu", gpu)) if v is not None}}
+    if profile is not None:
+        data["profile"] = profile
+    checked, errors = validate(AdaptFile, data, **file_lines(origin))
+    prof = config_profile(data, origin, errors)
+    if checked is None or errors:
+        raise ConfigError("\n".join(errors))
+    if checked.synthetic is not None:
+        source, target = CitySpec("demo_source", []), CitySpec("demo_target", [])
     else:
-        source = _city(data.get("source"), "source", origin, errors, require_labels=True)
-        target = _city(data.get("target"), "target", origin, errors, require_labels=False)
-        classes_default = None
-    classes = config_classes(data, classes_default, origin, errors)
-    methods = data.get("methods", list(METHODS))
-    if not isinstance(methods, list) or any(m not in METHODS for m in methods):
-        errors.append(f"{origin}: 'methods' must be a list from {list(METHODS)}, got {methods}")
-    prof = config_profile(data, profile, origin, errors)
-    values = run_settings(data, origin, errors, seed=seed, workers=workers, gpu=gpu)
-    if synthetic is None and target is not None and target.labels is None and isinstance(methods, list):
-        methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
+        source, target = (city_spec(c, role, origin, errors) for c, role in ((checked.source, "source"), (checked.target, "target")))
     if errors:
         raise ConfigError("\n".join(errors))
-    return AdaptConfig(
-        name=str(data["name"]), source=source, target=target, classes=list(classes), profile=prof,
-        methods=tuple(methods), seed=values["seed"], workers=values["workers"], gpu=values["gpu"],
-        synthetic=synthetic, raw=data,
-    )
+    methods = checked.methods
+    if checked.synthetic is None and target.labels is None:
+        methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
+    return AdaptConfig(name=checked.name, source=source, target=target, classes=list(checked.classes or DEMO_CLASSES),
+                       profile=prof, methods=tuple(methods), seed=checked.seed, workers=checked.workers, gpu=checked.gpu,
+                       synthetic=data.get("synthetic"), raw=raw)
 
 
-def read_run_config(path: str | Path | None, *, demo: str, demo_origin: str, known_keys: set[str]) -> tuple[dict, str, list[str]]:
-    """A run config's mapping (``path=None``: the built-in synthetic demo named ``demo``), the origin its
-    messages name, and the errors found so far: unknown top-level keys, a bad ``synthetic`` block.
-    Shared by the adapt and multi-city configs, so both read and word these alike."""
-    if path is None:
-        data: dict = {"name": demo, "synthetic": {}}
-        origin = demo_origin
-    else:
-        origin = str(path)
-        data = read_config_file(path)
-        data.setdefault("name", Path(path).stem)
-    errors = [f"{origin}: unknown key '{k}' (known: {', '.join(sorted(known_keys))})" for k in data if k not in known_keys]
-    synthetic = data.get("synthetic")
-    if synthetic is not None and (not isinstance(synthetic, dict) or set(synthetic) - {"size", "rasters", "seed"}):
-        errors.append(f"{origin}: 'synthetic' takes size, rasters, seed")
-    return data, origin, errors
-
-
-def config_classes(data: dict, default: list[str] | None, origin: str, errors: list[str]) -> Any:
-    """The config's ``classes`` (else ``default``); a bad value is appended to ``errors``."""
-    classes = data.get("classes", default)
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        errors.append(f"{origin}: 'classes' must be a non-empty list of class names")
-    return classes
-
-
-def config_profile(data: dict, profile: str | None, origin: str, errors: list[str]) -> Profile | None:
-    """The settings profile (the command line's name, else the file's, else quick) with the file's
-    ``overrides``; None with the problem appended to ``errors``."""
+def config_profile(data: dict, origin: str, errors: list[str]) -> Profile | None:
+    """The settings profile (``data["profile"]``, else quick) with the file's ``overrides``; None with the
+    problem appended to ``errors``."""
+    name, overrides = data.get("profile", "quick"), data.get("overrides") or {}
+    if not isinstance(name, str) or not isinstance(overrides, dict):
+        return None  # the schema reports these
     try:
-        return load_profile(profile or data.get("profile", "quick"), data.get("overrides") or {})
+        return load_profile(name, overrides)
     except ConfigError as exc:
         errors.append(f"{origin}: {exc}")
         return None
 
 
-def run_settings(data: dict, origin: str, errors: list[str], *, seed: int | None, workers: int | None,
-                 gpu: bool | None) -> dict:
-    """seed, workers, gpu: the command line's value, else the file's, else the default; bad types and
-    values are appended to ``errors`` (shared by the adapt, tune and multi-city configs)."""
-    values = {"seed": seed if seed is not None else data.get("seed", 0),
-              "workers": workers if workers is not None else data.get("workers", 1),
-              "gpu": gpu if gpu is not None else data.get("gpu", False)}
-    for key, kind in (("seed", int), ("workers", int), ("gpu", bool)):
-        if not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool):
-            errors.append(f"{origin}: '{key}' must be {kind.__name__}, got {values[key]!r}")
-    if isinstance(values["workers"], int) and values["workers"] < 1:
-        errors.append(f"{origin}: 'workers' must be >= 1")
-    return values
+def city_spec(city: CityFile, role: str, origin: str, errors: list[str]) -> CitySpec:
+    """``city`` with its paths resolved; a palette or class list that is not there is appended to ``errors``."""
+    from semi2i import io_paths
 
-
-def _city(spec: Any, role: str, origin: str, errors: list[str], require_labels: bool) -> CitySpec | None:
-    if not isinstance(spec, dict):
-        errors.append(f"{origin}: '{role}' must be a mapping with images (and labels, palette/classes)")
-        return None
-    for key in spec:
-        if key not in _CITY_KEYS:
-            errors.append(f"{origin}: unknown key '{role}.{key}' (known: {', '.join(sorted(_CITY_KEYS))})")
-    if "images" not in spec:
-        errors.append(f"{origin}: '{role}.images' is required")
-    if require_labels and "labels" not in spec:
-        errors.append(f"{origin}: '{role}.labels' is required (the source's labels train the U-net)")
-    if spec.get("palette") and spec.get("classes"):
-        errors.append(f"{origin}: '{role}' takes either palette (colour masks) or classes (index labels), not both")
-
-    def paths(value: Any, key: str) -> list[str] | None:
+    def one(value: str | None, key: str) -> str | None:
         if value is None:
             return None
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            errors.append(f"{origin}: '{role}.{key}' must be a path/glob or a list of them")
-            return None
-        return [str(resolve(v)) for v in items]
-
-    def one(value: Any, key: str) -> str | None:
-        if value is None:
-            return None
-        from semi2i import io_paths
-
         path = resolve(value)
         try:
-            found = io_paths.exists(path)
+            if not io_paths.exists(path):
+                errors.append(f"{origin}: '{role}.{key}' file not found: {path}")
         except RuntimeError as exc:  # no fsspec backend for this URL scheme
             errors.append(f"{origin}: '{role}.{key}': {exc}")
-            return str(path)
-        if not found:
-            errors.append(f"{origin}: '{role}.{key}' file not found: {path}")
         return str(path)
 
-    return CitySpec(
-        name=str(spec.get("name", role)),
-        images=paths(spec.get("images"), "images") or [],
-        labels=paths(spec.get("labels"), "labels"),
-        palette=one(spec.get("palette"), "palette"),
-        classes=one(spec.get("classes"), "classes"),
-        nodata=spec.get("nodata"),
-    )
+    return CitySpec(name=city.name or role, images=[str(resolve(v)) for v in city.images],
+                    labels=None if city.labels is None else [str(resolve(v)) for v in city.labels],
+                    palette=one(city.palette, "palette"), classes=one(city.classes, "classes"), nodata=city.nodata)
 
 
 def config_root() -> Path:

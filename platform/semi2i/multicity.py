@@ -37,12 +37,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from semi2i.checkpoints import MULTICITY_CHECKPOINT
 from semi2i.config import ConfigError, Profile
-from semi2i.adapt_config import DEMO_CLASSES, CitySpec, _city, config_classes, config_profile, read_run_config, run_settings
+from semi2i.adapt_config import (DEMO_CLASSES, CityFile, CitySpec, RunFile, city_spec, config_profile, file_lines,
+                                  read_config_file, shape)
+from semi2i.schema import Str, settings, validate
 from semi2i.pipeline import RunFolder, _atomic_text, score_maps
-from semi2i.report_table import _pct
+from semi2i.report_table import pct
 from semi2i.stylizers.multicity import MultiCityStylizer, load_multicity
 from semi2i.training.distributed import fit_multicity, fit_unets, unet_job
 
@@ -82,7 +85,17 @@ class MultiCityConfig:
         return [(s, t) for s in self.sources for t in self.targets if s != t]
 
 
-_TOP_KEYS = {"name", "profile", "cities", "sources", "targets", "classes", "overrides", "seed", "workers", "gpu", "synthetic"}
+CityNames = Annotated[list[Str], shape(lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, str) for c in v),
+                                       "must be a non-empty list of city names")]
+
+
+@settings
+class MultiCityFile(RunFile):
+    """A multi-city config file: named cities, which of them are sources and which targets."""
+
+    cities: dict[Str, CityFile] | None = None
+    sources: CityNames | None = None
+    targets: CityNames | None = None
 
 
 def load_multicity_config(path: str | Path | None, *, profile: str | None = None, seed: int | None = None,
@@ -92,47 +105,49 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
     Every problem (unknown keys or city names, missing files, unequal band counts) is a
     :class:`ConfigError` raised before any work starts.
     """
-    data, origin, errors = read_run_config(path, demo="multicity_demo", demo_origin="<built-in multi-city demo>",
-                                           known_keys=_TOP_KEYS)
-    synthetic = data.get("synthetic")
+    if path is None:
+        data, origin = {"name": "multicity_demo", "synthetic": {}}, "<built-in multi-city demo>"
+    else:
+        data, origin = read_config_file(path), str(path)
+        data.setdefault("name", Path(path).stem)
+    raw = dict(data)
+    data = {**data, **{k: v for k, v in (("seed", seed), ("workers", workers), ("gpu", gpu)) if v is not None}}
+    if profile is not None:
+        data["profile"] = profile
+    checked, errors = validate(MultiCityFile, data, **file_lines(origin))
+    prof = config_profile(data, origin, errors)
+    if checked is None:
+        raise ConfigError("\n".join(errors))
     cities: dict = {}
-    if synthetic is not None:
+    if checked.synthetic is not None:
         from semi2i.demo.cities import MULTICITY_DEMO
 
-        if "cities" in data:
+        if checked.cities is not None:
             errors.append(f"{origin}: 'cities' and 'synthetic' exclude each other")
         known = [c for c, _ in MULTICITY_DEMO]
-        classes_default: list[str] | None = list(DEMO_CLASSES)
     else:
-        raw_cities = data.get("cities")
-        if not isinstance(raw_cities, dict) or len(raw_cities) < 2:
+        if checked.cities is None or len(checked.cities) < 2:
             errors.append(f"{origin}: 'cities' must map at least two city names to {{images, labels, palette|classes}}")
-            raw_cities = {}
-        known = [str(c) for c in raw_cities]
-        classes_default = None
-    sources = data.get("sources", known if synthetic is not None else None)
-    targets = data.get("targets", known if synthetic is not None else None)
+        known = list(checked.cities or {})
+        if checked.classes is None:
+            errors.append(f"{origin}: 'classes' must be a non-empty list of class names")
+    sources = checked.sources if checked.sources is not None else known if checked.synthetic is not None else None
+    targets = checked.targets if checked.targets is not None else known if checked.synthetic is not None else None
     for key, value in (("sources", sources), ("targets", targets)):
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        if value is None:
             errors.append(f"{origin}: '{key}' must be a non-empty list of city names")
-            continue
-        for name in value:
+        for name in value or []:
             if name not in known:
                 errors.append(f"{origin}: unknown city '{name}' in {key} (cities: {', '.join(known) or 'none'})")
-    sources = sources if isinstance(sources, list) else []
-    targets = targets if isinstance(targets, list) else []
+    sources, targets = sources or [], targets or []
     if sources and targets and not any(s != t for s in sources for t in targets):
         errors.append(f"{origin}: no (source, target) pair of different cities")
-    if synthetic is None:
-        for name, spec in raw_cities.items():
-            if not _NAME.match(str(name)):
-                errors.append(f"{origin}: city name '{name}' must be letters, digits, '_', '.', '-' (it names files)")
-            city = _city(spec, f"cities.{name}", origin, errors, require_labels=name in sources)
-            if city is not None:
-                cities[str(name)] = dataclasses.replace(city, name=str(name))
-    classes = config_classes(data, classes_default, origin, errors)
-    prof = config_profile(data, profile, origin, errors)
-    values = run_settings(data, origin, errors, seed=seed, workers=workers, gpu=gpu)
+    for name, spec in (checked.cities or {}).items() if checked.synthetic is None else ():
+        if not _NAME.match(name):
+            errors.append(f"{origin}: city name '{name}' must be letters, digits, '_', '.', '-' (it names files)")
+        if name in sources and spec.labels is None:
+            errors.append(f"{origin}: 'cities.{name}.labels' is required (the source's labels train the U-net)")
+        cities[name] = dataclasses.replace(city_spec(spec, f"cities.{name}", origin, errors), name=name)
     if not errors and cities:
         used = list(dict.fromkeys([*sources, *targets]))
         bands = _band_counts({c: cities[c] for c in used}, origin, errors)
@@ -142,9 +157,9 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
                           "encoder/decoder and needs equal band counts (use jobs/adapt.py per pair instead)")
     if errors:
         raise ConfigError("\n".join(errors))
-    return MultiCityConfig(name=str(data["name"]), cities=cities, sources=list(sources), targets=list(targets),
-                           classes=list(classes), profile=prof, seed=values["seed"], workers=values["workers"],
-                           gpu=values["gpu"], synthetic=synthetic, raw=data)
+    return MultiCityConfig(name=checked.name, cities=cities, sources=list(sources), targets=list(targets),
+                           classes=list(checked.classes or DEMO_CLASSES), profile=prof, seed=checked.seed,
+                           workers=checked.workers, gpu=checked.gpu, synthetic=data.get("synthetic"), raw=raw)
 
 
 def _band_counts(cities: dict, origin: str, errors: list[str]) -> dict[str, int]:
@@ -317,9 +332,9 @@ def report_markdown(report: dict) -> str:
              "|---" * (len(classes) + 5) + "|"]
     for entry in report["pairs"].values():
         for name, m in entry["methods"].items():
-            cells = [_pct(m["iou"].get(c)) for c in classes]
+            cells = [pct(m["iou"].get(c)) for c in classes]
             lines.append(f"| {entry['source']} | {entry['target']} | {name} | " + " | ".join(cells)
-                         + f" | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} |")
+                         + f" | **{pct(m['miou'])}** | {pct(m['pixel_accuracy'])} |")
         if not entry["methods"]:
             lines.append(f"| {entry['source']} | {entry['target']} | (no labels) |" + " |" * (len(classes) + 2))
     return "\n".join(lines) + "\n"

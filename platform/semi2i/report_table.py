@@ -15,9 +15,9 @@ def report_markdown(report: dict) -> str:
         if "not_applicable" in m:
             lines.append(f"| {name} | " + " | ".join("-" for _ in classes) + " | not applicable | - |")
             continue
-        cells = [_pct(m["iou"].get(c)) for c in classes]
+        cells = [pct(m["iou"].get(c)) for c in classes]
         label = f"{name} (upper bound)" if name == "target_oracle" else name
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{pct(m['miou'])}** | {pct(m['pixel_accuracy'])} |")
     if choice := report.get("semi2i_choice"):
         lines += ["", f"SemI2I: {choice['chosen']} (seed {choice['seed']}) was chosen without target labels "
                   f"({choice['criterion']})."]
@@ -34,5 +34,5 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"

@@ -75,18 +75,28 @@ Unknown = Callable[[str, list[str]], str]  # (dotted path, known keys) -> the li
 Line = Callable[[str, str], str]  # (dotted path, message) -> the line
 
 
+MISSING = ("missing", "missing_argument")
+
+
 def suggest(key: str, known: list[str]) -> str:
     """``(did you mean 'x'?)`` for a near miss, else the known keys."""
     close = difflib.get_close_matches(key, known, n=1)
     return f"(did you mean {close[0]!r}?)" if close else f"(known: {', '.join(known)})"
 
 
-def _field_types(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-
-
 def _options(hint: Any) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _unwrap(hint: Any) -> Any:
+    """``X`` for ``X | None``."""
+    inner = [o for o in _options(hint) if o is not type(None)]
+    return inner[0] if len(inner) == 1 else hint
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
+    cls = _unwrap(cls)
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
 
 
 def _hint_at(cls: Any, loc: tuple) -> Any:
@@ -94,7 +104,13 @@ def _hint_at(cls: Any, loc: tuple) -> Any:
     hint = cls
     for part in loc:
         inner = [o for o in _options(hint) if o is not type(None)]
-        hint = _field_types(inner[0]).get(part) if len(inner) == 1 else None
+        if len(inner) != 1:
+            return None
+        container = typing.get_origin(inner[0])
+        if container in (dict, list):  # a mapping's value / a list's item
+            hint = typing.get_args(inner[0])[-1]
+        else:
+            hint = _field_types(inner[0]).get(part)
         if hint is None:
             return None
     return hint
@@ -106,7 +122,7 @@ def _translate(error: dict, cls: Any, unknown: Unknown, line: Line) -> list[tupl
     path, kind, value = ".".join(loc), error["type"], error.get("input")
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         return [(path, unknown(path, list(_field_types(_hint_at(cls, loc[:-1])))))]
-    if kind in ("missing", "missing_argument"):
+    if kind in MISSING:
         return [(path, line(path, "missing (required)"))]
     if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
         return [(path, line(path, f"expected a mapping of settings, got {type(value).__name__}"))]
@@ -118,12 +134,12 @@ def _translate(error: dict, cls: Any, unknown: Unknown, line: Line) -> list[tupl
     if kind != "config":
         return [(path, line(path, error["msg"]))]
     text = str(error["ctx"]["text"])
-    if not dataclasses.is_dataclass(_hint_at(cls, loc)):  # a field's own rule
+    if not dataclasses.is_dataclass(_unwrap(_hint_at(cls, loc))):  # a field's own rule
         return [(path, line(path, text))]
     out = []  # relations() of a dataclass: "key: message" lines inside it
     for item in text.splitlines():
         key, _, message = item.partition(": ")
-        full = ".".join((*loc, key))
+        full = ".".join((*loc, key)) if key else path  # ": message" is about the object itself
         out.append((full, line(full, message)))
     return out
 
@@ -156,11 +172,12 @@ def validate(cls: type, data: Any, *, unknown: Unknown, line: Line) -> tuple[Any
             for error in exc.errors(include_url=False):
                 loc = tuple(str(p) for p in error["loc"])
                 lines = [(p, text) for p, text in _translate(error, cls, unknown, line)
-                         if p not in found and not any(p.startswith(f"{a}.") for a in aside)]
+                         if p not in found and not any(p == a or p.startswith(f"{a}.") for a in aside)]
                 new += lines
-                if lines and error["type"] == "config" and loc and dataclasses.is_dataclass(_hint_at(cls, loc)):
-                    aside.add(".".join(loc))  # its own fields disagree: validate the rest without it
-                    data = _drop(data, ".".join(loc))
+                whole = loc if error["type"] == "config" else loc[:-1] if error["type"] in MISSING else None
+                if lines and whole and dataclasses.is_dataclass(_unwrap(_hint_at(cls, whole))):
+                    aside.add(".".join(whole))  # its fields disagree, or one is missing: the rest without it
+                    data = _drop(data, ".".join(whole))
             if not new:
                 return None, list(found.values())
             for p, text in new:

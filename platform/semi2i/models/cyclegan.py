@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from semi2i.models.semi2i import ResidualBlock, _pad_to_multiple
+from semi2i.models.semi2i import ResidualBlock, pad_to_multiple
 
 
 class ResnetGenerator(nn.Module):
@@ -48,7 +48,7 @@ class ResnetGenerator(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self(_pad_to_multiple(x))
+            out = self(pad_to_multiple(x))
         finally:
             self.train(was_training)
         return out[..., :h, :w]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from semi2i.models.discriminator import PatchDiscriminator
-from semi2i.models.semi2i import Decoder, Encoder, _check_input, six_passes, stylize_padded
+from semi2i.models.semi2i import Decoder, Encoder, check_input, six_passes, stylize_padded
 
 
 class MultiCityStyleStats(nn.Module):
@@ -58,13 +58,13 @@ class MultiCityGenerator(nn.Module):
         Same keys as :meth:`SemI2IGenerator.forward`, so :func:`semi2i.losses.generator_loss` applies.
         """
         for name, x in (("a", a), ("b", b)):
-            _check_input(x, self.bands, name, training=True)
+            check_input(x, self.bands, name, training=True)
         return six_passes(a, b, self.enc, self.enc, self.dec, self.dec, self.eps)
 
     @torch.no_grad()
     def stylize(self, image: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
         """Test time: ``image``'s content with the (global, (C,)) style ``mu``, ``sigma``; any H×W, eval mode."""
-        _check_input(image, self.bands, "source", training=False)
+        check_input(image, self.bands, "source", training=False)
         return stylize_padded(self, self.enc, self.dec, image, mu, sigma)
 
 

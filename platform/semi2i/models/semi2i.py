@@ -215,7 +215,7 @@ class SemI2IGenerator(nn.Module):
         ``sigma_b`` (N, C) of the real images' embeddings (the input of Algorithm 1).
         """
         for name, x in (("a", a), ("b", b)):
-            _check_input(x, self.bands[name], name, training=True)
+            check_input(x, self.bands[name], name, training=True)
         return six_passes(a, b, self.enc_a, self.enc_b, self.dec_a, self.dec_b, self.eps)
 
     @torch.no_grad()
@@ -229,7 +229,7 @@ class SemI2IGenerator(nn.Module):
         if source not in ("a", "b"):
             raise ValueError(f"source must be 'a' or 'b', got {source!r}")
         target = "b" if source == "a" else "a"
-        _check_input(image, self.bands[source], source, training=False)
+        check_input(image, self.bands[source], source, training=False)
         encoder = self.enc_a if source == "a" else self.enc_b
         decoder = self.dec_b if source == "a" else self.dec_a
         mu, sigma = style.style(target)
@@ -277,7 +277,7 @@ def stylize_padded(generator: nn.Module, encoder: nn.Module, decoder: nn.Module,
     generator.eval()
     try:
         h, w = image.shape[-2:]
-        emb, low = encoder(_pad_to_multiple(image))
+        emb, low = encoder(pad_to_multiple(image))
         out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low)
     finally:
         generator.train(was_training)
@@ -289,7 +289,7 @@ def _check_style_path(style_path: str) -> None:
         raise ValueError(f"style_path must be one of {list(STYLE_PATHS)}, got {style_path!r}")
 
 
-def _check_input(x: Tensor, bands: int, domain: str, training: bool) -> None:
+def check_input(x: Tensor, bands: int, domain: str, training: bool) -> None:
     if x.dim() != 4 or x.shape[1] != bands:
         raise ValueError(f"domain {domain}: expected (N, {bands}, H, W), got {tuple(x.shape)}")
     if training and (x.shape[-2] % SIZE_MULTIPLE or x.shape[-1] % SIZE_MULTIPLE or min(x.shape[-2:]) < MIN_SIZE):
@@ -299,7 +299,7 @@ def _check_input(x: Tensor, bands: int, domain: str, training: bool) -> None:
         )
 
 
-def _pad_to_multiple(x: Tensor) -> Tensor:
+def pad_to_multiple(x: Tensor) -> Tensor:
     """Pad bottom/right to a multiple of 4 (>= 8): reflect where the image is big enough, else replicate."""
     h, w = x.shape[-2:]
     ph = max(MIN_SIZE, -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE) - h
