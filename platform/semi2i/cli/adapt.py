@@ -21,7 +21,7 @@ from pathlib import Path
 from semi2i.config import ConfigError
 from semi2i.data.ingest import IngestError
 from semi2i.data.store import StoreError
-from semi2i.io_paths import refuse_ephemeral
+from semi2i.io_paths import is_url, refuse_ephemeral
 from semi2i.mapping import MappingError
 from semi2i.adapt_config import STAGES, load_adapt_config
 from semi2i.pipeline import AdaptRun
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="adapt config YAML (default: the built-in synthetic demo)")
     p.add_argument("--profile", choices=["quick", "paper"], help="settings profile (default: the config's, else quick)")
-    p.add_argument("--run-dir", help="run folder (default: $SEMI2I_RUNS/<config name>, else runs/<config name>)")
+    p.add_argument("--run-dir", help="run folder, or an object-store URL (s3://bucket/prefix/run) (default: $SEMI2I_RUNS/<config name>, else runs/<config name>)")
     p.add_argument("--workers", type=int, help="Ray Train workers per training stage")
     p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (one per worker)")
     p.add_argument("--seed", type=int, help="seed for model initialisation and patch order")
@@ -40,9 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_run_dir(name: str) -> Path:
-    """``$SEMI2I_RUNS/<name>`` (a shared mount on a cluster), else ``runs/<name>`` under the current folder."""
+def default_run_dir(name: str) -> Path | str:
+    """``$SEMI2I_RUNS/<name>`` (a shared mount or a bucket URL on a cluster), else ``runs/<name>`` under the
+    current folder."""
     root = os.environ.get("SEMI2I_RUNS")
+    if root and is_url(root):
+        return f"{root.rstrip('/')}/{name}"
     return Path(root) / name if root else Path("runs") / name
 
 

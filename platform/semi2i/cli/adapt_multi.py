@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="multi-city config YAML (default: the built-in 3-city synthetic demo)")
     p.add_argument("--profile", choices=["quick", "paper"], help="settings profile (default: the config's, else quick)")
-    p.add_argument("--run-dir", help="run folder (default: $SEMI2I_RUNS/<config name>, else runs/<config name>)")
+    p.add_argument("--run-dir", help="run folder, or an object-store URL (s3://bucket/prefix/run) (default: $SEMI2I_RUNS/<config name>, else runs/<config name>)")
     p.add_argument("--workers", type=int, help="Ray Train workers per training stage")
     p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (one per worker)")
     p.add_argument("--seed", type=int, help="seed for model initialisation, patch order and city pairs")

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from semi2i.remote_run import RemoteRun
 from semi2i.config import ConfigError
 from semi2i.io_paths import refuse_ephemeral
 from semi2i.tuning.resources import ResourceError
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="adapt config YAML, optionally with a tune: section (default: the synthetic demo)")
     p.add_argument("--num-samples", type=int, help="trials to sample (default: tune.num_samples, else 8)")
-    p.add_argument("--run-dir", help="sweep folder (default: runs/tune-<config name>)")
+    p.add_argument("--run-dir", help="sweep folder, or an object-store URL (s3://bucket/prefix/sweep) (default: runs/tune-<config name>)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit the cluster)")
     p.add_argument("--driver-cpus", type=float, help="CPUs of each trial's driver process (default 1)")
     p.add_argument("--driver-gpus", type=float, help="GPU share of each trial's driver (stylize/segment there; default 0)")
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tune: config error:\n{exc}", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir or Path("runs") / f"tune-{cfg.name}")
+    # a run folder on object storage: the sweep runs in a local copy, published when shared/ is ready and at the end
+    remote = RemoteRun.of(args.run_dir) if args.run_dir else None
+    run_dir = remote.local if remote else Path(args.run_dir or Path("runs") / f"tune-{cfg.name}")
     try:  # before Ray starts: a sweep in `ray job submit --working-dir`'s temporary copy is deleted with the job
         refuse_ephemeral(run_dir, hint="pass an absolute --run-dir on shared storage")
     except ConfigError as exc:
@@ -78,12 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         for name in ("tune", "trials"):
             shutil.rmtree(sweep.run_dir / name, ignore_errors=True)
+            if remote:
+                (remote.remote / name).remove(commit=None)
+    elif remote:
+        remote.pull()  # the published sweep (Tuner.restore resumes it) and shared/
     log.info("sweep %s: %d samples, objective %s (%s), %d rungs, %d trial(s) at once (%g driver CPU + %d worker(s) each); %s",
              cfg.name, settings.num_samples, sweep.metric, sweep.mode, sweep.n_rungs, sweep.concurrency,
              settings.driver_cpus, cfg.workers, sweep.run_dir)
     started = time.perf_counter()
     baseline = prepare_shared(sweep)
+    if remote:
+        remote.publish()
     summary = run_sweep(sweep, verbose=0 if args.quiet else 1, baseline=baseline)
+    if remote:
+        remote.publish()
     print((sweep.run_dir / "results.md").read_text())
     log.info("done in %.0f s; best config: %s", time.perf_counter() - started, summary["best_config"])
     return 0 if summary["best_config"] else 1
