@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from PIL import Image
 from rasterio.transform import from_origin
 
 from semi2i.data.normalize import BandStats
@@ -15,6 +16,7 @@ from semi2i.mapping import (
     NODATA_CLASS, Chunk, ChunkMapper, MappingError, WindowGrid, map_region, plan_chunks, read_classes,
 )
 from semi2i.models.unet import UNet
+from semi2i.previews import IGNORE_COLOUR, class_colours
 from semi2i.segment import SegmentationModel
 
 PATCH, CLASSES = 32, 3
@@ -109,7 +111,10 @@ def test_cog_keeps_crs_transform_and_nodata(tmp_path, write, checkpoint):
         assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert (classes[:10] == NODATA_CLASS).all() and (classes[10:] < CLASSES).all()
     assert (classes == read_classes(out, "scene")).all()
-    assert (out / "quicklook" / "scene.png").stat().st_size > 0
+    # the quicklook is the class map in the class colours, nodata grey (full size: under 1024 px)
+    quicklook = np.asarray(Image.open(out / "quicklook" / "scene.png").convert("RGB"))
+    np.testing.assert_array_equal(quicklook, class_colours(CLASSES)[classes])
+    assert (quicklook[:10] == IGNORE_COLOUR).all() and (quicklook[10:] != IGNORE_COLOUR).any(axis=-1).all()
     assert not (out / ".partial").exists() and json.loads((out / "job.json").read_text())["chunks"] == 9
 
 
