@@ -14,17 +14,21 @@ from typing import Annotated, Any, Mapping
 
 import yaml
 
-from semi2i.schema import (Beta, ConfigError, Float, Int, NonNegFloat, NonNegInt, PosFloat, PosInt, Str, one_of,
+from semi2i.schema import (Beta, Bool, ConfigError, Float, Int, NonNegFloat, NonNegInt, PosFloat, PosInt, Str, one_of,
                            relations, rule, settings, suggest, validate)
 
 __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig", "UNetTrainConfig", "Profile",
-           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "available_profiles", "load_profile", "profile_from_dict",
+           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile", "profile_from_dict",
            "merge_overrides"]
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
 STYLE_PATHS = ("normalised", "carried")
 #: Learning-rate schedules a U-net fine-tune may use (``UNetTrainConfig.finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
+#: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (for GPUs;
+#: weights, optimizer states and EMAs stay fp32, see semi2i.training.precision).
+PRECISIONS = ("fp32", "bf16")
+Precision = Annotated[Str, one_of(PRECISIONS)]
 
 #: a GAN's training patch: two stride-2 convolutions, and the 70x70 PatchGAN needs 32 px
 GanPatch = Annotated[PosInt, rule(lambda v: v % 4 == 0, "must be divisible by 4 (two stride-2 convs), got {v}"),
@@ -75,6 +79,8 @@ class SemI2IConfig:
     preview_every: PosInt = 500  # steps
     log_every: PosInt = 50  # steps (log line + TensorBoard scalars)
     seed: Int = 0
+    precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
+    tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
 
     def __post_init__(self) -> None:
         relations(_schedule(self))
@@ -114,6 +120,8 @@ class ColorMapGANConfig:
     preview_every: PosInt = 500
     log_every: PosInt = 50
     seed: Int = 0
+    precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
+    tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
 
     def __post_init__(self) -> None:
         relations(_schedule(self))
@@ -146,6 +154,8 @@ class CycleGANConfig:
     preview_every: PosInt = 500
     log_every: PosInt = 50
     seed: Int = 0
+    precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
+    tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
 
     def __post_init__(self) -> None:
         relations(_schedule(self))
@@ -165,6 +175,8 @@ class UNetTrainConfig:
     # Learning rate over a fine-tune: "constant" (the paper) or "cosine" (decayed from ``lr`` towards 0, so
     # the fine-tuned weights are not at the mercy of the last few batches; see docs/adaptation-study.md).
     finetune_lr_schedule: Annotated[Str, one_of(FINETUNE_LR_SCHEDULES)] = "constant"
+    precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
+    tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
 
 
 @settings
