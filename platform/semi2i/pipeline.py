@@ -1,6 +1,8 @@
 """The adapt pipeline (paper §2-3 end to end), one resumable stage per function, one run folder.
 
-    ingest -> unet_source -> colormapgan -> cyclegan -> semi2i -> stylize -> finetune -> segment (+ score) -> report
+    ingest -> {unet_source, colormapgan, cyclegan, semi2i} -> stylize -> finetune -> segment (+ score) -> report
+
+(the four trainings in braces need only the ingested cities and run side by side: :mod:`semi2i.trainings`).
 
 Every stage writes its outputs atomically into the run folder and is skipped when they exist, so a
 run that was interrupted resumes where it stopped. The run folder::
@@ -38,10 +40,18 @@ from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
 from semi2i.report_table import report_markdown
-from semi2i.semi2i_seeds import base_method, choose, seed_methods, train_seeds
+from semi2i.semi2i_seeds import base_method, choose, seed_methods, seed_trainings
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
+from semi2i.trainings import Training, run_trainings
 
 log = logging.getLogger(__name__)
+
+#: stages that train a model from the ingested cities alone: run side by side (AdaptRun.train_models)
+TRAINING_STAGES = ("unet_source", "colormapgan", "cyclegan", "semi2i")
+#: the segment stage's U-net windows: the U-net has batch norm (no instance norm), so a window larger than its
+#: training patch gives the same logits away from window borders while a 128² window with 16 px of overlap
+#: computes 31 % of its pixels twice (512²: 7 %)
+SEGMENT_WINDOW = 512
 
 # ---------------------------------------------------------------------------------------------------
 # the run
@@ -126,6 +136,10 @@ class AdaptRun(RunFolder):
             if stage in self.skip:
                 log.info("stage %s: skipped (--skip)", stage)
                 continue
+            if stage in TRAINING_STAGES:  # trained together, at the first of them
+                if stage == next(s for s in TRAINING_STAGES if s not in self.skip):
+                    self.train_models([s for s in TRAINING_STAGES if s not in self.skip])
+                continue
             started = time.perf_counter()
             getattr(self, f"stage_{stage}")()
             self.publish()
@@ -165,36 +179,57 @@ class AdaptRun(RunFolder):
         if source.num_bands != target.num_bands and any(m in self.cfg.methods for m in PER_BAND_METHODS):
             log.warning("source has %d bands and target %d: per-band baselines are skipped", source.num_bands, target.num_bands)
 
-    # 2. U-net on the real source
-    def stage_unet_source(self) -> None:
-        if self.unet_path("source_only").exists():
-            return
-        p = self.cfg.profile
-        fit_unet(p.unet, [self.store("source").path], self.run_dir, stage="unet_source", output="unet_source.pt",
-                 overlap=p.overlap, seed=self.cfg.seed, scaling=self.scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+    # 2-3. the models that only need the ingested cities, trained side by side (semi2i.trainings): the U-net
+    # on the real source, the ColorMapGAN and CycleGAN baselines, SemI2I (each of its seeds)
+    def train_models(self, stages: list[str]) -> None:
+        started = time.perf_counter()
+        self.timings.update({stage: 0.0 for stage in stages})  # each stage's (or seed's) own time when it trains
+        self.timings.update(run_trainings(self.trainings(stages), self.scaling))
+        self.publish()
+        self.timings["training"] = time.perf_counter() - started
 
-    # 3. the GANs on source + target images: the ColorMapGAN and CycleGAN baselines, then SemI2I
+    def trainings(self, stages: list[str]) -> list[Training]:
+        """The trainings of ``stages`` whose outputs are missing, the longest first."""
+        jobs: list[Training] = []
+        if "semi2i" in stages and "semi2i" in self.cfg.methods:
+            if self.cfg.profile.semi2i.seeds > 1:
+                jobs += seed_trainings(self, fit_semi2i)
+            else:
+                jobs += self._gan_training("semi2i", fit_semi2i)
+        for method, fit in (("cyclegan", fit_cyclegan), ("colormapgan", fit_colormapgan)):
+            if method in stages:
+                jobs += self._gan_training(method, fit)
+        if "unet_source" in stages and not self.unet_path("source_only").exists():
+            jobs.append(("unet_source", self._fit_unet_source))
+        return jobs
+
+    def stage_unet_source(self) -> None:
+        run_trainings(self.trainings(["unet_source"]), self.scaling)
+
     def stage_colormapgan(self) -> None:
-        self._train_gan("colormapgan", fit_colormapgan)
+        run_trainings(self.trainings(["colormapgan"]), self.scaling)
 
     def stage_cyclegan(self) -> None:
-        self._train_gan("cyclegan", fit_cyclegan)
+        run_trainings(self.trainings(["cyclegan"]), self.scaling)
 
     def stage_semi2i(self) -> None:
-        if self.cfg.profile.semi2i.seeds > 1 and "semi2i" in self.cfg.methods:
-            train_seeds(self, fit_semi2i)
-        else:
-            self._train_gan("semi2i", fit_semi2i)
+        run_trainings(self.trainings(["semi2i"]), self.scaling)
 
-    def _train_gan(self, method: str, fit: Any) -> None:
+    def _fit_unet_source(self, scaling: Scaling) -> None:
+        p = self.cfg.profile
+        fit_unet(p.unet, [self.store("source").path], self.run_dir, stage="unet_source", output="unet_source.pt",
+                 overlap=p.overlap, seed=self.cfg.seed, scaling=scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+
+    def _gan_training(self, method: str, fit: Any) -> list[Training]:
         if method not in self.cfg.methods or self.path(f"{method}.pt").exists():
-            return
+            return []
         source, target = self.store("source"), self.store("target")
         if method in PER_BAND_METHODS and source.num_bands != target.num_bands:
             log.info("stage %s: skipped, source has %d bands and target %d", method, source.num_bands, target.num_bands)
-            return
+            return []
         cfg = dataclasses.replace(getattr(self.cfg.profile, method), seed=self.cfg.seed)
-        fit(cfg, source.path, target.path, self.run_dir, overlap=self.cfg.profile.overlap, scaling=self.scaling)
+        return [(method, lambda scaling: fit(cfg, source.path, target.path, self.run_dir, overlap=self.cfg.profile.overlap,
+                                             scaling=scaling))]
 
     # 4. stylize the source rasters
     def stage_stylize(self) -> None:
@@ -274,6 +309,7 @@ class AdaptRun(RunFolder):
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
+                           window=max(SEGMENT_WINDOW, self.cfg.profile.unet.patch_size),
                            use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             _atomic_text(score_path, json.dumps(result, indent=1))

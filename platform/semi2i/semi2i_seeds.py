@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,36 +55,18 @@ def seed_of(base_seed: int, method: str) -> int:
     return base_seed + SEED_STRIDE * int(method[len(PREFIX):]) if is_seed_method(method) else base_seed
 
 
-def concurrent_trainings(cpus: float, workers: int, gpu: bool, gpus: float, wanted: int) -> int:
-    """How many K-seed trainings fit on the cluster at once (each needs ``workers`` CPUs or GPUs)."""
-    room = int(gpus // workers) if gpu else int(cpus // workers)
-    return max(1, min(wanted, room))
-
-
-def train_seeds(run: "AdaptRun", fit: Callable[..., Any]) -> None:
-    """Train every missing ``semi2i_seed<k>.pt``: as many at once as the Ray cluster has room for (each a
-    Ray Train run of its own, with an even share of the CPUs as threads), the rest after them."""
-    import ray
-
+def seed_trainings(run: "AdaptRun", fit: Callable[..., Any]) -> list[tuple[str, Callable[[Any], None]]]:
+    """One training per missing ``semi2i_seed<k>.pt`` (the adapt run trains them alongside its other models,
+    :mod:`semi2i.trainings`)."""
     source, target = run.store("source"), run.store("target")
     todo = [m for m in seed_methods(run.cfg.profile.semi2i.seeds) if not run.path(f"{m}.pt").exists()]
-    if not todo:
-        return
-    if not ray.is_initialized():
-        ray.init()
-    res = ray.cluster_resources()
-    at_once = concurrent_trainings(res.get("CPU", 0), run.cfg.workers, run.cfg.gpu, res.get("GPU", 0), len(todo))
-    threads = max(1, int(res.get("CPU", 1)) // (at_once * run.cfg.workers))
-    scaling = dataclasses.replace(run.scaling, threads_per_worker=threads if at_once > 1 else run.scaling.threads_per_worker)
-    log.info("stage semi2i: %d seed(s) to train, %d at a time", len(todo), at_once)
 
-    def train(method: str) -> None:
+    def training(method: str) -> Callable[[Any], None]:
         cfg = dataclasses.replace(run.cfg.profile.semi2i, seed=seed_of(run.cfg.seed, method))
-        fit(cfg, source.path, target.path, run.run_dir, overlap=run.cfg.profile.overlap, scaling=scaling, name=method)
+        return lambda scaling: fit(cfg, source.path, target.path, run.run_dir, overlap=run.cfg.profile.overlap,
+                                   scaling=scaling, name=method)
 
-    with ThreadPoolExecutor(max_workers=at_once) as pool:
-        for future in [pool.submit(train, m) for m in todo]:
-            future.result()
+    return [(m, training(m)) for m in todo]
 
 
 def kept_seeds(candidates: list[str], tone: dict[str, float | None]) -> list[str]:

@@ -1,0 +1,62 @@
+"""Independent Ray Train runs side by side: the source U-net, the GAN baselines and SemI2I (each of its seeds)
+do not depend on one another, so an adapt run trains them at once where the cluster has room for them.
+
+Room means: every run keeps what it would have alone (``workers`` workers, each with its torch threads or its
+GPU). On a cluster of several nodes the runs then land on different nodes and the stage takes as long as its
+longest run. On one machine they run one after another: splitting its cores between runs would slow the
+longest run (SemI2I, ~2/3 of the training time in the quick profile) by 1.8x while the short ones finish
+early and leave their cores idle (measured scaling 1 -> 2 threads: 1.75-1.85x, ../shared/perf-notes.md).
+The longest runs start first (the order of ``jobs``), so the short ones fill in behind them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from semi2i.training.distributed import Scaling
+
+log = logging.getLogger(__name__)
+
+#: one training: its name (a stage or a SemI2I seed) and what trains it with a given scaling
+Training = tuple[str, Callable[[Scaling], None]]
+
+
+def concurrent_trainings(cpus: float, workers: int, threads: int, gpu: bool, gpus: float, wanted: int) -> int:
+    """How many trainings fit on the cluster at once, each with ``workers`` GPUs, or ``workers`` × ``threads`` CPUs."""
+    room = int(gpus // workers) if gpu else int(cpus // (workers * max(1, threads)))
+    return max(1, min(wanted, room))
+
+
+def run_trainings(jobs: list[Training], scaling: Scaling) -> dict[str, float]:
+    """Run ``jobs`` (longest first) as many at a time as fit; returns each one's wall seconds.
+
+    Every job runs to its end even when another fails (a Ray Train run cannot be stopped half-way
+    cleanly); the first failure is raised afterwards, and a re-run resumes the failed ones only.
+    """
+    if not jobs:
+        return {}
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    res = ray.cluster_resources()
+    at_once = concurrent_trainings(res.get("CPU", 0), scaling.num_workers, scaling.threads(), scaling.use_gpu,
+                                   res.get("GPU", 0), len(jobs))
+    log.info("training %s: %d at a time", ", ".join(name for name, _ in jobs), at_once)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fit: Callable[[Scaling], None]) -> None:
+        started = time.perf_counter()
+        fit(scaling)
+        seconds[name] = time.perf_counter() - started
+        log.info("training %s: done in %.0f s", name, seconds[name])
+
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="training") as pool:
+        futures = [pool.submit(timed, name, fit) for name, fit in jobs]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return seconds
