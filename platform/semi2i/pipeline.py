@@ -48,10 +48,6 @@ log = logging.getLogger(__name__)
 
 #: stages that train a model from the ingested cities alone: run side by side (AdaptRun.train_models)
 TRAINING_STAGES = ("unet_source", "colormapgan", "cyclegan", "semi2i")
-#: the segment stage's U-net windows: the U-net has batch norm (no instance norm), so a window larger than its
-#: training patch gives the same logits away from window borders while a 128² window with 16 px of overlap
-#: computes 31 % of its pixels twice (512²: 7 %)
-SEGMENT_WINDOW = 512
 
 # ---------------------------------------------------------------------------------------------------
 # the run
@@ -309,7 +305,6 @@ class AdaptRun(RunFolder):
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
-                           window=max(SEGMENT_WINDOW, self.cfg.profile.unet.patch_size),
                            use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             _atomic_text(score_path, json.dumps(result, indent=1))
