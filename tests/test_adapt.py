@@ -8,14 +8,18 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import rasterio
 import yaml
+from PIL import Image
 
 from conftest import REPO
 from semi2i.config import ConfigError
 from semi2i.adapt_config import load_adapt_config
+from semi2i.metrics import scores
 from semi2i.pipeline import AdaptRun
+from semi2i.report_table import pct
 
 TINY = {
     "name": "tiny",
@@ -57,8 +61,19 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
         assert -1 <= report["methods"][name]["tone_order"] <= 1
     assert report["methods"]["gray_world"]["tone_order"] > 0.99 and "tone_order" not in report["methods"]["source_only"]
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
-    assert "| semi2i |" in (tmp_path / "run" / "report.md").read_text()
-    assert (tmp_path / "run" / "previews" / "adaptation.png").stat().st_size > 0
+    # the report's numbers are the scores files', which are the scores of their confusion matrices
+    for name, m in report["methods"].items():
+        score = json.loads((tmp_path / "run" / "scores" / f"{name}.json").read_text())
+        assert {k: score[k] for k in ("iou", "miou", "pixel_accuracy")} == {k: m[k] for k in ("iou", "miou", "pixel_accuracy")}
+        assert scores(np.array(score["confusion_matrix"]), TINY["classes"]) == {k: m[k] for k in ("iou", "miou", "pixel_accuracy")}
+    # report.md's table rows are report.json's numbers, two decimals
+    rows = {line.split(" | ")[0].strip("| ").removesuffix(" (upper bound)"): line.strip("| ").split(" | ")[1:]
+            for line in (tmp_path / "run" / "report.md").read_text().splitlines() if line.startswith("| ") and "---" not in line}
+    for name, m in report["methods"].items():
+        wanted = [*(pct(m["iou"][c]) for c in TINY["classes"]), f"**{pct(m['miou'])}**", pct(m["pixel_accuracy"])]
+        assert rows[name] == wanted, (name, rows[name], wanted)
+    # the preview: six panels (source, stylized source, target, ground truth, two predictions) and a legend
+    assert Image.open(tmp_path / "run" / "previews" / "adaptation.png").size == (6 * 256, 256 + 18 + 22)
 
     # each stage wrote what the next read: stylized stores carry the source labels, maps are georeferenced
     stylized = tmp_path / "run" / "stylized" / "semi2i" / "images"
@@ -75,6 +90,17 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
     assert again.run() == report
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.timings["unet_source"] < 1.0 and again.timings["semi2i"] < 1.0
+
+    # --reuse-from with other SemI2I settings: only SemI2I trains, and every other row equals the first run's
+    other = {**TINY, "overrides": {**TINY["overrides"], "semi2i": {**TINY["overrides"]["semi2i"], "ema_decay": 0.9}}}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    variant = AdaptRun(load_adapt_config(tmp_path / "other.yaml"), tmp_path / "variant")
+    variant.reuse(tmp_path / "run")
+    reused = variant.run()
+    assert variant.path("semi2i.pt").stat().st_ino != run.path("semi2i.pt").stat().st_ino  # trained anew
+    assert variant.path("unet_source.pt").stat().st_ino == run.path("unet_source.pt").stat().st_ino
+    assert {m: v for m, v in reused["methods"].items() if m != "semi2i"} == \
+        {m: v for m, v in report["methods"].items() if m != "semi2i"}
 
     # studies/study_style.py reads a finished run folder; with no fine-tune steps the style mode cannot
     # matter, so every mode must score exactly what the source U-net scores
