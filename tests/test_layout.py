@@ -117,7 +117,7 @@ def test_no_import_cycles_among_package_modules():
 
 
 # --- entry points ------------------------------------------------------------------------------
-SCRIPTS = ("jobs", "benchmarks", "studies", "cluster", "platform")
+SCRIPTS = ("jobs", "benchmarks", "studies", "cluster", "platform", "tests")
 
 
 def test_no_sys_path_edits():
