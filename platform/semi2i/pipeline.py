@@ -84,10 +84,14 @@ class RunFolder:
             raise FileNotFoundError(f"{path}: missing (run the ingest stage first)")
         return CityStore(path)
 
-    def _write_resolved_config(self) -> None:
+    def resolved_config(self) -> dict:
+        """What ``config.resolved.yaml`` holds: the config file's keys and every setting the run used."""
         resolved = {**self.cfg.raw, "profile": self.cfg.profile.name, "seed": self.cfg.seed, "workers": self.cfg.workers,
                     "gpu": self.cfg.gpu, "resolved_profile": dataclasses.asdict(self.cfg.profile)}
-        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+        return yaml.safe_load(yaml.safe_dump(resolved))  # as read back from the file (tuples become lists)
+
+    def _write_resolved_config(self) -> None:
+        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(self.resolved_config(), sort_keys=False))
 
 
 class AdaptRun(RunFolder):
@@ -115,6 +119,13 @@ class AdaptRun(RunFolder):
         """The report's rows: the config's methods, each SemI2I seed right after the chosen ``semi2i``."""
         seeds = seed_methods(self.cfg.profile.semi2i.seeds)
         return [n for m in self.cfg.methods for n in ([m, *seeds] if m == "semi2i" and seeds != [m] else [m])]
+
+    def reuse(self, other: str | Path) -> list[str]:
+        """Link what ``other`` (a run folder of the same setting but SemI2I's) finished (:mod:`semi2i.reuse`)."""
+        from semi2i.reuse import reuse_outputs
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return reuse_outputs(other, self.run_dir, self.resolved_config())
 
     def check(self) -> None:
         """Inputs, and whatever a resumed run would skip on, checked against the config (:mod:`semi2i.preflight`)."""

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from semi2i.reuse import link_or_copy
+
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
 
@@ -142,7 +144,7 @@ def _publish(run: "AdaptRun", chosen: str) -> None:
         if src.exists():
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp, copy_function=_link_or_copy)
+            shutil.copytree(src, tmp, copy_function=link_or_copy)
             shutil.rmtree(dst, ignore_errors=True)
             os.replace(tmp, dst)
     score = run.path("scores", f"{chosen}.json")
@@ -158,13 +160,5 @@ def _link_file(src: Path, dst: Path) -> None:
         return
     tmp = dst.with_name(f".{dst.name}.tmp")
     tmp.unlink(missing_ok=True)
-    _link_or_copy(src, tmp)
+    link_or_copy(src, tmp)
     os.replace(tmp, dst)
-
-
-def _link_or_copy(src: Any, dst: Any) -> Any:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst

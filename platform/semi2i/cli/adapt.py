@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seed for model initialisation and patch order")
     p.add_argument("--skip", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"skip a stage (repeatable): {', '.join(STAGES)}")
+    p.add_argument("--reuse-from", metavar="RUN_DIR",
+                   help="start from what another run folder of the same setting finished, except SemI2I's outputs "
+                        "(its config may differ only in semi2i settings, methods and name): for trying SemI2I settings")
     return p.parse_args(argv)
 
 
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_adapt_config(args.config, profile=args.profile, seed=args.seed, workers=args.workers, gpu=args.gpu)
         run = AdaptRun(cfg, args.run_dir or default_run_dir(cfg.name), skip=tuple(args.skip))
         refuse_ephemeral(run.run_dir)
+        if args.reuse_from:
+            run.reuse(args.reuse_from)
         run.check()  # globs, files, headers, class lists, and what a resumed run would skip on: before Ray starts
     except ConfigError as exc:
         sep = "\n" if "\n" in str(exc) else " "
