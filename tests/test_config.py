@@ -106,3 +106,11 @@ def test_an_adapt_config_with_a_tune_section_reports_every_bad_key_at_once(tmp_p
         "decay_epoch)",
     )] + ["  - semi2i.lrr: unknown key (did you mean 'lr'?)"]
     assert sorted(str(err.value).splitlines()) == sorted(expected)
+
+
+def test_a_numeric_run_name_is_a_name(tmp_path):
+    from semi2i.adapt_config import load_adapt_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": 2024, "synthetic": {}}))
+    assert load_adapt_config(path).name == "2024"

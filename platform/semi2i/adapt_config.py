@@ -60,6 +60,8 @@ Classes = Annotated[list[Str], shape(lambda v: isinstance(v, list) and bool(v) a
 Methods = Annotated[list[Str], shape(lambda v: isinstance(v, list) and all(m in METHODS for m in v),
                                      f"must be a list from {list(METHODS)}, got {{v}}")]
 Workers = Annotated[Int, rule(lambda v: v >= 1, "must be >= 1")]
+#: a run's name names its folder: YAML's ``name: 2024`` is the name "2024"
+Name = Annotated[Str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
 
 
 @settings
@@ -91,7 +93,7 @@ class SyntheticFile:
 class RunFile:
     """What every run config holds (the adapt and multi-city files)."""
 
-    name: Str
+    name: Name
     profile: Str = "quick"
     overrides: dict[Str, Any] = dataclasses.field(default_factory=dict)
     classes: Classes | None = None
