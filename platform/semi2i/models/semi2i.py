@@ -41,8 +41,10 @@ MIN_SIZE = 8
 def channel_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Per-sample, per-channel mean and std of a (N, C, H, W) embedding: the "style" μ, σ (N, C).
 
-    σ = sqrt(var + eps), biased variance, as in AdaIN (Huang & Belongie 2017).
+    σ = sqrt(var + eps), biased variance, as in AdaIN (Huang & Belongie 2017). Always fp32 (under bf16
+    autocast too): bf16's 8-bit mantissa would round the variance and Algorithm 1's statistics.
     """
+    x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
     mu = x.mean(dim=(2, 3))
     sigma = torch.sqrt(x.var(dim=(2, 3), unbiased=False) + eps)
     return mu, sigma

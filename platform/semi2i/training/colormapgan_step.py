@@ -4,6 +4,7 @@ A step: the colour map G turns a source patch into a fake target patch; one G up
 generator loss (D scores the fake, its weights frozen), then one D update on LSGAN's discriminator
 loss (real target vs the detached fake). Adversarial loss only, as in the paper: the map cannot
 change structure, so nothing else is needed to keep it. One direction, source → target.
+``cfg.precision == "bf16"``: forward passes and losses under bf16 autocast, fp32 weights and Adam.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from semi2i.config import ColorMapGANConfig
 from semi2i.losses import lsgan_discriminator, lsgan_generator
 from semi2i.models.colormapgan import ColorMapGenerator, require_equal_bands
 from semi2i.models.discriminator import PatchDiscriminator
+from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import linear_decay_learning_rate
 from semi2i.training.semi2i_step import unwrap
 
@@ -54,6 +56,7 @@ class ColorMapGANStep:
 
     def __init__(self, cfg: ColorMapGANConfig, generator: nn.Module, disc_b: nn.Module):
         self.cfg, self.generator, self.disc_b = cfg, generator, disc_b
+        use_tf32(cfg.tf32, unwrap(generator).weight.device)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(disc_b.parameters(), lr=cfg.lr_d, betas=betas)
@@ -84,15 +87,17 @@ class ColorMapGANStep:
         for p in d_b.parameters():
             p.requires_grad_(False)
         try:
-            fake = self.generator(a)
-            loss_g = lsgan_generator(d_b(fake))
+            with autocast(device, self.cfg.precision):
+                fake = self.generator(a)
+                loss_g = lsgan_generator(d_b(fake))
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
         finally:
             for p in d_b.parameters():
                 p.requires_grad_(True)
-        loss_d = lsgan_discriminator(self.disc_b(b), self.disc_b(fake.detach()))
+        with autocast(device, self.cfg.precision):
+            loss_d = lsgan_discriminator(self.disc_b(b), self.disc_b(fake.detach()))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

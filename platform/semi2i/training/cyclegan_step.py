@@ -11,6 +11,9 @@ The reference implementation's ``optimize_parameters`` with this project's namin
 
 The pools are per worker; their RNG is seeded per rank and saved, and under DDP ``state_dict`` gathers
 every rank's pool (a collective: call it on all ranks), so a resumed run replays exactly.
+
+``cfg.precision == "bf16"``: forward passes and losses under bf16 autocast; weights, Adam and the pooled
+fakes stay fp32 (the pools are checkpointed).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from semi2i.config import CycleGANConfig
 from semi2i.losses import lsgan_discriminator, lsgan_generator
 from semi2i.models.cyclegan import ResnetGenerator, init_weights
 from semi2i.models.discriminator import PatchDiscriminator
+from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import linear_decay_learning_rate
 from semi2i.training.semi2i_step import unwrap
 
@@ -121,6 +125,7 @@ class CycleGANStep:
         self.cfg = cfg
         self.gen_ab, self.gen_ba, self.disc_a, self.disc_b = gen_ab, gen_ba, disc_a, disc_b
         self.rank, self.world, self.gather = rank, world, gather
+        use_tf32(cfg.tf32, self.device)
         if world > 1 and gather is None:
             raise ValueError("CycleGANStep under DDP needs gather= to checkpoint every worker's image pools")
         betas = (cfg.beta1, cfg.beta2)
@@ -166,15 +171,16 @@ class CycleGANStep:
         for p in d_params:
             p.requires_grad_(False)
         try:
-            fake_a = self.gen_ab(a)
-            fake_b = self.gen_ba(b)
-            adv = lsgan_generator(d_b(fake_a)) + lsgan_generator(d_a(fake_b))
-            cycle = F.l1_loss(self.gen_ba(fake_a), a) + F.l1_loss(self.gen_ab(fake_b), b)
-            if self.identity:
-                idt = F.l1_loss(self.gen_ab(b), b) + F.l1_loss(self.gen_ba(a), a)
-            else:
-                idt = torch.zeros((), device=a.device)
-            total_g = adv + c.lambda_cycle * cycle + c.lambda_cycle * c.lambda_identity * idt
+            with autocast(self.device, c.precision):
+                fake_a = self.gen_ab(a)
+                fake_b = self.gen_ba(b)
+                adv = lsgan_generator(d_b(fake_a)) + lsgan_generator(d_a(fake_b))
+                cycle = F.l1_loss(self.gen_ba(fake_a), a) + F.l1_loss(self.gen_ab(fake_b), b)
+                if self.identity:
+                    idt = F.l1_loss(self.gen_ab(b), b) + F.l1_loss(self.gen_ba(a), a)
+                else:
+                    idt = torch.zeros((), device=a.device)
+                total_g = adv + c.lambda_cycle * cycle + c.lambda_cycle * c.lambda_identity * idt
             self.opt_g.zero_grad(set_to_none=True)
             total_g.backward()
             self.opt_g.step()
@@ -182,11 +188,12 @@ class CycleGANStep:
             for p in d_params:
                 p.requires_grad_(True)
 
-        pooled_a = self.pool_fake_a.query(fake_a.detach())
-        pooled_b = self.pool_fake_b.query(fake_b.detach())
-        loss_d_b = lsgan_discriminator(self.disc_b(b), self.disc_b(pooled_a))
-        loss_d_a = lsgan_discriminator(self.disc_a(a), self.disc_a(pooled_b))
-        total_d = loss_d_a + loss_d_b
+        pooled_a = self.pool_fake_a.query(fake_a.detach().float())
+        pooled_b = self.pool_fake_b.query(fake_b.detach().float())
+        with autocast(self.device, c.precision):
+            loss_d_b = lsgan_discriminator(self.disc_b(b), self.disc_b(pooled_a))
+            loss_d_a = lsgan_discriminator(self.disc_a(a), self.disc_a(pooled_b))
+            total_d = loss_d_a + loss_d_b
         self.opt_d.zero_grad(set_to_none=True)
         total_d.backward()
         self.opt_d.step()

@@ -3,7 +3,8 @@
 A step trains one ordered pair of different cities (i, j), drawn from ``seed + step`` alone (a resumed
 run replays the same pairs; every worker trains the same pair on its own patches): SemI2I's six
 passes with the shared networks, Eq. 1 with the profile's λ1..λ4 against the discriminator's channels
-i and j, Eq. 2, and Algorithm 1 on cities i and j only.
+i and j, Eq. 2, and Algorithm 1 on cities i and j only. ``cfg.precision == "bf16"``: forward passes and
+losses under bf16 autocast; weights, Adam and the style statistics stay fp32.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from semi2i.config import SemI2IConfig
 from semi2i.losses import generator_loss, lsgan_discriminator
 from semi2i.models.multicity import MultiCityDiscriminator, MultiCityGenerator, MultiCityStyleStats
+from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.semi2i_step import Eq3Schedule, unwrap
 
 
@@ -38,6 +40,7 @@ class MultiCityStep(Eq3Schedule):
             generator = MultiCityGenerator(cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps, cfg.style_path)
             disc = MultiCityDiscriminator(cfg.in_bands_a, len(cities), cfg.disc_width)
         self.style = MultiCityStyleStats(len(cities), generator.style_channels, cfg.d_rate).to(device)
+        use_tf32(cfg.tf32, device)
         wrap = wrap or (lambda m: m)
         self.generator, self.disc = wrap(generator.to(device)), wrap(disc.to(device))
         self.reduce_style_stats = reduce_style_stats or (lambda stats: stats)
@@ -56,10 +59,11 @@ class MultiCityStep(Eq3Schedule):
         for p in d_params:
             p.requires_grad_(False)
         try:
-            out = self.generator(a, b)
-            # fake_b (j's content in i's style) is judged by channel i, fake_a by channel j (losses.py's D_A/D_B)
-            terms = generator_loss(a, b, out, lambda x: disc(x)[:, i:i + 1], lambda x: disc(x)[:, j:j + 1], self.cfg.lambdas,
-                                   self.cfg.lambda_tone)
+            with autocast(device, self.cfg.precision):
+                out = self.generator(a, b)
+                # fake_b (j's content in i's style) is judged by channel i, fake_a by channel j (losses.py's D_A/D_B)
+                terms = generator_loss(a, b, out, lambda x: disc(x)[:, i:i + 1], lambda x: disc(x)[:, j:j + 1],
+                                       self.cfg.lambdas, self.cfg.lambda_tone)
             self.opt_g.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.opt_g.step()
@@ -67,15 +71,16 @@ class MultiCityStep(Eq3Schedule):
             for p in d_params:
                 p.requires_grad_(True)
         # Eq. 2 in one discriminator pass (instance norm is per sample, so batching changes nothing)
-        scores = self.disc(torch.cat([a, out["fake_b"].detach(), b, out["fake_a"].detach()]))
-        real_i, fake_i, real_j, fake_j = scores.chunk(4)
-        adv_d = (lsgan_discriminator(real_i[:, i:i + 1], fake_i[:, i:i + 1])
-                 + lsgan_discriminator(real_j[:, j:j + 1], fake_j[:, j:j + 1]))
-        loss_d = self.cfg.lambda_adv * adv_d
+        with autocast(device, self.cfg.precision):
+            scores = self.disc(torch.cat([a, out["fake_b"].detach().to(a.dtype), b, out["fake_a"].detach().to(a.dtype)]))
+            real_i, fake_i, real_j, fake_j = scores.chunk(4)
+            adv_d = (lsgan_discriminator(real_i[:, i:i + 1], fake_i[:, i:i + 1])
+                     + lsgan_discriminator(real_j[:, j:j + 1], fake_j[:, j:j + 1]))
+            loss_d = self.cfg.lambda_adv * adv_d
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        stats = torch.stack([out[k].detach().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")])
+        stats = torch.stack([out[k].detach().float().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")])
         mu_a, sigma_a, mu_b, sigma_b = self.reduce_style_stats(stats)
         self.style.update(i, mu_a, sigma_a)
         self.style.update(j, mu_b, sigma_b)

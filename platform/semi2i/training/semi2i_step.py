@@ -18,6 +18,9 @@ With ``cfg.ema_decay > 0`` the step also keeps an exponential moving average of 
 (standard for GAN generators since ProGAN/StyleGAN: the last iterate of batch-1 Adam is one noisy draw
 around where training went) and Algorithm 1's global statistics of *that* generator's encoders
 (``style_ema``), so the stylizer gets a generator and statistics that belong together.
+
+``cfg.precision == "bf16"`` runs the forward passes and losses under bf16 autocast; the optimizer steps,
+the weight EMA and Algorithm 1 stay fp32 (:mod:`semi2i.training.precision`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from semi2i.config import SemI2IConfig
 from semi2i.losses import discriminator_loss, generator_loss
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator, channel_stats
+from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import semi2i_learning_rate
 
 StyleReducer = Callable[[Tensor], Tensor]
@@ -124,6 +128,7 @@ class SemI2IStep(Eq3Schedule):
         self.cfg = cfg
         self.generator, self.disc_a, self.disc_b, self.style = generator, disc_a, disc_b, style
         self.reduce_style_stats = reduce_style_stats or (lambda stats: stats)
+        use_tf32(cfg.tf32, next(unwrap(generator).parameters()).device)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(list(disc_a.parameters()) + list(disc_b.parameters()), lr=cfg.lr, betas=betas)
@@ -162,8 +167,9 @@ class SemI2IStep(Eq3Schedule):
         for p in d_params:
             p.requires_grad_(False)
         try:
-            out = self.generator(a, b)
-            g_terms = generator_loss(a, b, out, d_a, d_b, self.cfg.lambdas, self.cfg.lambda_tone)
+            with autocast(device, self.cfg.precision):
+                out = self.generator(a, b)
+                g_terms = generator_loss(a, b, out, d_a, d_b, self.cfg.lambdas, self.cfg.lambda_tone)
             self.opt_g.zero_grad(set_to_none=True)
             g_terms["total"].backward()
             self.opt_g.step()
@@ -172,16 +178,17 @@ class SemI2IStep(Eq3Schedule):
                 p.requires_grad_(True)
 
         # Discriminator update on L_D (Eq. 2), through the (possibly DDP-wrapped) discriminators.
-        d_terms = discriminator_loss(
-            a, b, out["fake_a"].detach(), out["fake_b"].detach(), self.disc_a, self.disc_b, self.cfg.lambda_adv
-        )
+        with autocast(device, self.cfg.precision):
+            d_terms = discriminator_loss(
+                a, b, out["fake_a"].detach(), out["fake_b"].detach(), self.disc_a, self.disc_b, self.cfg.lambda_adv
+            )
         self.opt_d.zero_grad(set_to_none=True)
         d_terms["total"].backward()
         self.opt_d.step()
 
         # Algorithm 1 on this step's batch-mean μ, σ (all-reduced across workers by the hook), for the
         # trained generator and, when kept, for its EMA (one all-reduce for both).
-        rows = [out[k].detach().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")]
+        rows = [out[k].detach().float().mean(dim=0) for k in ("mu_a", "sigma_a", "mu_b", "sigma_b")]
         if self.generator_ema is not None:
             self._update_ema()
             rows += self._ema_style_rows(a, b)
@@ -216,7 +223,9 @@ class SemI2IStep(Eq3Schedule):
         """Batch-mean μ_A, σ_A, μ_B, σ_B of the EMA encoders' embeddings of this step's patches."""
         rows = []
         for encoder, x in ((self.generator_ema.enc_a, a), (self.generator_ema.enc_b, b)):
-            mu, sigma = channel_stats(encoder(x)[0], self.cfg.adain_eps)
+            with autocast(x.device, self.cfg.precision):
+                embedding = encoder(x)[0]
+            mu, sigma = channel_stats(embedding, self.cfg.adain_eps)  # fp32
             rows += [mu.mean(dim=0), sigma.mean(dim=0)]
         return rows
 

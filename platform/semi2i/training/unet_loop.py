@@ -78,7 +78,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     if config.get("init"):
         model.load_state_dict(load_checkpoint(config["init"])["model"])
     model.to(device)
-    step = UNetStep(wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"])
+    step = UNetStep(wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"], precision=cfg.precision, tf32=cfg.tf32)
     if restored is not None:
         step.load_state_dict(restored)
 

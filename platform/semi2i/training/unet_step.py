@@ -6,6 +6,8 @@ averaged by DDP's backward hooks; nothing here needs to know. Checkpoints always
 model's state, so they load into a bare model for mapping, or into a DDP-wrapped one to resume.
 
 Inputs are z-scored float tensors from the data layer; the model does no normalisation itself.
+``precision="bf16"`` runs the forward pass and the loss under bf16 autocast; the weights and Adam stay
+fp32, so checkpoints do not depend on it (:mod:`semi2i.training.precision`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import IGNORE_INDEX, ConfusionMatrix
+from .precision import autocast, use_tf32
 
 __all__ = ["UNetStep", "evaluate", "predict_logits", "unwrap"]
 
@@ -43,9 +46,13 @@ def _is_channels_last(model: nn.Module) -> bool:
 class UNetStep:
     """One optimisation step of the U-net on a batch; owns the optimizer and the step counter."""
 
-    def __init__(self, model: nn.Module, lr: float = 1e-4, ignore_index: int = IGNORE_INDEX):
+    def __init__(self, model: nn.Module, lr: float = 1e-4, ignore_index: int = IGNORE_INDEX, *,
+                 precision: str = "fp32", tf32: bool = False):
         self.model = model
         self.ignore_index = ignore_index
+        self.precision = precision
+        autocast(_device_of(model), precision)  # refuses an unknown precision here, not at the first step
+        use_tf32(tf32, _device_of(model))
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.iteration = 0  # optimizer steps taken; part of the saved state
 
@@ -65,14 +72,15 @@ class UNetStep:
         labels = labels.to(device, non_blocking=True).long()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(images)
         valid = labels != self.ignore_index
-        if bool(valid.any()):
-            loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
-        else:
-            # An all-ignore batch must not produce a NaN loss, and under DDP every rank must still run
-            # backward (the gradient all-reduce is collective): a zero loss keeps the graph connected.
-            loss = logits.sum() * 0.0
+        with autocast(device, self.precision):
+            logits = self.model(images)
+            if bool(valid.any()):
+                loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
+            else:
+                # An all-ignore batch must not produce a NaN loss, and under DDP every rank must still run
+                # backward (the gradient all-reduce is collective): a zero loss keeps the graph connected.
+                loss = logits.sum() * 0.0
         loss.backward()
         self.optimizer.step()
         self.iteration += 1

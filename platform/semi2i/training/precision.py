@@ -1,0 +1,37 @@
+"""Training arithmetic: bf16 autocast for forward passes and losses, TF32 on CUDA.
+
+Why autocast and not bf16 weights: the weights, Adam's moments, the generator-weight EMA and Algorithm 1's
+global style statistics stay fp32, so a checkpoint is the same whichever precision trained it, a run can
+resume in the other precision, and small updates (EMA rates near 1, lr 1e-4) are not rounded away. bf16
+has fp32's exponent range, so no loss scaling (GradScaler) is needed. The style statistics are computed in
+fp32 (:func:`semi2i.models.semi2i.channel_stats` casts before mean/var).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from semi2i.config import PRECISIONS
+
+
+def autocast(device: torch.device | str, precision: str) -> torch.autocast:
+    """The context for a step's forward passes and losses: bf16 autocast when ``precision == "bf16"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def use_tf32(enabled: bool, device: torch.device | str) -> None:
+    """Turn TF32 matmuls and cuDNN convolutions on for this process when ``enabled`` and ``device`` is CUDA.
+
+    Off leaves PyTorch's settings as they are (as map_region's ``tf32`` does); elsewhere it does nothing.
+    """
+    if enabled and torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's (first) parameter; DDP wrappers are fine."""
+    return next(module.parameters()).device
