@@ -157,8 +157,7 @@ def test_console_script_runs_outside_the_checkout(tmp_path):
 
 
 #: private names still imported across modules, each with the reason it is not fixed yet
-PRIVATE_IMPORTS_PENDING = {  # pipeline.py and training/ are being reworked
-    ("semi2i.multicity", "semi2i.pipeline", "_atomic_text"), ("semi2i.training.gan", "semi2i.training.semi2i_trainer", "_to_rgb8")}
+PRIVATE_IMPORTS_PENDING: set = set()
 
 
 def test_no_private_helpers_imported_across_modules():

@@ -438,3 +438,8 @@ class Location:
 def location(path: "str | os.PathLike | Location") -> Location:
     """The :class:`Location` of a path or URL (``file://`` is local)."""
     return path if isinstance(path, Location) else Location(path)
+
+
+def write_text(path: "str | os.PathLike | Location", text: str) -> None:
+    """Write a small text output atomically (a temporary name renamed into place, or one object PUT)."""
+    location(path).write_text(text)

@@ -44,7 +44,8 @@ from semi2i.config import ConfigError, Profile
 from semi2i.adapt_config import (DEMO_CLASSES, CityFile, CitySpec, RunFile, city_spec, config_profile, file_lines,
                                   read_config_file, shape)
 from semi2i.schema import Str, settings, validate
-from semi2i.pipeline import RunFolder, _atomic_text, score_maps
+from semi2i.io_paths import write_text
+from semi2i.pipeline import RunFolder, score_maps
 from semi2i.report_table import pct
 from semi2i.stylizers.multicity import MultiCityStylizer, load_multicity
 from semi2i.training.distributed import fit_multicity, fit_unets, unet_job
@@ -299,7 +300,7 @@ class MultiCityRun(RunFolder):
                                use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
                 result = {"source": source, "target": target, "method": method,
                           "checkpoint": str(self.unet_path(method, source, target)), "maps": str(out), **score_maps(tgt, out)}
-                _atomic_text(score_path, json.dumps(result, indent=1))
+                write_text(score_path, json.dumps(result, indent=1))
 
     def stage_report(self) -> None:
         pairs = {}
@@ -318,9 +319,9 @@ class MultiCityRun(RunFolder):
         report = {"cities": self.cfg.city_names, "sources": self.cfg.sources, "targets": self.cfg.targets,
                   "classes": self.cfg.classes, "profile": self.cfg.profile.name, "model": MULTICITY_CHECKPOINT,
                   "pairs": pairs, "seed": self.cfg.seed, "config": self.cfg.name}
-        _atomic_text(self.path("report.json"), json.dumps(report, indent=1))
+        write_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
-        _atomic_text(self.path("report.md"), markdown)
+        write_text(self.path("report.md"), markdown)
         print(markdown)
 
 

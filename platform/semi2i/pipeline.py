@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import yaml
 
 from semi2i.adapt_config import GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, AdaptConfig, CitySpec
 from semi2i.config import ConfigError
+from semi2i.io_paths import write_text
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores
@@ -91,7 +91,7 @@ class RunFolder:
         return yaml.safe_load(yaml.safe_dump(resolved))  # as read back from the file (tuples become lists)
 
     def _write_resolved_config(self) -> None:
-        _atomic_text(self.path("config.resolved.yaml"), yaml.safe_dump(self.resolved_config(), sort_keys=False))
+        write_text(self.path("config.resolved.yaml"), yaml.safe_dump(self.resolved_config(), sort_keys=False))
 
 
 class AdaptRun(RunFolder):
@@ -265,7 +265,7 @@ class AdaptRun(RunFolder):
         if not store.exists():
             return None
         order = round(store_tone_order(self.store("source"), CityStore(store)), 4)
-        _atomic_text(checks, json.dumps({"tone_order": order}))
+        write_text(checks, json.dumps({"tone_order": order}))
         if order < INVERTED_BELOW:
             log.warning("%s inverted the source's tones (tone order %.2f < 0: dark painted light, light painted dark); "
                         "a U-net fine-tuned on it will mislabel. Look at previews/, try another --seed or a larger "
@@ -318,7 +318,7 @@ class AdaptRun(RunFolder):
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
                            use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
-            _atomic_text(score_path, json.dumps(result, indent=1))
+            write_text(score_path, json.dumps(result, indent=1))
 
     # 7. report (after, with several SemI2I seeds, the choice among them: it needs no labels)
     def stage_report(self) -> None:
@@ -329,9 +329,9 @@ class AdaptRun(RunFolder):
             log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
             return
         report = build_report(self, self.report_methods)
-        _atomic_text(self.path("report.json"), json.dumps(report, indent=1))
+        write_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
-        _atomic_text(self.path("report.md"), markdown)
+        write_text(self.path("report.md"), markdown)
         print(markdown)
         from semi2i.previews import adaptation_preview
 
@@ -349,10 +349,3 @@ def score_maps(target: CityStore, maps: Path) -> dict:
     cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
                               target.ignore_index) for r in target.rasters)
     return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

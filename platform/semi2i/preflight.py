@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from semi2i.config import ConfigError
-from semi2i.data import ingest
-from semi2i.data.ingest import IngestError
+from semi2i.data import ingest_inputs
+from semi2i.data.ingest_inputs import IngestError
 from semi2i.data.palette import Palette, PaletteError
 from semi2i.data.store import CityStore, StoreError
 
@@ -67,22 +67,22 @@ def city_class_names(spec: Any) -> tuple[str, list[str]] | None:
         except PaletteError as exc:
             raise IngestError(str(exc)) from None
     if spec.classes:
-        return spec.classes, ingest._load_class_names(spec.classes)
+        return spec.classes, ingest_inputs.load_class_names(spec.classes)
     return None
 
 
 def _check_city_files(role: str, spec: Any, cfg: Any, *, fresh: bool) -> list[tuple[Path, Path | None]]:
-    images = ingest.expand_paths(spec.images, f"{role} image")
-    labels = ingest.expand_paths(spec.labels, f"{role} label") if spec.labels else []
-    pairs = ingest.pair_images_labels(images, labels)
+    images = ingest_inputs.expand_paths(spec.images, f"{role} image")
+    labels = ingest_inputs.expand_paths(spec.labels, f"{role} label") if spec.labels else []
+    pairs = ingest_inputs.pair_images_labels(images, labels)
     named = city_class_names(spec) if labels else None
     if named is not None and named[1] != list(cfg.classes):
         raise ConfigError(f"{named[0]}: classes {named[1]} differ from the config's classes {list(cfg.classes)} "
                           f"(same names in the same order, or the labels would be read as other classes)")
     if fresh:  # headers only: sizes, band counts, dtypes, CRS/transform of labels, patch size
         pal = Palette.load(spec.palette) if spec.palette and labels else None
-        sources = [ingest._inspect(img, lbl, pal, spec.nodata) for img, lbl in pairs]
-        ingest._check_city(sources, cfg.profile.patch_size)
+        sources = [ingest_inputs.inspect_raster(img, lbl, pal, spec.nodata) for img, lbl in pairs]
+        ingest_inputs.check_city(sources, cfg.profile.patch_size)
     return pairs
 
 

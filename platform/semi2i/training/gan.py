@@ -43,9 +43,9 @@ class GANStep(Protocol):
 
 def save_preview_row(images: list[Tensor], path: Path) -> Path:
     """First image of each (N, C, H, W) tensor, side by side, as an RGB PNG (bands as in the SemI2I previews)."""
-    from semi2i.training.semi2i_trainer import _to_rgb8
+    from semi2i.training.semi2i_trainer import to_rgb8
 
-    tiles = [_to_rgb8(x[0]) for x in images]
+    tiles = [to_rgb8(x[0]) for x in images]
     height = max(t.shape[0] for t in tiles)
     canvas = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def save_preview(step: SemI2IStep, a: Tensor, b: Tensor, path: Path) -> Path:
     a, b = a[:1].to(device), b[:1].to(device)
     fake_a = generator.stylize(a, "a", style)
     fake_b = generator.stylize(b, "b", style)
-    tiles = [_to_rgb8(x[0]) for x in (a, fake_a, b, fake_b)]
+    tiles = [to_rgb8(x[0]) for x in (a, fake_a, b, fake_b)]
     height = max(t.shape[0] for t in tiles)
     canvas = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def save_preview(step: SemI2IStep, a: Tensor, b: Tensor, path: Path) -> Path:
     return path
 
 
-def _to_rgb8(x: Tensor) -> np.ndarray:
+def to_rgb8(x: Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] → (H, W, 3) uint8: first three bands, or a gray band repeated."""
     x = x.detach().float().cpu()
     if x.shape[0] >= 3:
