@@ -30,8 +30,3 @@ def use_tf32(enabled: bool, device: torch.device | str) -> None:
     if enabled and torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-def device_of(module: torch.nn.Module) -> torch.device:
-    """The device of a module's (first) parameter; DDP wrappers are fine."""
-    return next(module.parameters()).device
