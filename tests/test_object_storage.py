@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semi2i import io_paths
+from semi2i import io_paths, locations
 from semi2i.data.ingest import IngestError, ingest_city
 from semi2i.data.store import CityStore
 
@@ -46,7 +46,7 @@ def test_ingest_to_s3_publishes_whole_refuses_existing_and_leaves_nothing_on_fai
     bad = _city(tmp_path / "bad", write, bad_label=True)
     with pytest.raises(IngestError, match="out of range"):
         ingest_city(bad["images"], f"{bucket}/stores/bad.zarr", **{k: v for k, v in bad.items() if k != "images"})
-    fs, calls = io_paths._fs(bucket)[0], []  # fsspec hands every caller this one cached instance
+    fs, calls = io_paths.filesystem(bucket)[0], []  # fsspec hands every caller this one cached instance
     original = fs.put_file
 
     def flaky_put(lpath, rpath, *a, **k):  # the connection drops during the upload
@@ -61,7 +61,7 @@ def test_ingest_to_s3_publishes_whole_refuses_existing_and_leaves_nothing_on_fai
     monkeypatch.undo()
     assert len(calls) == 5
     for name in ("bad.zarr", "cut.zarr"):
-        assert io_paths.location(f"{bucket}/stores/{name}").files() == []
+        assert locations.location(f"{bucket}/stores/{name}").files() == []
 
 
 def test_map_region_to_s3_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, write, bucket):
@@ -76,7 +76,7 @@ def test_map_region_to_s3_killed_and_resumed_equals_an_uninterrupted_run(tmp_pat
     torch.manual_seed(0)
     stats = BandStats.from_pixels(np.random.default_rng(0).uniform(0, 255, (3, 1000)))
     ckpt = f"{bucket}/run/unet_semi2i.pt"  # the checkpoint is read from the bucket too
-    io_paths.location(ckpt).write_bytes(_torch_bytes({
+    locations.location(ckpt).write_bytes(_torch_bytes({
         "model": UNet(3, 3, base_width=4, depth=2).eval().state_dict(), "in_bands": 3, "num_classes": 3,
         "class_names": ["a", "b", "c"], "ignore_index": 255, "unet": {"base_width": 4, "depth": 2, "patch_size": 32},
         "stats": stats.to_attrs()}))
@@ -95,13 +95,13 @@ def test_map_region_to_s3_killed_and_resumed_equals_an_uninterrupted_run(tmp_pat
 
     with pytest.raises(KeyboardInterrupt):
         map_region(src, ckpt, out, on_chunk=die_after_4, **options)
-    names = io_paths.location(out).files()
+    names = locations.location(out).files()
     assert names and all(n.startswith(".partial/") for n in names)  # nothing published under the final names
     summary = map_region(src, ckpt, out, **options)
     assert summary["computed_chunks"] == summary["chunks"] - 4 == reference["chunks"] - 4
-    assert not any(n.startswith(".partial/") for n in io_paths.location(out).files())
+    assert not any(n.startswith(".partial/") for n in locations.location(out).files())
     a = zarr.open_group(str(tmp_path / "ref" / "maps.zarr"), mode="r")["a"]
-    b = zarr.open_group(io_paths.location(f"{out}/maps.zarr").zarr_store(read_only=True), mode="r")["a"]
+    b = zarr.open_group(locations.location(f"{out}/maps.zarr").zarr_store(read_only=True), mode="r")["a"]
     assert (a["classes"][:] == b["classes"][:]).all() and (a["probabilities"][:] == b["probabilities"][:]).all()
     with rasterio.open(tmp_path / "ref" / "cog" / "a.tif") as x, rasterio.open(f"{out}/cog/a.tif") as y:  # /vsis3/
         assert (x.read() == y.read()).all() and x.crs == y.crs and x.transform == y.transform
@@ -135,8 +135,8 @@ def test_tiny_adapt_demo_with_run_dir_on_s3_and_a_rerun_elsewhere_trains_nothing
     run = f"{bucket}/runs/tiny"
     monkeypatch.setenv("SEMI2I_SCRATCH", str(tmp_path / "scratch-a"))  # this machine's local disk
     assert adapt.main(["--config", str(config), "--run-dir", run]) == 0
-    bucket_files = io_paths.location(run).files()
-    report = json.loads(io_paths.location(f"{run}/report.json").read_text())
+    bucket_files = locations.location(run).files()
+    report = json.loads(locations.location(f"{run}/report.json").read_text())
     assert list(report["methods"]) == ["source_only", "gray_world", "semi2i"]
     assert {"report.md", "previews/adaptation.png", "semi2i.pt", "unet_semi2i.pt", "stores/target.zarr/zarr.json",
             "maps/semi2i/job.json"} <= set(bucket_files)
@@ -147,10 +147,10 @@ def test_tiny_adapt_demo_with_run_dir_on_s3_and_a_rerun_elsewhere_trains_nothing
         assert f.crs is not None and f.nodata == 255 and f.read(1).shape == (96, 96)
 
     # the same command on another machine (an empty local disk) resumes from the bucket: nothing is trained
-    fs, key = io_paths._fs(run)
+    fs, key = io_paths.filesystem(run)
     etags = {n: fs.info(f"{key}/{n}")["ETag"] for n in bucket_files if n.endswith(".pt")}
     monkeypatch.setenv("SEMI2I_SCRATCH", str(tmp_path / "scratch-b"))
     assert adapt.main(["--config", str(config), "--run-dir", run]) == 0
     assert {n: fs.info(f"{key}/{n}")["ETag"] for n in etags} == etags
-    assert json.loads(io_paths.location(f"{run}/report.json").read_text()) == report
-    assert set(io_paths.location(run).files()) == set(bucket_files)  # no new Ray Train run, no new TensorBoard log
+    assert json.loads(locations.location(f"{run}/report.json").read_text()) == report
+    assert set(locations.location(run).files()) == set(bucket_files)  # no new Ray Train run, no new TensorBoard log

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from semi2i import io_paths
+from semi2i import io_paths, locations
 from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig
 from semi2i.models.colormapgan import ColorMapGenerator
 from semi2i.models.cyclegan import ResnetGenerator
@@ -39,7 +39,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     if io_paths.is_url(path):
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        io_paths.location(path).write_bytes(buffer.getvalue())
+        locations.location(path).write_bytes(buffer.getvalue())
         return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """Load a checkpoint (a file or an object-store URL) with ``weights_only=True``: tensors and plain
     containers only, no code."""
-    source = io.BytesIO(io_paths.location(path).read_bytes()) if io_paths.is_url(path) else Path(path)
+    source = io.BytesIO(locations.location(path).read_bytes()) if io_paths.is_url(path) else Path(path)
     return torch.load(source, map_location=map_location, weights_only=True)
 
 

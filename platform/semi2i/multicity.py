@@ -44,7 +44,7 @@ from semi2i.config import ConfigError, Profile
 from semi2i.adapt_config import (DEMO_CLASSES, CityFile, CitySpec, RunFile, city_spec, config_profile, file_lines,
                                   read_config_file, shape)
 from semi2i.schema import Str, settings, validate
-from semi2i.io_paths import write_text
+from semi2i.locations import write_text
 from semi2i.pipeline import RunFolder, score_maps
 from semi2i.report_table import pct
 from semi2i.stylizers.multicity import MultiCityStylizer, load_multicity

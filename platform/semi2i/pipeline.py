@@ -32,7 +32,7 @@ import yaml
 
 from semi2i.adapt_config import GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, AdaptConfig, CitySpec
 from semi2i.config import ConfigError
-from semi2i.io_paths import write_text
+from semi2i.locations import write_text
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
 from semi2i.metrics import scores

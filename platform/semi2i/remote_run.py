@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from semi2i import io_paths
+from semi2i import io_paths, locations
 
 #: In the local copy: the URL it mirrors (read by :func:`ray_storage`) and what was last published.
 REMOTE_FILE, STATE_FILE = ".semi2i-remote", ".semi2i-published.json"
@@ -53,8 +53,8 @@ class RemoteRun:
 
     def __init__(self, url: str):
         self.url = str(url).rstrip("/")
-        self.remote = io_paths.location(self.url)
-        self.local = io_paths.scratch_dir("runs", hashlib.sha1(self.url.encode()).hexdigest()[:16])
+        self.remote = locations.location(self.url)
+        self.local = locations.scratch_dir("runs", hashlib.sha1(self.url.encode()).hexdigest()[:16])
         (self.local / REMOTE_FILE).write_text(self.url)
 
     @classmethod
@@ -69,7 +69,7 @@ class RemoteRun:
             return {}
 
     def _save_state(self, state: dict) -> None:
-        io_paths.location(self.local / STATE_FILE).write_text(json.dumps(state))
+        locations.location(self.local / STATE_FILE).write_text(json.dumps(state))
 
     @staticmethod
     def _signature(path: Path) -> list[int]:
@@ -97,7 +97,7 @@ class RemoteRun:
         """Upload what changed in the local copy since the last publication, commit objects last;
         returns the file count."""
         state = self._state()
-        changed = [rel for rel in io_paths.location(self.local).files()
+        changed = [rel for rel in locations.location(self.local).files()
                    if not _hidden(rel) and state.get(rel) != self._signature(self.local / rel)]
         if not changed:
             return 0

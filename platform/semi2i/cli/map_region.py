@@ -19,19 +19,19 @@ import argparse
 import logging
 import sys
 
-from semi2i import io_paths
+from semi2i import locations
 from semi2i.data.store import CityStore, StoreError
 from semi2i.mapping import MappingError, default_device, map_region
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", type=io_paths.location, help="an adapt run folder (unet_semi2i.pt, semi2i.pt, stores/)")
+    p.add_argument("--run-dir", type=locations.location, help="an adapt run folder (unet_semi2i.pt, semi2i.pt, stores/)")
     p.add_argument("--input", required=True, nargs="+", help="raster path(s) or glob(s), or one city store (.zarr)")
-    p.add_argument("--out", required=True, type=io_paths.location, help="output folder, or an object-store URL (s3://bucket/maps/region)")
-    p.add_argument("--checkpoint", type=io_paths.location, help="U-net checkpoint (default RUN/unet_semi2i.pt)")
+    p.add_argument("--out", required=True, type=locations.location, help="output folder, or an object-store URL (s3://bucket/maps/region)")
+    p.add_argument("--checkpoint", type=locations.location, help="U-net checkpoint (default RUN/unet_semi2i.pt)")
     p.add_argument("--stylize", action="store_true", help="stylize with SemI2I before segmenting (writes the stylized imagery too)")
-    p.add_argument("--semi2i", type=io_paths.location, help="SemI2I checkpoint (default RUN/semi2i.pt)")
+    p.add_argument("--semi2i", type=locations.location, help="SemI2I checkpoint (default RUN/semi2i.pt)")
     p.add_argument("--direction", choices=("a", "b"), default="a",
                    help="a: source-domain input made target-like (default); b: target input made source-like")
     p.add_argument("--chunk-size", type=int, default=1024, help="output chunk edge in pixels (one task per chunk)")

@@ -5,7 +5,7 @@ checks (unknown label colours, out-of-range indices, all-nodata rasters) run dur
 pass that writes the store. The store is written under a temporary name beside the target and renamed
 into place only when complete, so a failure never leaves a partial store behind. A store on object storage
 (``s3://...``) is written on local scratch and published with its root ``zarr.json`` last
-(:meth:`semi2i.io_paths.Location.publish_tree`): a store without it is not a store, and is replaced.
+(:meth:`semi2i.locations.Location.publish_tree`): a store without it is not a store, and is replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import zarr
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from zarr.codecs import BloscCodec
 
-from semi2i import io_paths
+from semi2i import io_paths, locations
 
 from . import ingest_checks
 from .ingest_inputs import (IngestError, RasterSource, check_city, expand_paths, inspect_raster, load_class_names,
@@ -51,7 +51,7 @@ _STRIP_PIXELS = 16_000_000
 
 def ingest_city(
     images: str | Sequence[str],
-    out: str | Path | io_paths.Location,
+    out: str | Path | locations.Location,
     *,
     labels: str | Sequence[str] | None = None,
     palette: str | Path | None = None,
@@ -69,7 +69,7 @@ def ingest_city(
     ``classes`` is a class list or a JSON file (``{"classes": [{"index", "name"}]}``; a palette file
     works too) for class-index labels; with ``palette`` the class names come from the palette.
     """
-    out_loc = io_paths.location(out)
+    out_loc = locations.location(out)
     out = out_loc.path or out_loc  # messages name the user's path or URL
     ingest_checks.check_options(chunk_size=chunk_size, ignore_index=ignore_index, min_size=min_size, palette=palette,
                                 classes=classes, fail=IngestError)
@@ -83,7 +83,7 @@ def ingest_city(
 
     name = name or out_loc.stem
     # written beside the target (renamed into place) or, for object storage, on local scratch (uploaded)
-    staged = out_loc.path or io_paths.scratch_dir("ingest", hashlib.sha1(out_loc.text.encode()).hexdigest()[:12]) / out_loc.name
+    staged = out_loc.path or locations.scratch_dir("ingest", hashlib.sha1(out_loc.text.encode()).hexdigest()[:12]) / out_loc.name
     ingest_checks.remove_leftovers(staged)
     tmp = ingest_checks.tmp_store_name(staged)
     started = time.perf_counter()

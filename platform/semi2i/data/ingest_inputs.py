@@ -59,7 +59,7 @@ def expand_paths(spec: str | os.PathLike | Sequence[str | os.PathLike] | None, w
             try:
                 paths.extend(io_paths.as_path(u) for u in io_paths.expand(text))
             except FileNotFoundError:
-                kind = "no {what} objects match this pattern" if io_paths._MAGIC.search(text) else "{what} object not found"
+                kind = "no {what} objects match this pattern" if io_paths.GLOB_MAGIC.search(text) else "{what} object not found"
                 raise IngestError(f"{text}: {kind.format(what=what)}") from None
             except RuntimeError as exc:
                 raise IngestError(f"{text}: {exc}") from None

@@ -33,7 +33,7 @@ import zarr
 from affine import Affine
 from rasterio.crs import CRS
 
-from semi2i import io_paths
+from semi2i import locations
 
 from .normalize import BandStats
 
@@ -127,8 +127,8 @@ class RasterInfo:
 class CityStore:
     """Read access to a city store written by :func:`semi2i.data.ingest.ingest_city`."""
 
-    def __init__(self, path: str | Path | io_paths.Location):
-        self.location = io_paths.location(path)
+    def __init__(self, path: str | Path | locations.Location):
+        self.location = locations.location(path)
         # a local store's path stays a Path; a store on object storage is its Location (s3://...)
         self.path = self.location if self.location.remote else self.location.path
         if not self.location.published():
@@ -236,7 +236,7 @@ def open_store(path: str) -> CityStore:
     Keyed by the root metadata's mtime (ETag on object storage) too, so a store re-ingested with ``--overwrite`` is re-opened
     instead of served stale from a long-lived worker."""
     try:
-        stamp = json.dumps((io_paths.location(path) / "zarr.json").fingerprint())
+        stamp = json.dumps((locations.location(path) / "zarr.json").fingerprint())
     except OSError:
         stamp = None
     return _open_store_cached(str(path), stamp)

@@ -16,7 +16,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
-from semi2i import io_paths
+from semi2i import io_paths, locations
 from semi2i.data.ingest import IngestError, ingest_city
 from semi2i.data.store import CityStore, StoreError
 
@@ -34,8 +34,6 @@ class MappingError(ValueError):
 
 def input_paths(spec: str | Path | list) -> tuple[Path | None, list[str]]:
     """(store, []) for one city store, else (None, raster paths) with globs expanded; checked to exist."""
-    from semi2i import io_paths
-
     specs = [str(s) for s in (spec if isinstance(spec, (list, tuple)) else [spec])]
     if any(io_paths.is_url(s) for s in specs):  # object-store rasters: listed by fsspec, read by GDAL at ingest
         try:
@@ -70,11 +68,9 @@ def fingerprints(store: Path | None, paths: list[str]) -> list[dict]:
 
 
 def _file_fingerprint(path: str) -> dict:
-    from semi2i import io_paths
-
     if io_paths.is_url(path):
         try:
-            fs, root = io_paths._fs(path)
+            fs, root = io_paths.filesystem(path)
             info = fs.info(root)
             return {"path": path, "size": info.get("size"), "etag": str(info.get("ETag") or info.get("etag") or
                                                                        info.get("LastModified") or info.get("mtime") or "")}
@@ -108,8 +104,6 @@ def describe_change(old: list[dict] | None, new: list[dict]) -> str:
 
 
 def _open_header(path: str) -> rasterio.DatasetReader:
-    from semi2i import io_paths
-
     try:
         return rasterio.open(io_paths.gdal_path(path))
     except (RasterioError, OSError) as exc:
@@ -200,10 +194,10 @@ def warp_to_grid(paths: list[str], grid: tuple[CRS, tuple[float, float]], folder
     return out
 
 
-def ingest_input(paths: list[str], store: "Path | io_paths.Location") -> "Path | io_paths.Location":
+def ingest_input(paths: list[str], store: "Path | locations.Location") -> "Path | locations.Location":
     """Raster paths -> ``store`` (once; ingest publishes atomically, so an existing store is complete).
     Ingest errors name the user's file; they become MappingErrors."""
-    if not io_paths.location(store).published():
+    if not locations.location(store).published():
         try:
             ingest_city(paths, store, name="region", min_size=1, progress=False)
         except IngestError as exc:

@@ -15,7 +15,7 @@ Raster inputs are ingested into ``.partial/input.zarr`` (pixels are read from za
 copy is dropped once the job is complete.
 
 ``out`` may be an object-store URL (``s3://bucket/maps/region``): the same layout, through
-:class:`semi2i.io_paths.Location`. Tasks write zarr chunks and ``.done`` markers as objects (one writer per
+:class:`semi2i.locations.Location`. Tasks write zarr chunks and ``.done`` markers as objects (one writer per
 chunk, each a PUT); COGs and quicklooks are written on local scratch and uploaded whole; maps.zarr is
 copied out of ``.partial`` with its root ``zarr.json`` last, and ``job.json`` comes last of all.
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import zarr
 
-from semi2i import io_paths
+from semi2i import locations
 from semi2i.data.store import CityStore
 from semi2i.checkpoints import load_checkpoint
 
@@ -63,12 +63,12 @@ def resolve_input(spec: str | Path | list, work: Path) -> Path:
     return store if store is not None else ingest_input(paths, work / "input.zarr")
 
 
-def _fingerprint(path: str | Path | io_paths.Location) -> dict:
-    return io_paths.location(path).fingerprint()
+def _fingerprint(path: str | Path | locations.Location) -> dict:
+    return locations.location(path).fingerprint()
 
 
-def _store_stamp(store: str | Path | io_paths.Location) -> str:
-    return hashlib.sha1((io_paths.location(store) / "zarr.json").read_bytes()).hexdigest()
+def _store_stamp(store: str | Path | locations.Location) -> str:
+    return hashlib.sha1((locations.location(store) / "zarr.json").read_bytes()).hexdigest()
 
 
 def map_region(
@@ -106,8 +106,8 @@ def map_region(
     ``window`` (window edge in px), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
     ``tf32`` (CUDA). ``threads``: chunk threads on the in-process path (default :func:`.local.default_threads`).
     """
-    out = io_paths.location(out)
-    checkpoint = io_paths.location(checkpoint)
+    out = locations.location(out)
+    checkpoint = locations.location(checkpoint)
     _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers, window=window,
                    threads=threads)
     if precision not in ("fp32", "bf16"):
@@ -116,7 +116,7 @@ def map_region(
         stylize = {"overlap": overlap, **stylize}
     if not checkpoint.is_file():
         raise MappingError(f"{checkpoint}: U-net checkpoint not found")
-    if stylize and not io_paths.location(stylize["checkpoint"]).is_file():
+    if stylize and not locations.location(stylize["checkpoint"]).is_file():
         raise MappingError(f"{stylize['checkpoint']}: SemI2I checkpoint not found")
     # everything about the input and the model is checked from headers before anything is written
     store_in, paths = input_paths(input)
@@ -125,7 +125,7 @@ def map_region(
     if stylize and stylize.get("out_bands") not in (None, int(state["in_bands"])):
         raise MappingError(f"{stylize['checkpoint']}: stylizes to {stylize['out_bands']} bands, "
                            f"{checkpoint} expects {state['in_bands']}")
-    check_bands(store_in, paths, in_bands, io_paths.location(stylize["checkpoint"]) if stylize else checkpoint)
+    check_bands(store_in, paths, in_bands, locations.location(stylize["checkpoint"]) if stylize else checkpoint)
     if overlap >= (window or int(state["unet"]["patch_size"])):
         raise MappingError(f"--overlap {overlap} must be smaller than the {window or state['unet']['patch_size']} px windows")
     grid = model_grid(state)
@@ -173,7 +173,7 @@ def map_region(
     class_names = list(state["class_names"])
 
     settings = {
-        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(io_paths.location(store_path).resolve()),
+        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(locations.location(store_path).resolve()),
         "store_stamp": _store_stamp(store_path),
         "chunk_size": chunk_size, "overlap": overlap, "probabilities": probabilities,
         "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(stylize["checkpoint"])},
@@ -231,7 +231,7 @@ def _check_numbers(**values: int | None) -> None:
             raise MappingError(f"--{key.replace('_', '-')} must be an integer >= {limits[key]}, got {value}")
 
 
-def _load_unet(checkpoint: io_paths.Location) -> dict:
+def _load_unet(checkpoint: locations.Location) -> dict:
     try:
         state = load_checkpoint(checkpoint)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
@@ -243,18 +243,18 @@ def _load_unet(checkpoint: io_paths.Location) -> dict:
     return state
 
 
-def _has_progress(work: io_paths.Location) -> bool:
+def _has_progress(work: locations.Location) -> bool:
     return any(n.endswith(".done") for n in (work / "done").files())
 
 
-def _remove_quietly(where: io_paths.Location) -> None:
+def _remove_quietly(where: locations.Location) -> None:
     try:
         where.remove()
     except OSError:
         log.warning("%s: could not remove the unfinished job's files", where)
 
 
-def _restart_if_input_changed(out: io_paths.Location, work: io_paths.Location, inputs: dict, overwrite: bool) -> None:
+def _restart_if_input_changed(out: locations.Location, work: locations.Location, inputs: dict, overwrite: bool) -> None:
     """An unfinished job whose recorded input differs from ``inputs`` (other files, or the same files
     changed since) is never resumed: with no chunk done yet it restarts, else it is refused (``overwrite``
     restarts it)."""
@@ -273,7 +273,7 @@ def _restart_if_input_changed(out: io_paths.Location, work: io_paths.Location, i
     work.remove()
 
 
-def _atomic_json(path: io_paths.Location, value: dict) -> None:
+def _atomic_json(path: locations.Location, value: dict) -> None:
     path.write_text(json.dumps(value, indent=1))
 
 
@@ -308,7 +308,7 @@ def _run_ray(job: dict, todo: list[Chunk], workers: int | None) -> float:
     return mpx
 
 
-def _publish(out: io_paths.Location, work: io_paths.Location, store: CityStore, class_names: list[str], settings: dict, stylize: dict | None,
+def _publish(out: locations.Location, work: locations.Location, store: CityStore, class_names: list[str], settings: dict, stylize: dict | None,
              cog: bool, quicklook: bool, stats: dict) -> dict:
     """All chunks are done: COGs and quicklooks (each renamed into place), then maps.zarr, then job.json."""
     done = [n for n in (work / "done").files() if n.endswith(".done")]
@@ -341,7 +341,7 @@ def _publish(out: io_paths.Location, work: io_paths.Location, store: CityStore, 
 
 def read_classes(out: str | Path, raster: str) -> np.ndarray:
     """A finished job's class map of one raster (whole, for small rasters and tests)."""
-    maps = io_paths.location(out) / "maps.zarr"
+    maps = locations.location(out) / "maps.zarr"
     return np.asarray(zarr.open_group(maps.zarr_store(read_only=True), mode="r")[raster]["classes"][:])
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from semi2i import io_paths
+from semi2i import locations
 from semi2i.data.geotiff import geotiff_profile
 from semi2i.data.store import RasterInfo
 from semi2i.previews import class_colours
@@ -30,7 +30,7 @@ def create_outputs(path: Path, rasters: list[RasterInfo], chunk: int, *, class_n
                    probabilities: bool, stylized: tuple[int, str, float | None] | None) -> None:
     """One group per raster with ``classes`` (H, W) uint8 chunked C x C (one writer per chunk), and
     optionally ``probabilities`` (K, H, W) uint8 and ``stylized`` (bands, H, W)."""
-    root = zarr.open_group(io_paths.location(path).zarr_store(), mode="w", zarr_format=3)
+    root = zarr.open_group(locations.location(path).zarr_store(), mode="w", zarr_format=3)
     root.attrs["semi2i_map"] = {"class_names": class_names, "nodata": NODATA_CLASS, "chunk": chunk}
     for info in rasters:
         g = root.create_group(info.id)
@@ -47,10 +47,10 @@ def create_outputs(path: Path, rasters: list[RasterInfo], chunk: int, *, class_n
                            dtype=dtype, fill_value=0 if nodata is None else nodata)
 
 
-def write_cog(array: zarr.Array, info: RasterInfo, dest: Path | io_paths.Location, *, nodata: float | None,
-              block: int = 1024, resampling: Resampling = Resampling.nearest) -> Path | io_paths.Location:
+def write_cog(array: zarr.Array, info: RasterInfo, dest: Path | locations.Location, *, nodata: float | None,
+              block: int = 1024, resampling: Resampling = Resampling.nearest) -> Path | locations.Location:
     """(H, W) or (bands, H, W) zarr array -> COG with the raster's CRS, transform and nodata, plus overviews."""
-    with io_paths.location(dest).writing() as path:
+    with locations.location(dest).writing() as path:
         _write_cog(array, info, path, nodata=nodata, block=block, resampling=resampling)
     return dest
 
@@ -90,14 +90,14 @@ def _overview_factors(height: int, width: int, smallest: int = 256) -> list[int]
     return factors
 
 
-def write_quicklook(classes: zarr.Array, dest: Path | io_paths.Location, num_classes: int,
-                    max_size: int = 1024) -> Path | io_paths.Location:
+def write_quicklook(classes: zarr.Array, dest: Path | locations.Location, num_classes: int,
+                    max_size: int = 1024) -> Path | locations.Location:
     """A PNG of the class map (class colours, nodata grey), strided down to at most ``max_size`` pixels."""
     height, width = classes.shape
     step = max(1, -(-max(height, width) // max_size))
     small = np.asarray(classes[::step, ::step])
     rgb = class_colours(num_classes)[small]
-    with io_paths.location(dest).writing() as path:
+    with locations.location(dest).writing() as path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
         Image.fromarray(rgb).save(tmp)

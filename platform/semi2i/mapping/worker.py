@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zarr
 
-from semi2i import io_paths
+from semi2i import locations
 from semi2i.data.store import open_store
 from semi2i.segment import SegmentationModel
 
@@ -53,8 +53,8 @@ class ChunkMapper:
             torch.backends.cudnn.allow_tf32 = True
         self.cache = cache if cache is not None else WindowCache(max_bytes=int(job.get("cache_bytes") or 0) or
                                                                  WindowCache().max_bytes)
-        self.out = zarr.open_group(io_paths.location(job["zarr"]).zarr_store(), mode="r+")
-        self.done_dir = io_paths.location(job["done_dir"])  # a folder, or a prefix on object storage
+        self.out = zarr.open_group(locations.location(job["zarr"]).zarr_store(), mode="r+")
+        self.done_dir = locations.location(job["done_dir"])  # a folder, or a prefix on object storage
         self.stylizer = _load_stylizer(job["stylize"], self.device) if job.get("stylize") else None
 
     def _run_batches(self, fn, batches: list) -> list:
@@ -130,7 +130,7 @@ class ChunkMapper:
         if "stylized" in result:
             group["stylized"][:, ys, xs] = result["stylized"]
 
-    def marker(self, chunk: Chunk) -> io_paths.Location:
+    def marker(self, chunk: Chunk) -> locations.Location:
         return self.done_dir / chunk.raster / f"{chunk.row}_{chunk.col}.done"
 
     def is_done(self, chunk: Chunk) -> bool:
