@@ -141,6 +141,11 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
              init=tmp_path / "unet_source.pt")
     tuned = load_checkpoint(tmp_path / "unet_finetune.pt")
     assert tuned["step"] == 2
+    # channels_last training (the quick profile's) is a memory layout: the same weights as NCHW
+    nhwc = dataclasses.replace(cfg, channels_last=True)
+    fit_unet(nhwc, [source.path], tmp_path, stage="unet_nhwc", output="unet_nhwc.pt", overlap=8, scaling=one)
+    for key, value in load_checkpoint(tmp_path / "unet_source.pt")["model"].items():
+        torch.testing.assert_close(load_checkpoint(tmp_path / "unet_nhwc.pt")["model"][key], value, rtol=1e-4, atol=1e-5)
     # the fine-tune keeps the source model's normaliser
     np.testing.assert_allclose(tuned["stats"]["mean"], source.band_stats.mean)
     # a cosine fine-tune takes step k at cosine_learning_rate(k): its last (second) step at half the rate;

@@ -187,3 +187,31 @@ def test_inference_preparation_folds_batchnorm_and_refuses_training():
     torch.testing.assert_close(predict_logits(folded, image), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(RuntimeError, match="folded"):
         folded.train()
+
+
+def test_channels_last_training_is_the_same_arithmetic():
+    """UNetTrainConfig.channels_last changes the memory layout only: same losses, same weights, and the
+    state loads into a plain NCHW model."""
+    import torch
+
+    from semi2i.models.unet import UNet
+    from semi2i.training.unet_step import UNetStep
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    runs = []
+    for channels_last in (False, True):
+        torch.manual_seed(1)
+        model = UNet(3, 4, base_width=4, depth=2)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        step = UNetStep(model, lr=1e-3)
+        runs.append(([step.step(images, labels)["loss"] for _ in range(3)], model.state_dict()))
+    (plain_losses, plain), (cl_losses, cl) = runs
+    assert plain_losses == pytest.approx(cl_losses, rel=1e-4)
+    assert plain_losses[-1] < plain_losses[0]
+    for key, value in plain.items():
+        torch.testing.assert_close(cl[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    nchw = UNet(3, 4, base_width=4, depth=2)
+    nchw.load_state_dict(cl)
+    assert all(p.is_contiguous() for p in nchw.parameters())

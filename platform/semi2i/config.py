@@ -177,6 +177,7 @@ class UNetTrainConfig:
     finetune_lr_schedule: Annotated[Str, one_of(FINETUNE_LR_SCHEDULES)] = "constant"
     precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
     tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
+    channels_last: Bool = False  # NHWC weights and batches in training (a memory layout: same arithmetic)
 
 
 @settings

@@ -78,6 +78,8 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     if config.get("init"):
         model.load_state_dict(load_checkpoint(config["init"])["model"])
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     step = UNetStep(wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"], precision=cfg.precision, tf32=cfg.tf32)
     if restored is not None:
         step.load_state_dict(restored)

@@ -69,6 +69,8 @@ class UNetStep:
         """
         device = _device_of(self.model)
         images = images.to(device, non_blocking=True)
+        if _is_channels_last(self.model):  # the batch in the weights' layout (UNetTrainConfig.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True).long()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
