@@ -151,6 +151,13 @@ def test_bad_configs_fail_before_any_work(tmp_path, write):
         load_multicity_config(unknown)
     assert not (tmp_path / "run").exists()
 
+    # a key the schema refuses and an unknown city: both reported at once
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({**base, "sources": ["x", "nowhere"], "targets": ["y"], "worker": 2}))
+    with pytest.raises(ConfigError) as refused:
+        load_multicity_config(both)
+    assert "'worker'" in str(refused.value) and "unknown city 'nowhere' in sources" in str(refused.value)
+
     synthetic = tmp_path / "syn.yaml"
     synthetic.write_text(yaml.safe_dump({"synthetic": {}, "targets": ["z"]}))
     with pytest.raises(ConfigError, match="unknown city 'z' in targets"):

@@ -117,8 +117,8 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
         data["profile"] = profile
     checked, errors = validate(MultiCityFile, data, **file_lines(origin))
     prof = config_profile(data, origin, errors)
-    if checked is None:
-        raise ConfigError("\n".join(errors))
+    if checked is None:  # the city names are checked on the file as written, so they are reported with the rest
+        raise ConfigError("\n".join(errors + _raw_name_errors(data, origin)))
     cities: dict = {}
     if checked.synthetic is not None:
         from semi2i.demo.cities import MULTICITY_DEMO
@@ -161,6 +161,24 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
     return MultiCityConfig(name=checked.name, cities=cities, sources=list(sources), targets=list(targets),
                            classes=list(checked.classes or DEMO_CLASSES), profile=prof, seed=checked.seed,
                            workers=checked.workers, gpu=checked.gpu, synthetic=data.get("synthetic"), raw=raw)
+
+
+def _raw_name_errors(data: dict, origin: str) -> list[str]:
+    """The sources/targets that name no city and the city names that cannot name files, from the file as
+    written (for a file the schema refused: its other problems are reported together with these)."""
+    cities = data.get("cities") if isinstance(data.get("cities"), dict) else {}
+    if data.get("synthetic") is not None:
+        from semi2i.demo.cities import MULTICITY_DEMO
+
+        cities = {c: None for c, _ in MULTICITY_DEMO}
+    errors = [f"{origin}: city name '{name}' must be letters, digits, '_', '.', '-' (it names files)"
+              for name in cities if data.get("synthetic") is None and not _NAME.match(str(name))]
+    for key in ("sources", "targets"):
+        names = data.get(key)
+        for name in names if isinstance(names, list) else []:
+            if name not in cities:
+                errors.append(f"{origin}: unknown city '{name}' in {key} (cities: {', '.join(map(str, cities)) or 'none'})")
+    return errors
 
 
 def _band_counts(cities: dict, origin: str, errors: list[str]) -> dict[str, int]:
