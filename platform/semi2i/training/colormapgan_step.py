@@ -24,7 +24,7 @@ from semi2i.models.colormapgan import ColorMapGenerator, require_equal_bands
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import linear_decay_learning_rate
-from semi2i.training.semi2i_step import unwrap
+from semi2i.training.ddp import unwrap
 
 LOSS_KEYS = ("L_G", "L_D")
 

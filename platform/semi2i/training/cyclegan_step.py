@@ -35,7 +35,7 @@ from semi2i.models.cyclegan import ResnetGenerator, init_weights
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import linear_decay_learning_rate
-from semi2i.training.semi2i_step import unwrap
+from semi2i.training.ddp import unwrap
 
 LOSS_KEYS = ("L_G", "L_adv_G", "L_cycle", "L_idt", "L_D", "L_D_A", "L_D_B")
 #: all_gather of one tensor across the workers (rank order); None = single process

@@ -20,7 +20,8 @@ from semi2i.config import SemI2IConfig
 from semi2i.losses import generator_loss, lsgan_discriminator
 from semi2i.models.multicity import MultiCityDiscriminator, MultiCityGenerator, MultiCityStyleStats
 from semi2i.training.precision import autocast, use_tf32
-from semi2i.training.semi2i_step import Eq3Schedule, unwrap
+from semi2i.training.ddp import unwrap
+from semi2i.training.semi2i_step import Eq3Schedule
 
 
 def pair_for_step(seed: int, step: int, num_cities: int) -> tuple[int, int]:

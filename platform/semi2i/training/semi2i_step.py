@@ -33,13 +33,13 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from semi2i.checkpoints import build_generator, load_checkpoint, save_checkpoint
 from semi2i.config import SemI2IConfig
 from semi2i.losses import discriminator_loss, generator_loss
 from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator, channel_stats
+from semi2i.training.ddp import unwrap
 from semi2i.training.precision import autocast, use_tf32
 from semi2i.training.schedule import semi2i_learning_rate
 
@@ -47,11 +47,6 @@ StyleReducer = Callable[[Tensor], Tensor]
 
 #: Names of the loss values a step returns (and the trainer logs), in the paper's notation.
 LOSS_KEYS = ("L_G", "L_cross", "L_self", "L_grad", "L_adv_G", "L_tone", "L_D", "L_adv_D")
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 @dataclass

@@ -21,14 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import IGNORE_INDEX, ConfusionMatrix
+from .ddp import unwrap
 from .precision import autocast, use_tf32
 
 __all__ = ["UNetStep", "evaluate", "predict_logits", "unwrap"]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel/DataParallel, or the model itself."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def _device_of(model: nn.Module) -> torch.device:
