@@ -40,13 +40,21 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory, ray_session):
+    """The tiny demo run once for this module: its folder, run, report and config (the K-seed test starts
+    from it with --reuse-from instead of training the same baselines again)."""
+    folder = tmp_path_factory.mktemp("tiny_demo")
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run = AdaptRun(load_adapt_config(config), folder / "run")
+    return folder, run, run.run(), config
+
+
 @pytest.mark.slow
 @pytest.mark.ray
-def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
-    run = AdaptRun(load_adapt_config(config), tmp_path / "run")
-    report = run.run()
+def test_tiny_demo_end_to_end_and_resume(tiny_demo):
+    tmp_path, run, report, config = tiny_demo
 
     assert set(report) >= {"source", "target", "classes", "profile", "methods"}
     assert report["profile"] == "quick" and report["classes"] == TINY["classes"]
@@ -116,12 +124,13 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, ray_session):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_several_semi2i_seeds_are_trained_scored_and_one_is_chosen_without_labels(tmp_path, ray_session):
+def test_several_semi2i_seeds_are_trained_scored_and_one_is_chosen_without_labels(tmp_path, tiny_demo):
     cfg = {**TINY, "methods": ["source_only", "histogram_matching", "semi2i", "target_oracle"],
            "overrides": {**TINY["overrides"], "semi2i": {**TINY["overrides"]["semi2i"], "seeds": 2}}}
     config = tmp_path / "seeds.yaml"
     config.write_text(yaml.safe_dump(cfg))
     run = AdaptRun(load_adapt_config(config), tmp_path / "run")
+    run.reuse(tiny_demo[0] / "run")  # only the seeds train: the baselines are the tiny demo's
     report = run.run()
 
     assert list(report["methods"]) == ["source_only", "histogram_matching", "semi2i", "semi2i_seed0", "semi2i_seed1",
