@@ -24,7 +24,7 @@ from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
 from semi2i.training.prefetch import patch_batches
 from semi2i.training.progress import Progress
-from semi2i.training.ray_worker import allgather, allreduce_mean, crash_once, report, restored_state, setup_worker, wrap
+from semi2i.training.ray_worker import allgather, allreduce_mean, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,9 @@ def log_gan_step(step: Any, losses: dict[str, float], cfg: Any, total: int, prog
         progress.log(done, metrics)
         if note and rank == 0:
             log.info("%s step %d: %s", progress.name, done, note)
-        state = step.state_dict() if checkpoint else None  # on every rank: it may gather (CycleGAN's pools)
-        report(metrics, rank, (lambda: state) if checkpoint else None, checkpoint_name)
+        if checkpoint:
+            state = step.state_dict()  # on every rank: it may gather (CycleGAN's pools)
+            report_checkpoint(metrics, rank, lambda: state, checkpoint_name)
 
 
 def finish_gan(step: Any, losses: dict[str, float], progress: Progress, rank: int, path: Path, extra: dict) -> dict:

@@ -16,7 +16,7 @@ from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
 from semi2i.training.prefetch import patch_batches
 from semi2i.training.progress import Progress
-from semi2i.training.ray_worker import average_buffers, crash_once, report, restored_state, setup_worker, wrap
+from semi2i.training.ray_worker import average_buffers, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 from semi2i.training.schedule import cosine_learning_rate
 
 
@@ -107,7 +107,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
             progress.log(done, metrics)
             if checkpoint:
                 average_buffers(model, world)
-            report(metrics, rank, state if checkpoint else None, checkpoint_name)
+                report_checkpoint(metrics, rank, state, checkpoint_name)
         crash_once(config, done)
     progress.close()
     if rank == 0:

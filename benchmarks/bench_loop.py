@@ -1,0 +1,87 @@
+"""Benchmark: how much of a SemI2I step's time the Ray Train loop adds (data, logging, checkpoints, Ray).
+
+    python benchmarks/bench_loop.py [--steps 400] [--profile quick] [--threads 2]
+
+Baseline, measured in the same run: the bare step (:class:`SemI2IStep`, random patches, this process).
+Then the same number of steps through ``fit_semi2i`` (one Ray Train worker with the same threads, the
+profile's ``log_every`` / ``checkpoint_every``, patches read from a store), rate measured in the worker
+from its first step (start-up excluded). ``--poll`` sets Ray Train's controller poll interval
+(``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``; Train V2's default is 2 s, the platform's 0.2 s): a run's start
+and end wait for that poll. Prints one JSON line and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def bare_step_seconds(cfg, steps: int, threads: int) -> float:
+    from semi2i.training.semi2i_step import SemI2IStep
+
+    torch.set_num_threads(threads)
+    step = SemI2IStep.create(cfg)
+    gen = torch.Generator().manual_seed(0)
+    size = cfg.patch_size
+    a = torch.rand(1, cfg.in_bands_a, size, size, generator=gen) * 2 - 1
+    b = torch.rand(1, cfg.in_bands_b, size, size, generator=gen) * 2 - 1
+    for _ in range(5):
+        step(a, b)
+    times = []
+    for _ in range(min(steps, 100)):
+        start = time.perf_counter()
+        step(a, b)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--poll", type=float, nargs="+", default=[0.2, 2.0], help="controller poll intervals to run (s)")
+    args = p.parse_args()
+
+    import ray
+
+    from semi2i.config import load_profile
+    from semi2i.data.ingest import ingest_city
+    from semi2i.demo.cities import make_demo_cities
+    from semi2i.training.distributed import Scaling, fit_semi2i
+
+    prof = load_profile(args.profile)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_loop_"))
+    files = make_demo_cities(tmp / "data", size=1024, rasters_per_city=4)  # enough windows for --steps in the epochs
+    stores = {name: ingest_city([str(x) for x in f.images], tmp / f"{name}.zarr", labels=[str(x) for x in f.labels],
+                                classes=tmp / "data" / "classes.json", progress=False) for name, f in files.items()}
+    cfg = dataclasses.replace(prof.semi2i, in_bands_a=3, in_bands_b=3)
+    bare = bare_step_seconds(cfg, args.steps, args.threads)
+    ray.init(num_cpus=max(1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    rows = []
+    for poll in args.poll:
+        os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(poll)  # read by fit_semi2i's controller
+        summary = fit_semi2i(cfg, stores["demo_source"].path, stores["demo_target"].path, tmp / f"run_poll{poll}",
+                             overlap=prof.overlap, max_steps=args.steps,
+                             scaling=Scaling(num_workers=1, threads_per_worker=args.threads, max_failures=0))
+        rows.append({"poll_s": poll, "loop_s_per_step": 1.0 / summary["steps_per_s"]})
+    ray.shutdown()
+    result = {"profile": prof.name, "steps": args.steps, "threads": args.threads, "log_every": cfg.log_every,
+              "checkpoint_every": cfg.checkpoint_every, "bare_s_per_step": bare,
+              "loops": [{**r, "loop_over_bare": r["loop_s_per_step"] / bare} for r in rows]}
+    print(json.dumps(result))
+    print(f"| loop | s/step | vs the bare step ({bare:.3f} s) |\n|---|---|---|")
+    for r in result["loops"]:
+        print(f"| Ray Train, poll {r['poll_s']:g} s | {r['loop_s_per_step']:.3f} | {r['loop_over_bare']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
