@@ -18,36 +18,17 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-
-def bare_step_seconds(cfg, steps: int, threads: int) -> float:
-    from semi2i.training.semi2i_step import SemI2IStep
-
-    torch.set_num_threads(threads)
-    step = SemI2IStep.create(cfg)
-    gen = torch.Generator().manual_seed(0)
-    size = cfg.patch_size
-    a = torch.rand(1, cfg.in_bands_a, size, size, generator=gen) * 2 - 1
-    b = torch.rand(1, cfg.in_bands_b, size, size, generator=gen) * 2 - 1
-    for _ in range(5):
-        step(a, b)
-    times = []
-    for _ in range(min(steps, 100)):
-        start = time.perf_counter()
-        step(a, b)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+# benchmarks/bench_semi2i.py: Python puts a script's own folder first on its import path
+from bench_semi2i import bench as bench_bare_step
 
 
 def _report_back_to_back(config: dict) -> dict:
-    import time
-
     import ray.train
 
     start = time.perf_counter()
@@ -89,7 +70,8 @@ def main() -> None:
     stores = {name: ingest_city([str(x) for x in f.images], tmp / f"{name}.zarr", labels=[str(x) for x in f.labels],
                                 classes=tmp / "data" / "classes.json", progress=False) for name, f in files.items()}
     cfg = dataclasses.replace(prof.semi2i, in_bands_a=3, in_bands_b=3)
-    bare = bare_step_seconds(cfg, args.steps, args.threads)
+    torch.set_num_threads(args.threads)
+    bare = bench_bare_step(prof.name, warmup=5, steps=min(args.steps, 100), bands=3)["s_per_step"]
     ray.init(num_cpus=max(1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     rows = []
     for poll in args.poll:
