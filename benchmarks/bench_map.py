@@ -1,7 +1,7 @@
 """Benchmark region mapping: end-to-end Mpx/s vs the model's forward alone and a naive window loop; peak RSS.
 
     python benchmarks/bench_map.py                               # small synthetic regions, a couple of minutes on 2 cores
-    python benchmarks/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, Ray actor pool
+    python benchmarks/bench_map.py --sizes 100 400 --ray         # the issue's 100 / 400 Mpx regions, as Ray tasks
     python benchmarks/bench_map.py --checkpoint runs/demo/unet_semi2i.pt
 
 Each region size runs in its own subprocess, so ``ru_maxrss`` (peak RSS, taken after the first
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--overlap", type=int, default=16)
-    p.add_argument("--ray", action="store_true", help="end-to-end on the Ray Data actor pool (RSS then misses the actors)")
+    p.add_argument("--ray", action="store_true", help="end-to-end as Ray tasks (RSS then misses the workers)")
     p.add_argument("--workers", type=int)
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are reported)")

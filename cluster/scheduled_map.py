@@ -6,7 +6,7 @@
 Everything after ``--`` goes to jobs/map_region.py unchanged, except that ``{date}`` becomes the run's
 UTC date (``--date-format``, default YYYY-MM-DD), so each scheduled run writes its own folder and a
 re-run on the same day resumes it. Before that, ``--gpus N`` asks the autoscaler for N GPUs and waits
-for them (cluster/wait_for_gpus.py; map_region sizes its actor pool from the GPUs present when it
+for them (cluster/wait_for_gpus.py; map_region sizes its mapping tasks from the GPUs present when it
 starts). One plain command, so it is safe as a RayJob entrypoint: KubeRay's submitter pastes the
 entrypoint into a shell line, where ``&&`` or ``$(date)`` would run in the submitter pod, not on Ray.
 """

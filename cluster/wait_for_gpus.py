@@ -3,8 +3,8 @@
     python cluster/wait_for_gpus.py 2 --timeout 1200 && python jobs/map_region.py ... --workers 2
     python cluster/wait_for_gpus.py 0      # withdraw the request (a long-lived cluster may scale down again)
 
-Why: jobs/map_region.py sizes its actor pool from the GPUs the cluster has *when it starts*. On a
-cluster whose GPU workers autoscale from zero that is none, and the mapping would run on CPU actors
+Why: jobs/map_region.py sizes its mapping tasks from the GPUs the cluster has *when it starts*. On a
+cluster whose GPU workers autoscale from zero that is none, and the mapping would run on CPU tasks
 without ever scaling up. This helper turns the need into autoscaler demand
 (``ray.autoscaler.sdk.request_resources``) first. Ray Train stages (jobs/adapt.py --gpu) need no help:
 their GPU requests are demand by themselves. The request stays in force after this exits (the mapping
@@ -51,7 +51,7 @@ def wait_for_gpus(n: int, timeout: float, *, cluster_gpus: Callable[[], float], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("gpus", type=int, help="GPUs the cluster must have (one per mapping actor); 0 withdraws the request")
+    p.add_argument("gpus", type=int, help="GPUs the cluster must have (one per mapping task at once); 0 withdraws the request")
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait (default 1200: node start + image pull)")
     args = p.parse_args(argv)
 

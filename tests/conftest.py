@@ -70,15 +70,34 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session (2 CPUs; starting Ray costs seconds on 2 cores)."""
+    """One Ray for the whole test session, shaped like a production cluster: a head node with no CPUs
+    (Ray's advice for large clusters: it holds only the drivers, this process) and a worker node with 2
+    CPUs, so every task, actor and Ray Train worker of every Ray test runs on a node other than the
+    driver's. A real multi-node cluster (``ray.cluster_utils.Cluster``), on this one machine."""
     import ray
+    from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    cluster = None
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": S3_ENV})
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 256 * 2**20,
+                                                               "include_dashboard": False})
+        cluster.add_node(num_cpus=2, object_store_memory=1024 * 2**20)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": S3_ENV})
     yield ray
     ray.shutdown()
+    if cluster is not None:
+        cluster.shutdown()
+
+
+def ran_off_the_driver(places: dict[str, list[dict]]) -> list[str]:
+    """The stages of a ``placement`` record (:mod:`semi2i.placement`) that ran any piece in this process
+    or on this process's node (the zero-CPU head of ``ray_session``): should be none."""
+    import ray
+
+    head = ray.get_runtime_context().get_node_id()
+    return sorted(stage for stage, where in places.items()
+                  if any(p["pid"] == os.getpid() or p["node"] in (None, head) for p in where))
 
 
 @pytest.fixture(scope="session")

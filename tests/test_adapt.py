@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import rasterio
 import yaml
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, ran_off_the_driver
 from semi2i.config import ConfigError
 from semi2i.adapt_config import load_adapt_config
 from semi2i.metrics import scores
@@ -82,6 +83,12 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
         assert rows[name] == wanted, (name, rows[name], wanted)
     # the preview: six panels (source, stylized source, target, ground truth, two predictions) and a legend
     assert Image.open(tmp_path / "run" / "previews" / "adaptation.png").size == (6 * 256, 256 + 18 + 22)
+
+    # the pixel work ran on the cluster's worker node, none of it in this driver or on the zero-CPU head
+    places = json.loads((tmp_path / "run" / "placement.json").read_text())
+    assert places["driver"]["pid"] == os.getpid()
+    assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "previews"}
+    assert ran_off_the_driver(places["stages"]) == []
 
     # each stage wrote what the next read: stylized stores carry the source labels, maps are georeferenced
     stylized = tmp_path / "run" / "stylized" / "semi2i" / "images"

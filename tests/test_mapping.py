@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
+from conftest import ran_off_the_driver
 from semi2i.data.normalize import BandStats
 from semi2i.mapping import (
     NODATA_CLASS, Chunk, ChunkMapper, MappingError, WindowGrid, map_region, plan_chunks, read_classes,
@@ -80,9 +81,7 @@ def test_chunk_logits_match_whole_blend_and_forward(tmp_path, write, checkpoint)
     out = tmp_path / "out"
     map_region(str(src), checkpoint, out, chunk_size=24, overlap=8, cog=False, quicklook=False)
     # re-compute chunks with the worker against the whole-raster results
-    from semi2i.mapping.job import resolve_input
-    store = resolve_input(str(src), tmp_path / "work")
-    mapper = ChunkMapper({"checkpoint": str(checkpoint), "store": str(store), "zarr": str(out / "maps.zarr"),
+    mapper = ChunkMapper({"checkpoint": str(checkpoint), "input": {"rasters": [str(src)]}, "zarr": str(out / "maps.zarr"),
                           "done_dir": str(tmp_path / "done"), "overlap": 8, "batch_tiles": 3})
     model = SegmentationModel(checkpoint)
     whole = model.logits(image, overlap=8)
@@ -154,13 +153,20 @@ def test_bad_input_is_one_line(tmp_path, write, checkpoint):
         map_region(str(two), tmp_path / "nope.pt", tmp_path / "o3")
 
 
-def test_ray_actor_pool_matches_in_process(tmp_path, write, checkpoint, ray_session):
+def test_ray_tasks_match_in_process(tmp_path, write, checkpoint, ray_session):
     image = _image(64, 80)
     src = write(tmp_path / "in" / "r.tif", image)
     local, remote = tmp_path / "local", tmp_path / "ray"
     map_region(str(src), checkpoint, local, chunk_size=32, overlap=8, cog=False, quicklook=False)
-    map_region(str(src), checkpoint, remote, chunk_size=32, overlap=8, cog=False, quicklook=False, use_ray=True, workers=1)
+    summary = map_region(str(src), checkpoint, remote, chunk_size=32, overlap=8, cog=False, quicklook=False, use_ray=True,
+                         workers=1)
     assert (read_classes(local, "r") == read_classes(remote, "r")).all()
+    # the chunks (read straight from the input raster: no copy of it) and the publishing ran on the worker
+    # node, none in this driver
+    assert set(summary["placement"]) == {"map", "publish"}
+    assert not (remote / ".partial").exists() and sorted(p.name for p in remote.iterdir()) == ["job.json", "maps.zarr"]
+    assert ran_off_the_driver(summary["placement"]) == []
+    assert json.loads((remote / "job.json").read_text())["placement"] == summary["placement"]
 
 
 def test_stylize_then_segment_in_chunks_equals_whole_raster(tmp_path, write, checkpoint):
@@ -258,3 +264,20 @@ def test_window_cache_computes_shared_windows_once_and_frees_them():
     for _ in range(4):
         cache.release(key)
     assert cache.bytes == 0 and cache.claim([key])[2] == [key]  # freed after its last consumer
+
+
+def test_rasters_are_read_where_they_lie_png_and_inf(tmp_path, write, checkpoint):
+    """No copy of the input is made; a whole-file format (PNG) maps like the same pixels as a GeoTIFF, and a
+    float raster with an inf pixel is refused naming the file, with nothing left behind."""
+    image = _image(70, 90)
+    tif = write(tmp_path / "in" / "a.tif", image)
+    png = write(tmp_path / "png" / "a.png", image, crs=None, driver="PNG")
+    for name, src in (("tif", tif), ("png", png)):
+        map_region(str(src), checkpoint, tmp_path / name, chunk_size=32, overlap=8, cog=False, quicklook=False)
+    assert (read_classes(tmp_path / "tif", "a") == read_classes(tmp_path / "png", "a")).all()
+    bad = image.astype(np.float32)
+    bad[1, 50, 60] = np.inf
+    src = write(tmp_path / "inf" / "f.tif", bad)
+    with pytest.raises(MappingError, match=r"inf/f\.tif: \+-inf pixels near row \d+, column \d+"):
+        map_region(str(src), checkpoint, tmp_path / "out", chunk_size=32, overlap=8)
+    assert not (tmp_path / "out").exists()

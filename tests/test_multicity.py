@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import ran_off_the_driver
 from semi2i.config import ConfigError, SemI2IConfig
 from semi2i.data.normalize import BandStats
 from semi2i.models.multicity import MultiCityGenerator, MultiCityStyleStats
@@ -126,6 +127,9 @@ def test_tiny_three_city_run_reports_every_pair_and_resumes(tmp_path, ray_sessio
     # one model for every target; one fine-tuned U-net per pair
     assert (tmp_path / "run" / "multicity.pt").exists()
     assert len(list((tmp_path / "run").glob("unet_*_to_*.pt"))) == 6
+    # the one stage runner recorded where the pixel work ran: on the worker node, not in this driver
+    places = json.loads((tmp_path / "run" / "placement.json").read_text())["stages"]
+    assert {"ingest", "stylize", "map", "score"} <= set(places) and ran_off_the_driver(places) == []
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("*.pt")}
     again = MultiCityRun(load_multicity_config(config), tmp_path / "run")

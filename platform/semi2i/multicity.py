@@ -34,11 +34,11 @@ import dataclasses
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+from semi2i import placement
 from semi2i.checkpoints import MULTICITY_CHECKPOINT
 from semi2i.config import ConfigError, Profile
 from semi2i.adapt_config import (DEMO_CLASSES, CityFile, CitySpec, RunFile, city_spec, config_profile, file_lines,
@@ -220,12 +220,7 @@ class MultiCityRun(RunFolder):
         self.pull()  # a run folder on object storage: its published outputs (what the stages skip on)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_resolved_config()
-        for stage in STAGES:
-            started = time.perf_counter()
-            getattr(self, f"stage_{stage}")()
-            self.publish()
-            self.timings[stage] = time.perf_counter() - started
-            log.info("stage %s: %.1f s", stage, self.timings[stage])
+        self.run_stages([(stage, getattr(self, f"stage_{stage}")) for stage in STAGES])
         report = self.path("report.json")
         return json.loads(report.read_text()) if report.exists() else None
 
@@ -315,7 +310,7 @@ class MultiCityRun(RunFolder):
                 if not (out / "job.json").exists():
                     log.info("stage segment: %s with %s's %s U-net", target, source, method)
                     map_region(tgt.path, self.unet_path(method, source, target), out, overlap=self.cfg.profile.overlap,
-                               use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
+                               use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else None)
                 result = {"source": source, "target": target, "method": method,
                           "checkpoint": str(self.unet_path(method, source, target)), "maps": str(out), **score_maps(tgt, out)}
                 write_text(score_path, json.dumps(result, indent=1))

@@ -21,16 +21,19 @@ run that was interrupted resumes where it stopped. The run folder::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from semi2i.adapt_config import GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, AdaptConfig, CitySpec
+from semi2i import placement
 from semi2i.config import ConfigError
 from semi2i.locations import write_text
 from semi2i.data.ingest import ingest_city
@@ -60,7 +63,8 @@ class RunFolder:
     def __init__(self, cfg: Any, run_dir: str | Path):
         # a run folder on object storage (s3://...) is worked on in a local copy, published after each stage
         self.remote = RemoteRun.of(run_dir)
-        self.cfg, self.run_dir = cfg, self.remote.local if self.remote else Path(run_dir)
+        # absolute: the stages' pieces run as Ray tasks in other working directories (semi2i.placement)
+        self.cfg, self.run_dir = cfg, (self.remote.local if self.remote else Path(run_dir)).absolute()
         self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu)
         self.timings: dict[str, float] = {}
 
@@ -89,6 +93,28 @@ class RunFolder:
         resolved = {**self.cfg.raw, "profile": self.cfg.profile.name, "seed": self.cfg.seed, "workers": self.cfg.workers,
                     "gpu": self.cfg.gpu, "resolved_profile": dataclasses.asdict(self.cfg.profile)}
         return yaml.safe_load(yaml.safe_dump(resolved))  # as read back from the file (tuples become lists)
+
+    def run_stages(self, steps: list[tuple[str, Callable[[], None]]]) -> None:
+        """Run each ``(stage, step)`` in order, the one stage runner of the adapt and multi-city runs: the
+        stages' pixel work goes to Ray tasks when Ray is up (:mod:`semi2i.placement`); after each stage its
+        outputs are published (a run folder on object storage), its time kept in ``timings`` and where its
+        work ran in ``placement.json``."""
+        with placement.on_cluster(), placement.recording() as where:
+            for stage, step in steps:
+                started = time.perf_counter()
+                step()
+                self.record_placement(where)
+                self.publish()
+                self.timings[stage] = time.perf_counter() - started
+                log.info("stage %s: %.1f s", stage, self.timings[stage])
+
+    def record_placement(self, where: dict[str, list[dict]]) -> None:
+        """``placement.json``: the driver, and the nodes and processes each stage's pixel work ran in (a
+        resumed run keeps the record of the stages it does not redo)."""
+        path = self.path("placement.json")
+        earlier = json.loads(path.read_text()).get("stages", {}) if path.exists() else {}
+        record = {"driver": placement.here(), "stages": {**earlier, **where}}
+        write_text(path, json.dumps(record, indent=1))
 
     def _write_resolved_config(self) -> None:
         write_text(self.path("config.resolved.yaml"), yaml.safe_dump(self.resolved_config(), sort_keys=False))
@@ -139,18 +165,15 @@ class AdaptRun(RunFolder):
         self.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_resolved_config()
+        steps: list[tuple[str, Callable[[], None]]] = []
         for stage in STAGES:
             if stage in self.skip:
                 log.info("stage %s: skipped (--skip)", stage)
-                continue
-            if stage in TRAINING_STAGES:  # trained together, at the first of them
-                if stage == next(s for s in TRAINING_STAGES if s not in self.skip):
-                    self.train_models([s for s in TRAINING_STAGES if s not in self.skip])
-                continue
-            started = time.perf_counter()
-            getattr(self, f"stage_{stage}")()
-            self.publish()
-            self.timings[stage] = time.perf_counter() - started
+            elif stage not in TRAINING_STAGES:
+                steps.append((stage, getattr(self, f"stage_{stage}")))
+            elif stage == next(s for s in TRAINING_STAGES if s not in self.skip):  # trained together, at the first
+                steps.append(("training", functools.partial(self.train_models, [s for s in TRAINING_STAGES if s not in self.skip])))
+        self.run_stages(steps)
         return json.loads(self.path("report.json").read_text()) if self.path("report.json").exists() else None
 
     # 1. ingest
@@ -189,11 +212,8 @@ class AdaptRun(RunFolder):
     # 2-3. the models that only need the ingested cities, trained side by side (semi2i.trainings): the U-net
     # on the real source, the ColorMapGAN and CycleGAN baselines, SemI2I (each of its seeds)
     def train_models(self, stages: list[str]) -> None:
-        started = time.perf_counter()
         self.timings.update({stage: 0.0 for stage in stages})  # each stage's (or seed's) own time when it trains
         self.timings.update(run_trainings(self.trainings(stages), self.scaling))
-        self.publish()
-        self.timings["training"] = time.perf_counter() - started
 
     def trainings(self, stages: list[str]) -> list[Training]:
         """The trainings of ``stages`` whose outputs are missing, the longest first."""
@@ -248,23 +268,28 @@ class AdaptRun(RunFolder):
             out = self.path("stylized", method)
             if (out / "store.zarr").exists():
                 continue
-            options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap} if base_method(method) in GAN_METHODS else {}
-            stylizer = load_stylizer(base_method(method), source_stats=source.band_stats, target_stats=target.band_stats, **options)
-            stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True)
+            trained = base_method(method) in GAN_METHODS
+            options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap,
+                       "device": "cuda" if self.cfg.gpu else "cpu"} if trained else {}
+            # built where each raster is stylized (a GPU worker with --gpu), not here
+            stylizer = functools.partial(load_stylizer, base_method(method), source_stats=source.band_stats,
+                                         target_stats=target.band_stats, **options)
+            stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True,
+                         num_gpus=1 if trained and self.cfg.gpu else 0)
         for method in self._stylized_methods(source, target):
             self.tone_check(method)
 
     def tone_check(self, method: str) -> float | None:
         """The stylized source's tone order (:mod:`semi2i.diagnostics`), computed once and kept in
         ``stylized/<method>/checks.json``; a reversed order is logged as a warning at once, labels or not."""
-        from semi2i.diagnostics import INVERTED_BELOW, store_tone_order
+        from semi2i.diagnostics import INVERTED_BELOW
 
         checks, store = self.path("stylized", method, "checks.json"), self.path("stylized", method, "store.zarr")
         if checks.exists():
             return json.loads(checks.read_text())["tone_order"]
         if not store.exists():
             return None
-        order = round(store_tone_order(self.store("source"), CityStore(store)), 4)
+        order = round(placement.run_one(functools.partial(tone_order_of, self.store("source").path, store), stage="tone_check"), 4)
         write_text(checks, json.dumps({"tone_order": order}))
         if order < INVERTED_BELOW:
             log.warning("%s inverted the source's tones (tone order %.2f < 0: dark painted light, light painted dark); "
@@ -316,7 +341,7 @@ class AdaptRun(RunFolder):
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
-                           use_ray=self.cfg.workers > 1 or self.cfg.gpu, workers=self.cfg.workers)
+                           use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else None)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
 
@@ -324,7 +349,7 @@ class AdaptRun(RunFolder):
     def stage_report(self) -> None:
         seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in self._available_methods()]
         if seeds and seeds != ["semi2i"]:
-            choose(self, seeds)
+            placement.run_one(functools.partial(choose, self, seeds), stage="choose_seed")
         if not self.store("target").has_labels:
             log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
             return
@@ -335,17 +360,31 @@ class AdaptRun(RunFolder):
         print(markdown)
         from semi2i.previews import adaptation_preview
 
-        adaptation_preview(self, self.path("previews", "adaptation.png"))
+        placement.run_one(functools.partial(adaptation_preview, self, self.path("previews", "adaptation.png")), stage="previews")
 
 
 def score_maps(target: CityStore, maps: Path) -> dict:
     """The confusion matrix and scores of the class maps in ``maps`` against ``target``'s labels
-    ({} when it has none)."""
+    ({} when it has none): one piece per raster (:mod:`semi2i.placement`), the matrices summed here."""
+    if not target.has_labels:
+        return {}
+    piece = functools.partial(raster_confusion, Path(target.path).absolute(), Path(maps).absolute())
+    cm = sum(placement.run_each(piece, [r.id for r in target.rasters], stage="score"))
+    return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
+
+
+def tone_order_of(source: Path, stylized: Path) -> float:
+    """The tone order of the stylized store ``stylized`` against its source store (:mod:`semi2i.diagnostics`)."""
+    from semi2i.diagnostics import store_tone_order
+
+    return store_tone_order(CityStore(source), CityStore(stylized))
+
+
+def raster_confusion(target_path: Path, maps: Path, raster: str) -> np.ndarray:
+    """One raster's confusion matrix: its class map in ``maps`` against the target store's labels."""
     from semi2i.mapping import read_classes
     from semi2i.metrics import confusion_matrix
 
-    if not target.has_labels:
-        return {}
-    cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
-                              target.ignore_index) for r in target.rasters)
-    return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
+    target = CityStore(target_path)
+    return confusion_matrix(read_classes(maps, raster), target.dataset(raster).label.values, target.num_classes,
+                            target.ignore_index)

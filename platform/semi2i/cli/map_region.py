@@ -5,8 +5,8 @@
     python jobs/map_region.py --run-dir runs/demo --input 'source/*.tif' --out maps/fake --stylize   # SemI2I, then U-net
 
 The U-net is RUN/unet_semi2i.pt unless --checkpoint names another (with --stylize --direction b, the
-target imagery is turned source-like and RUN/unet_source.pt is the default). Chunks run on a Ray Data
-actor pool (RAY_ADDRESS joins a cluster; GPU actors when GPUs exist) or, with --local, in this process.
+target imagery is turned source-like and RUN/unet_source.pt is the default). Chunks run as Ray tasks
+(RAY_ADDRESS joins a cluster; on GPUs when the cluster has them) or, with --local, in this process.
 Killed? Run the same command again: finished chunks are kept (never when an input file changed since, or
 --input names other files: then the job restarts, or is refused when chunks are done; --overwrite restarts it).
 Inputs in another CRS or at another pixel size than the model's training imagery get a warning; --resample
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (taper-blended)")
     p.add_argument("--batch-tiles", type=int, default=8, help="windows per forward pass")
     p.add_argument("--probabilities", action="store_true", help="also write per-class probabilities (uint8) to the zarr")
-    p.add_argument("--workers", type=int, help="actors in the pool (default: one per GPU, else one per CPU)")
+    p.add_argument("--workers", type=int, help="mapping tasks at once (default: one per GPU, else one per CPU)")
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
     p.add_argument("--threads", type=int, help="with --local: chunk and forward threads (default: torch's CPU threads, 1 torch "
                    "thread each; 2 on a GPU)")

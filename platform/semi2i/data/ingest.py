@@ -10,6 +10,8 @@ into place only when complete, so a failure never leaves a partial store behind.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
 import shutil
@@ -27,7 +29,7 @@ import zarr
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from zarr.codecs import BloscCodec
 
-from semi2i import io_paths, locations
+from semi2i import io_paths, locations, placement
 
 from . import ingest_checks
 from .ingest_inputs import (IngestError, RasterSource, check_city, expand_paths, inspect_raster, load_class_names,
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 #: Drivers without efficient windowed access: read such rasters as one chunk (they are small by nature).
-_WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
+WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 #: dask meta for per-block Python objects (partial statistics, colour counts).
 _OBJ = np.empty((0, 0), dtype=object)
 #: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
@@ -95,20 +97,14 @@ def ingest_city(
         totals = StatsAccumulator(sources[0].count, np.dtype(sources[0].dtype))
         infos, max_label = [], -1
         ids = raster_ids([s.image for s in sources])
-        for i, (rid, src) in enumerate(zip(ids, sources)):
-            t0 = time.perf_counter()
-            try:
-                info, stats, raster_max = _write_raster(tmp, rid, src, pal, class_names, ignore_index, chunk_size)
-            except RasterioError as exc:  # a truncated or corrupt file: its header read, its pixels do not
-                files = [(src.image, "image")] + ([(src.label, "label")] if src.label else [])
-                raise ingest_checks.unreadable(files, exc, IngestError) from None
+        # one piece per raster (a Ray task on a cluster: placement.run_each), each writing its own group
+        write = functools.partial(_ingest_raster, Path(tmp).resolve(), pal, class_names, ignore_index, chunk_size,
+                                  name if progress else None, len(sources))
+        pieces = [(i, rid, _absolute(src)) for i, (rid, src) in enumerate(zip(ids, sources))]
+        for info, stats, raster_max in placement.run_each(write, pieces, stage="ingest"):
             totals.merge(stats)
             max_label = max(max_label, raster_max)
             infos.append(info)
-            if progress:
-                mpx = src.height * src.width / 1e6
-                dt = time.perf_counter() - t0
-                log.info("ingest %s [%d/%d] %s: %.2f Mpx in %.1fs (%.1f Mpx/s)", name, i + 1, len(sources), rid, mpx, dt, mpx / dt)
         if labels is not None and not class_names:
             class_names = [f"class_{k}" for k in range(max_label + 1)]
             log.warning("%s: no class names given (--classes): the label values 0..%d became classes %s; pass --classes "
@@ -165,6 +161,29 @@ def _local_fingerprints(sources: list[RasterSource]) -> list[dict]:
 # the streaming pass
 
 
+def _absolute(src: RasterSource) -> RasterSource:
+    """``src`` with absolute local paths: a piece may run in another working directory."""
+    absolute = {k: v.resolve() for k in ("image", "label") if isinstance(v := getattr(src, k), Path)}
+    return dataclasses.replace(src, **absolute)
+
+
+def _ingest_raster(store: Path, pal: Palette | None, class_names: list[str], ignore_index: int, chunk: int,
+                   progress_name: str | None, total: int, piece: tuple[int, str, RasterSource]
+                   ) -> tuple[RasterInfo, StatsAccumulator, int]:
+    """Write one raster into the store's ``rasters/<rid>`` group: one piece of :func:`ingest_city`."""
+    i, rid, src = piece
+    t0 = time.perf_counter()
+    try:
+        result = _write_raster(store, rid, src, pal, class_names, ignore_index, chunk)
+    except RasterioError as exc:  # a truncated or corrupt file: its header read, its pixels do not
+        files = [(src.image, "image")] + ([(src.label, "label")] if src.label else [])
+        raise ingest_checks.unreadable(files, exc, IngestError) from None
+    if progress_name:
+        mpx, dt = src.height * src.width / 1e6, time.perf_counter() - t0
+        log.info("ingest %s [%d/%d] %s: %.2f Mpx in %.1fs (%.1f Mpx/s)", progress_name, i + 1, total, rid, mpx, dt, mpx / dt)
+    return result
+
+
 def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
     chunks = {"band": -1, "y": -1, "x": -1} if whole else {"band": -1, "y": chunk, "x": chunk}
     with warnings.catch_warnings():
@@ -177,7 +196,7 @@ def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
 
 def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None, class_names: list[str],
                   ignore_index: int, chunk: int) -> tuple[RasterInfo, StatsAccumulator, int]:
-    whole = src.driver in _WHOLE_FILE_DRIVERS
+    whole = src.driver in WHOLE_FILE_DRIVERS
     image = _read_lazy(src.image, chunk, whole).data
     valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
     data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})}
@@ -232,7 +251,8 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
         writes = da.store([a[..., ys, :] for a, _ in targets], [z for _, z in targets],
                           regions=[(slice(None),) * (a.ndim - 2) + (ys, slice(None)) for a, _ in targets], lock=False, compute=False)
         parts = [stats_blocks[r0 : r0 + rows]] + [arr[r0 : r0 + rows] for _, arr in checks]
-        _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads")
+        _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
+                                      num_workers=placement.task_threads())
         for part in results[0]:
             stats.merge(part[0, 0])
         for (kind, _), result in zip(checks, results[1:]):

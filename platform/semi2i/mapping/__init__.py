@@ -4,24 +4,22 @@
 geometry lives in :mod:`.windows`, the per-chunk work in :mod:`.worker`, the outputs in :mod:`.output`.
 """
 
-from .job import MappingError, default_device, map_region, read_classes, resolve_input
+from .job import MappingError, default_device, map_region, read_classes
 from .output import write_cog, write_quicklook
 from .windows import Chunk, WindowGrid, blend_box, plan_chunks
-from .worker import NODATA_CLASS, ChunkMapper, RayChunkMapper
+from .worker import NODATA_CLASS, ChunkMapper
 
 __all__ = [
     "NODATA_CLASS",
     "Chunk",
     "ChunkMapper",
     "MappingError",
-    "RayChunkMapper",
     "WindowGrid",
     "blend_box",
     "default_device",
     "map_region",
     "plan_chunks",
     "read_classes",
-    "resolve_input",
     "write_cog",
     "write_quicklook",
 ]

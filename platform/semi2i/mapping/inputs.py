@@ -1,7 +1,7 @@
 """A mapping job's input: expand and check it before anything is written, fingerprint it (so a resumed
 job never maps a stale copy), compare its grid with the model's and, on request, warp it to that grid.
 
-The checks here read headers only; the pixels are read once, by the ingest into ``.partial/input.zarr``.
+The checks here read headers only; the pixels are read by the tasks that map them (:mod:`.rasters`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
-from semi2i import io_paths, locations
-from semi2i.data.ingest import IngestError, ingest_city
+from semi2i import io_paths
 from semi2i.data.store import CityStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -192,14 +191,3 @@ def warp_to_grid(paths: list[str], grid: tuple[CRS, tuple[float, float]], folder
         log.info("%s: resampled to %s (%dx%d px)", p, _describe(crs, res), width, height)
         out.append(str(target))
     return out
-
-
-def ingest_input(paths: list[str], store: "Path | locations.Location") -> "Path | locations.Location":
-    """Raster paths -> ``store`` (once; ingest publishes atomically, so an existing store is complete).
-    Ingest errors name the user's file; they become MappingErrors."""
-    if not locations.location(store).published():
-        try:
-            ingest_city(paths, store, name="region", min_size=1, progress=False)
-        except IngestError as exc:
-            raise MappingError(str(exc)) from None
-    return store

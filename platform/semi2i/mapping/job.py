@@ -1,8 +1,8 @@
-"""Map a region: plan chunks, run them (in process or on a Ray Data actor pool), then publish outputs.
+"""Map a region: plan chunks, run them (in process or as Ray tasks), then publish outputs.
 
 Layout of ``out``::
 
-    out/.partial/               work in progress (resumable): job.json, input.zarr (ingested rasters),
+    out/.partial/               work in progress (resumable): job.json,
                                 inputs.json (fingerprints of the inputs), warped/*.vrt (--resample),
                                 maps.zarr (chunks being written), done/<raster>/<row>_<col>.done
     out/maps.zarr               class maps (+ probabilities, stylized) per raster, chunk-aligned
@@ -11,8 +11,8 @@ Layout of ``out``::
     out/quicklook/<raster>.png
     out/job.json                written last: its presence marks the job complete
 
-Raster inputs are ingested into ``.partial/input.zarr`` (pixels are read from zarr in the tasks) and that
-copy is dropped once the job is complete.
+Raster inputs are read where they lie, window by window, by the tasks that map them
+(:class:`.rasters.RasterInput`): no copy of the region is made; a city store is read from zarr.
 
 ``out`` may be an object-store URL (``s3://bucket/maps/region``): the same layout, through
 :class:`semi2i.locations.Location`. Tasks write zarr chunks and ``.done`` markers as objects (one writer per
@@ -25,6 +25,7 @@ Other or changed input is never resumed (:func:`_restart_if_input_changed`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -37,30 +38,21 @@ import numpy as np
 import torch
 import zarr
 
-from semi2i import locations
+from semi2i import io_paths, locations, placement
 from semi2i.data.store import CityStore
 from semi2i.checkpoints import load_checkpoint
 
 from .inputs import (
-    MappingError, check_bands, describe_change, fingerprints, grid_mismatches, ingest_input, input_paths, model_grid,
+    MappingError, check_bands, describe_change, fingerprints, grid_mismatches, input_paths, model_grid,
     warp_to_grid,
 )
+from .rasters import RasterInput, open_input
 from .output import create_outputs, write_cog, write_quicklook
 from .windows import Chunk, plan_chunks
 from .local import run_local
-from .worker import NODATA_CLASS, RayChunkMapper
+from .worker import NODATA_CLASS
 
 log = logging.getLogger(__name__)
-
-
-def _input_paths(spec: str | Path | list) -> tuple[Path | None, list[str]]:
-    return input_paths(spec)
-
-
-def resolve_input(spec: str | Path | list, work: Path) -> Path:
-    """A city store path as is; raster paths/globs are ingested (once) into ``work/input.zarr``."""
-    store, paths = input_paths(spec)
-    return store if store is not None else ingest_input(paths, work / "input.zarr")
 
 
 def _fingerprint(path: str | Path | locations.Location) -> dict:
@@ -71,7 +63,17 @@ def _store_stamp(store: str | Path | locations.Location) -> str:
     return hashlib.sha1((locations.location(store) / "zarr.json").read_bytes()).hexdigest()
 
 
-def map_region(
+def map_region(input: str | Path | list, checkpoint: str | Path, out: str | Path, *, use_ray: bool = False,
+               **options) -> dict:
+    """Map every raster of ``input`` with the U-net ``checkpoint`` into ``out``; returns the job summary
+    (options: :func:`_map_region`). With ``use_ray`` every piece of pixel work runs on the Ray cluster
+    (:mod:`semi2i.placement`): the input's ingest, the chunks and the COGs as Ray tasks; the
+    summary's ``placement`` says where each ran."""
+    with placement.on_cluster(use_ray), placement.recording():
+        return _map_region(input, checkpoint, out, use_ray=use_ray, **options)
+
+
+def _map_region(
     input: str | Path | list,
     checkpoint: str | Path,
     out: str | Path,
@@ -95,7 +97,7 @@ def map_region(
     tf32: bool = False,
     threads: int | None = None,
 ) -> dict:
-    """Map every raster of ``input`` with the U-net ``checkpoint`` into ``out``; returns the job summary.
+    """The mapping job (:func:`map_region`).
 
     ``stylize``: ``{"checkpoint": semi2i.pt, "source": "a"|"b", "source_stats": BandStats attrs,
     "target_stats": ..., "in_bands", "out_bands", "dtype": output dtype[, "overlap"]}`` runs SemI2I before the U-net (the stylized imagery is
@@ -152,29 +154,30 @@ def map_region(
     try:
         work.mkdir()
         if store_in is not None:
-            store_path = store_in
+            source = {"store": str(locations.location(store_in).resolve())}
         else:
             files = paths
             if warp:
                 warped = dict(zip(mismatched, warp_to_grid(mismatched, grid, work.staging() / "warped")))
                 files = [warped.get(p, p) for p in paths]
-            store_path = ingest_input(files, work / "input.zarr")
+            # read where they lie, by the tasks (absolute: tasks run in other working directories)
+            source = {"rasters": [p if io_paths.is_url(p) else str(Path(p).resolve()) for p in files]}
         _atomic_json(work / "inputs.json", inputs)
-    except BaseException:  # nothing mapped yet: leave nothing behind (a finished ingest is kept only with its record)
+    except BaseException:  # nothing mapped yet: leave nothing behind (warped inputs are kept only with their record)
         if created:
             _remove_quietly(out)
         elif not _has_progress(work):
             _remove_quietly(work)
         raise
-    store = CityStore(store_path)
+    store = open_input(source)
     if store.num_bands != in_bands:
         raise MappingError(f"{paths[0] if paths else store.path}: {store.num_bands} bands, but "
                            f"{checkpoint if not stylize else stylize['checkpoint']} expects {in_bands}")
     class_names = list(state["class_names"])
 
     settings = {
-        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": str(locations.location(store_path).resolve()),
-        "store_stamp": _store_stamp(store_path),
+        "inputs": inputs, "checkpoint": _fingerprint(checkpoint), "store": source.get("store"),
+        "store_stamp": _store_stamp(source["store"]) if "store" in source else None,
         "chunk_size": chunk_size, "overlap": overlap, "probabilities": probabilities,
         "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(stylize["checkpoint"])},
     }
@@ -199,7 +202,7 @@ def map_region(
                        probabilities=probabilities, stylized=sty_out)
         job_file.write_text(json.dumps(settings, indent=1))
 
-    job = {"checkpoint": str(checkpoint), "store": str(store_path), "zarr": str(zarr_path), "done_dir": str(work / "done"),
+    job = {"checkpoint": str(checkpoint), "input": source, "zarr": str(zarr_path), "done_dir": str(work / "done"),
            "overlap": overlap, "batch_tiles": batch_tiles, "probabilities": probabilities, "stylize": stylize,
            "device": device, **inference}
     chunks = [c for info in store.rasters for c in plan_chunks(info.id, info.height, info.width, chunk_size)]
@@ -211,10 +214,15 @@ def map_region(
 
     started = time.perf_counter()
     if todo:
-        if use_ray:
-            mpx = _run_ray(job, todo, workers)
-        else:
-            mpx = run_local(job, todo, chunk_size, on_chunk, threads)
+        try:
+            if use_ray:
+                mpx = _run_ray(job, todo, chunk_size, workers)
+            else:
+                mpx = run_local(job, todo, chunk_size, on_chunk, threads)
+        except MappingError:  # bad pixels (a truncated file, +-inf) before any chunk was done: leave nothing behind
+            if not _has_progress(work):
+                _remove_quietly(out if created else work)
+            raise
         elapsed = time.perf_counter() - started
         log.info("mapped %.1f Mpx in %.1fs: %.2f Mpx/s", mpx, elapsed, mpx / max(elapsed, 1e-9))
     else:
@@ -277,38 +285,49 @@ def _atomic_json(path: locations.Location, value: dict) -> None:
     path.write_text(json.dumps(value, indent=1))
 
 
-def _run_ray(job: dict, todo: list[Chunk], workers: int | None) -> float:
-    """Chunk descriptors -> Ray Data -> ``map_batches`` actor pool (GPU actors when GPUs exist)."""
+def _run_ray(job: dict, todo: list[Chunk], chunk_size: int, workers: int | None) -> float:
+    """The chunks as Ray tasks (:func:`semi2i.placement.run_each`): each piece is a row-major run of
+    neighbouring chunks (they share border windows through the piece's window cache), mapped by the
+    in-process path with the piece's CPUs as threads, or on a GPU when the cluster has GPUs."""
     import ray
 
     if not ray.is_initialized():  # joins the cluster of RAY_ADDRESS / `ray job submit`, else a local Ray
         ray.init(include_dashboard=False, log_to_driver=os.environ.get("SEMI2I_WORKER_LOGS", "1") == "1")
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
-    # more actors than devices share them (fractional resources) rather than wait for ones that never come
-    if gpus:
-        size = workers or gpus
-        per_actor, threads = {"num_gpus": min(1.0, gpus / size)}, None
+    slots, resources = _piece_resources(workers)
+    if resources.get("num_gpus"):
         job = {**job, "device": "cuda"}
-    else:
-        size = workers or max(1, cpus)
-        per_actor, threads = {"num_cpus": min(1.0, cpus / size) if size > cpus else cpus // size}, max(1, cpus // size)
-    ds = ray.data.from_items([c.to_item() for c in todo], override_num_blocks=max(1, min(len(todo), 4 * size)))
-    results = ds.map_batches(
-        RayChunkMapper, fn_constructor_kwargs={"job": job, "threads": threads}, batch_size=1, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=size), **per_actor,
-    )
-    mpx, t0, last = 0.0, time.perf_counter(), time.perf_counter()
-    for row in results.iter_rows():
-        mpx += int(row["pixels"]) / 1e6
-        if time.perf_counter() - last > 10:
-            last = time.perf_counter()
-            log.info("%.1f Mpx mapped, %.2f Mpx/s", mpx, mpx / (last - t0))
-    return mpx
+    n = max(1, min(len(todo), 4 * slots))  # several pieces per slot: a slow node does not hold up the end
+    pieces = [todo[i * len(todo) // n : (i + 1) * len(todo) // n] for i in range(n)]
+    threads = None if resources.get("num_gpus") else max(1, int(resources["num_cpus"]))  # None: run_local's GPU default
+    piece = functools.partial(_map_piece, job, chunk_size, threads)
+    return sum(placement.run_each(piece, pieces, stage="map", **resources))
 
 
-def _publish(out: locations.Location, work: locations.Location, store: CityStore, class_names: list[str], settings: dict, stylize: dict | None,
+def _map_piece(job: dict, chunk_size: int, threads: int | None, chunks: list[Chunk]) -> float:
+    """One piece of :func:`_run_ray`: its chunks mapped (and marked done) here, in a Ray worker."""
+    return run_local(job, chunks, chunk_size, threads=threads)
+
+
+def _piece_resources(workers: int | None) -> tuple[int, dict]:
+    """(pieces that run at once, resources per piece): one GPU each when the cluster has GPUs, else one
+    CPU each; ``workers`` pieces at once sharing the devices when given. A piece never asks for more
+    CPUs than the largest node has (it could never start)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    gpus = int(sum(n.get("GPU", 0) for n in nodes))
+    cpus = int(sum(n.get("CPU", 0) for n in nodes))
+    largest = int(max((n.get("CPU", 0) for n in nodes), default=1)) or 1
+    if gpus:  # more pieces than GPUs share them (fractional GPUs) rather than wait for ones that never come
+        slots = workers or gpus
+        return slots, {"num_gpus": min(1.0, gpus / slots)}
+    slots = workers or max(1, cpus)
+    if slots > cpus:
+        return slots, {"num_cpus": cpus / slots}
+    return slots, {"num_cpus": max(1, min(largest, cpus // slots))}
+
+
+def _publish(out: locations.Location, work: locations.Location, store: CityStore | RasterInput, class_names: list[str], settings: dict, stylize: dict | None,
              cog: bool, quicklook: bool, stats: dict) -> dict:
     """All chunks are done: COGs and quicklooks (each renamed into place), then maps.zarr, then job.json."""
     done = [n for n in (work / "done").files() if n.endswith(".done")]
@@ -316,27 +335,37 @@ def _publish(out: locations.Location, work: locations.Location, store: CityStore
                if sum(n.startswith(info.id + "/") for n in done) != len(plan_chunks(info.id, info.height, info.width, settings["chunk_size"]))]
     if missing:
         raise RuntimeError(f"{out}: chunks missing for {missing}; re-run to finish them")
-    maps = zarr.open_group((work / "maps.zarr").zarr_store(read_only=True), mode="r")
-    outputs: dict[str, dict] = {}
-    for info in store.rasters:
-        g, files = maps[info.id], {}
-        if cog:
-            files["cog"] = str(write_cog(g["classes"], info, out / "cog" / f"{info.id}.tif", nodata=NODATA_CLASS))
-            if stylize:
-                from rasterio.enums import Resampling
-
-                files["stylized_cog"] = str(write_cog(g["stylized"], info, out / "cog" / f"{info.id}_stylized.tif",
-                                                      nodata=store.nodata, resampling=Resampling.average))
-        if quicklook:
-            files["quicklook"] = str(write_quicklook(g["classes"], out / "quicklook" / f"{info.id}.png", len(class_names)))
-        outputs[info.id] = files
+    piece = functools.partial(_publish_raster, (work / "maps.zarr").resolve(), out.resolve(), len(class_names),
+                              store.nodata, bool(stylize), cog, quicklook)
+    written = placement.run_each(piece, store.rasters, stage="publish")
+    outputs = {info.id: {kind: str(out / name) for kind, name in files.items()} for info, files in zip(store.rasters, written)}
     final_zarr = out / "maps.zarr"
     (work / "maps.zarr").move_tree(final_zarr)
     summary = {"settings": settings, "class_names": class_names, "nodata": NODATA_CLASS, "zarr": str(final_zarr),
-               "rasters": outputs, **stats}
+               "rasters": outputs, **stats, "placement": placement.current()}
     (out / "job.json").write_text(json.dumps(summary, indent=1))
     _remove_quietly(work)
     return summary
+
+
+def _publish_raster(maps_zarr: locations.Location, out: locations.Location, num_classes: int, nodata: float | None,
+                    stylized: bool, cog: bool, quicklook: bool, info) -> dict[str, str]:
+    """One raster's COGs and quicklook, from the finished chunks in ``maps_zarr``: a piece of :func:`_publish`.
+    Returns the files written, relative to ``out``."""
+    group, files = zarr.open_group(maps_zarr.zarr_store(read_only=True), mode="r")[info.id], {}
+    if cog:
+        write_cog(group["classes"], info, out / "cog" / f"{info.id}.tif", nodata=NODATA_CLASS)
+        files["cog"] = f"cog/{info.id}.tif"
+        if stylized:
+            from rasterio.enums import Resampling
+
+            write_cog(group["stylized"], info, out / "cog" / f"{info.id}_stylized.tif", nodata=nodata,
+                      resampling=Resampling.average)
+            files["stylized_cog"] = f"cog/{info.id}_stylized.tif"
+    if quicklook:
+        write_quicklook(group["classes"], out / "quicklook" / f"{info.id}.png", num_classes)
+        files["quicklook"] = f"quicklook/{info.id}.png"
+    return files
 
 
 def read_classes(out: str | Path, raster: str) -> np.ndarray:

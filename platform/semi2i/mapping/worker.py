@@ -1,8 +1,8 @@
 """Compute and write one output chunk: read the chunk's halo from zarr, (stylize,) segment, blend, argmax, write.
 
 The same :class:`ChunkMapper` serves the in-process path (:mod:`.local`: chunk threads) and the Ray
-Data actor pool (:class:`RayChunkMapper`), so both produce the same outputs. Windows shared with
-neighbouring chunks go through a :class:`.cache.WindowCache` (computed once per process).
+tasks of a job on a cluster (each runs :mod:`.local` on its piece of chunks), so both produce the same
+outputs. Windows shared with neighbouring chunks go through a :class:`.cache.WindowCache`.
 
 Inference options (job keys, all optional; defaults are the fp32 behaviour): ``window`` (window edge,
 default the model's patch size: the U-net is convolutional with folded batch norms, so larger windows
@@ -22,10 +22,10 @@ import torch
 import zarr
 
 from semi2i import locations
-from semi2i.data.store import open_store
 from semi2i.segment import SegmentationModel
 
 from .cache import WindowCache
+from .rasters import open_input
 from .windows import Chunk, WindowGrid, blend_box
 
 NODATA_CLASS = 255
@@ -39,9 +39,9 @@ class ChunkMapper:
         self.pool = pool  # runs a chunk's forward batches in parallel (see .local)
         self.device = torch.device(job.get("device") or "cpu")
         self.model = SegmentationModel(job["checkpoint"], self.device)
-        self.store = open_store(job["store"])
+        self.store = open_input(job["input"])  # a city store, or the input rasters themselves (.rasters)
         if self.store.num_bands != (job["stylize"]["in_bands"] if job.get("stylize") else self.model.in_bands):
-            raise ValueError(f"{self.store.path}: {self.store.num_bands} bands, the model expects {self.model.in_bands}")
+            raise ValueError(f"{job['input']}: {self.store.num_bands} bands, the model expects {self.model.in_bands}")
         self.overlap, self.batch_tiles = int(job["overlap"]), int(job["batch_tiles"])
         self.window = int(job.get("window") or self.model.patch_size)
         self.bf16 = (job.get("precision") or "fp32") == "bf16"
@@ -140,21 +140,6 @@ class ChunkMapper:
         """The marker is written after the data (atomically: renamed, or one PUT), so a marked chunk is
         always complete."""
         self.marker(chunk).write_text(json.dumps({"y": chunk.y, "x": chunk.x, "h": chunk.h, "w": chunk.w}))
-
-
-class RayChunkMapper:
-    """Ray Data ``map_batches`` callable class: the model is loaded once per actor."""
-
-    def __init__(self, job: dict, threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.mapper = ChunkMapper(job)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keys = list(batch)
-        n = len(batch[keys[0]])
-        pixels = [self.mapper.run(Chunk.from_item({k: batch[k][i] for k in keys})) for i in range(n)]
-        return {"raster": np.asarray(batch["raster"]), "pixels": np.asarray(pixels, dtype=np.int64)}
 
 
 def _inference(fn):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from semi2i.placement import node_cpus
 from semi2i.remote_run import ray_storage
 from semi2i.checkpoints import UNET_CHECKPOINT
 from semi2i.config import ColorMapGANConfig, ConfigError, CycleGANConfig, SemI2IConfig, UNetTrainConfig
@@ -45,7 +46,8 @@ from semi2i.training.unet_loop import unet_jobs_worker_loop, unet_worker_loop
 
 @dataclass(frozen=True)
 class Scaling:
-    """How many workers, on what; threads per worker default to an even share of this node's cores."""
+    """How many workers, on what; threads per worker default to an even share of a worker node's cores
+    (the cluster's largest node: :func:`semi2i.placement.node_cpus`)."""
 
     num_workers: int = 1
     use_gpu: bool = False
@@ -53,7 +55,7 @@ class Scaling:
     max_failures: int = 3
 
     def threads(self) -> int:
-        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.num_workers)
+        return self.threads_per_worker or max(1, node_cpus() // self.num_workers)
 
 
 #: How often the Ray Train controller polls its workers (Train V2, Ray 2.60: 2 s by default). A run's start

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from semi2i.config import SemI2IConfig
-from semi2i.pipeline import AdaptRun
+from semi2i.pipeline import AdaptRun, score_maps
 from semi2i.tuning.outputs import atomic_json
 from semi2i.tuning.proxy import proxy_metrics
 from semi2i.tuning.settings import LAMBDAS
@@ -33,8 +33,7 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
     import torch
 
     from semi2i.data.patches import city_windows
-    from semi2i.mapping import map_region, read_classes
-    from semi2i.metrics import confusion_matrix, scores
+    from semi2i.mapping import map_region
     from semi2i.stylize import stylize_city
     from semi2i.stylizers import load_stylizer
     from semi2i.training.distributed import fit_semi2i, fit_unet
@@ -81,9 +80,7 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
     if target.has_labels:
         maps = rung_dir / "maps"
         map_region(target.path, unet, maps, overlap=p.overlap, use_ray=False, cog=False, quicklook=False, overwrite=True)
-        cm = sum(confusion_matrix(read_classes(maps, r.id), target.dataset(r.id).label.values, target.num_classes,
-                                  target.ignore_index) for r in target.rasters)
-        score = scores(cm, target.class_names)
+        score = score_maps(target, maps)  # the adapt run's scoring
         metrics.update(miou=_num(score["miou"]), pixel_accuracy=_num(score["pixel_accuracy"]))
     metrics.update(proxy_metrics(subset, stylized, target))
     now = time.perf_counter()

@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from semi2i import placement
 from semi2i.config import ConfigError
 from semi2i.adapt_config import AdaptConfig
 from semi2i.pipeline import AdaptRun
@@ -81,7 +81,7 @@ def make_sweep(cfg: AdaptConfig, settings: TuneSettings, run_dir: str | Path, *,
         cluster = ray.cluster_resources()
     res = TrialResources(settings.driver_cpus, cfg.workers, cfg.gpu, settings.driver_gpus)
     concurrency = plan_concurrency(res, cluster, settings.max_concurrent_trials)
-    per_trial = min(float(cluster.get("CPU", 1)) / concurrency, float(os.cpu_count() or 1))
+    per_trial = min(float(cluster.get("CPU", 1)) / concurrency, float(placement.node_cpus()))
     threads = max(1, int(per_trial) // cfg.workers)
     return Sweep(cfg, settings, Path(run_dir).resolve(), labelled, concurrency, threads)
 
@@ -91,9 +91,10 @@ def prepare_shared(sweep: Sweep) -> dict:
     skipped when done), and score the source-only U-net on the target as the sweep's baseline."""
     run = AdaptRun(dataclasses.replace(sweep.cfg, methods=("source_only",)), sweep.shared_dir)
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    run.stage_ingest()
-    run.stage_unet_source()
-    if not run.store("target").has_labels:
-        return {"source_only_miou": None}
-    run.stage_segment()  # only the source-only U-net: maps/ + scores/source_only.json
+    with placement.on_cluster():  # the pixel work as Ray tasks, not in the sweep's driver
+        run.stage_ingest()
+        run.stage_unet_source()
+        if not run.store("target").has_labels:
+            return {"source_only_miou": None}
+        run.stage_segment()  # only the source-only U-net: maps/ + scores/source_only.json
     return {"source_only_miou": json.loads(run.path("scores", "source_only.json").read_text()).get("miou")}

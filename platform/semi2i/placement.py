@@ -1,0 +1,176 @@
+"""Where pixel work runs: as Ray tasks placed by resources when a job runs on a Ray cluster, in this
+process otherwise, and a record of where each piece ran.
+
+A job's driver (``jobs/adapt.py``, ``jobs/map_region.py``: on the head node of a cluster, which may have
+no CPUs for tasks at all) only plans and commits. Every stage that touches pixels cuts its work into
+pieces (a raster, a method's stylized city) and hands them to :func:`run_each`. Inside :func:`on_cluster`
+(the adapt pipeline and the mapping job enter it once Ray is up) each piece is a Ray task that asks for
+what it needs (a CPU; a GPU with ``--gpu``), so it runs on a worker node; anywhere else (library calls,
+unit tests) the pieces run here, one after another, with the same code.
+
+Each piece reports the node and process it ran on (:func:`here`). A :func:`recording` collects the
+reports by stage: the adapt run keeps them in ``placement.json`` and a mapping job in its ``job.json``,
+so anyone can check that the driver did none of the pixel work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+_CLUSTER: contextvars.ContextVar[bool] = contextvars.ContextVar("semi2i_cluster", default=False)
+_RECORDINGS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("semi2i_recordings", default=())
+#: seconds between progress lines of a stage's pieces
+PROGRESS_EVERY_S = 10.0
+
+
+def ray_up() -> bool:
+    """Whether this process is connected to a Ray cluster (without importing Ray when it was never used)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def on_cluster_now() -> bool:
+    """Whether :func:`run_each` places pieces on the cluster here."""
+    return _CLUSTER.get() and ray_up()
+
+
+@contextlib.contextmanager
+def on_cluster(enabled: bool = True) -> Iterator[bool]:
+    """Run the pieces of the stages inside as Ray tasks (when ``enabled`` and Ray is up)."""
+    token = _CLUSTER.set(bool(enabled) and ray_up())
+    try:
+        yield _CLUSTER.get()
+    finally:
+        _CLUSTER.reset(token)
+
+
+def here() -> dict:
+    """The node (Ray's node id when Ray is up), host and process this code runs in."""
+    node = None
+    if ray_up():
+        node = sys.modules["ray"].get_runtime_context().get_node_id()
+    return {"node": node, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[dict[str, list[dict]]]:
+    """Collect where the pieces of every stage run inside: ``{stage: [here(), ...]}`` (one entry per
+    process and node, however many pieces it ran)."""
+    record: dict[str, list[dict]] = {}
+    token = _RECORDINGS.set((*_RECORDINGS.get(), record))
+    try:
+        yield record
+    finally:
+        _RECORDINGS.reset(token)
+
+
+def current() -> dict[str, list[dict]]:
+    """The innermost active :func:`recording` (a new empty one when none is active)."""
+    recordings = _RECORDINGS.get()
+    return recordings[-1] if recordings else {}
+
+
+def record(stage: str, places: Iterable[dict]) -> None:
+    """Add ``places`` to every active :func:`recording` under ``stage`` (each place once)."""
+    places = list(places)
+    for rec in _RECORDINGS.get():
+        seen = rec.setdefault(stage, [])
+        seen.extend(p for p in places if p not in seen)
+
+
+def node_cpus() -> int:
+    """The CPUs of the cluster's largest node (this machine's cores without Ray): what one process on a
+    worker node may use. Thread counts come from here, not from the driver's machine, which may be a small
+    head node with no CPUs for tasks at all."""
+    if ray_up():
+        nodes = [n["Resources"].get("CPU", 0) for n in sys.modules["ray"].nodes() if n.get("Alive")]
+        if any(nodes):
+            return max(1, int(max(nodes)))
+    return max(1, os.cpu_count() or 1)
+
+
+def task_threads() -> int:
+    """CPU threads for this piece: the CPUs Ray assigned to its task or actor, else this machine's cores."""
+    if ray_up():
+        try:
+            cpus = sys.modules["ray"].get_runtime_context().get_assigned_resources().get("CPU")
+        except Exception:  # noqa: BLE001 - the driver has no assigned resources
+            cpus = None
+        if cpus:
+            return max(1, int(cpus))
+    return max(1, os.cpu_count() or 1)
+
+
+def run_each(fn: Callable[[Any], Any], items: Iterable[Any], *, stage: str, num_cpus: float = 1, num_gpus: float = 0) -> list:
+    """``[fn(item) for item in items]``, as Ray tasks of ``num_cpus``/``num_gpus`` each under
+    :func:`on_cluster`, else here. ``fn`` and the items must be picklable (module-level functions,
+    ``functools.partial``) and carry absolute paths: tasks run in other working directories. A failed
+    piece cancels the others and its own exception is raised here."""
+    items = list(items)
+    if not items:
+        return []
+    if not on_cluster_now():
+        results = [fn(item) for item in items]
+        record(stage, [here()])
+        return results
+    import ray
+
+    remote = ray.remote(_placed).options(num_cpus=num_cpus, num_gpus=num_gpus, name=f"semi2i.{stage}", max_retries=0)
+    shared = ray.put(fn)  # one copy in the object store, however many pieces
+    refs = [remote.remote(shared, item) for item in items]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    places, pending = [], list(refs)
+    started = last = time.perf_counter()
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_EVERY_S)
+        for ref in done:
+            try:
+                results[index[ref]], place = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                _cancel(pending)
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, BaseException) else exc) from None
+            places.append(place)
+        if pending and time.perf_counter() - last >= PROGRESS_EVERY_S:
+            last = time.perf_counter()
+            log.info("%s: %d/%d pieces done in %.0f s", stage, len(refs) - len(pending), len(refs), last - started)
+    record(stage, places)
+    return results
+
+
+def run_one(fn: Callable[[], Any], *, stage: str, num_cpus: float = 1, num_gpus: float = 0) -> Any:
+    """``fn()`` as one piece of :func:`run_each`."""
+    return run_each(functools.partial(_call, fn), [None], stage=stage, num_cpus=num_cpus, num_gpus=num_gpus)[0]
+
+
+def _call(fn: Callable[[], Any], _: None) -> Any:
+    return fn()
+
+
+def _placed(fn: Callable[[Any], Any], item: Any) -> tuple[Any, dict]:
+    """A piece in a Ray worker: torch gets the task's CPUs as threads (workers are reused across tasks)."""
+    import torch
+
+    torch.set_num_threads(task_threads())
+    return fn(item), here()
+
+
+def _cancel(refs: list) -> None:
+    """Stop the other pieces of a failed stage and wait (briefly) until they are gone, so that the caller's
+    clean-up does not race with their writes."""
+    import ray
+
+    for ref in refs:
+        ray.cancel(ref)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=30)
