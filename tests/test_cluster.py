@@ -108,6 +108,7 @@ def test_launcher_config_passes_rays_validation():
     assert config["provider"]["type"] == "aws"
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0} and all("--num-cpus=0" in c for c in config["head_start_ray_commands"] if "ray start" in c)
     assert head["node_config"]["InstanceType"].startswith(("m", "c", "r"))  # a CPU head
     assert head["max_workers"] == 0
     (gpu_name,) = [n for n in types if n != config["head_node_type"]]
@@ -337,6 +338,7 @@ def test_cluster_spec_and_wiring_agree_everywhere():
     worker = gpu["template"]["spec"]
     assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 2 and gpu["replicas"] == 0
     assert "nvidia.com/gpu" not in json.dumps(head["containers"][0]["resources"])
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # drivers only: every task on the workers
     limits = worker["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1" == worker["containers"][0]["resources"]["requests"]["nvidia.com/gpu"]
     # one image everywhere (the Ray pods, the fallback's submitter), the shared PVC at /shared on every Ray pod

@@ -114,3 +114,14 @@ def test_a_numeric_run_name_is_a_name(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"name": 2024, "synthetic": {}}))
     assert load_adapt_config(path).name == "2024"
+
+
+def test_a_per_model_seed_in_overrides_is_refused_not_ignored():
+    """The run's seed seeds every model of a run: `overrides: semi2i: {seed: ...}` used to be accepted and
+    silently ignored (two runs that differed only in it trained the same generator)."""
+    from semi2i.adapt_config import adapt_config_from_dict
+
+    with pytest.raises(ConfigError, match=r"x\.yaml: overrides semi2i\.seed, unet\.seed: a run's models take the run's seed"):
+        adapt_config_from_dict({"name": "x", "synthetic": {"size": 64},
+                                "overrides": {"semi2i": {"ema_decay": 0.9, "seed": 1000}, "unet.seed": 3}}, "x.yaml")
+    assert adapt_config_from_dict({"name": "x", "synthetic": {"size": 64}, "seed": 7}, "x.yaml").seed == 7

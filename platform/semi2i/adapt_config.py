@@ -15,7 +15,7 @@ import yaml
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from semi2i.config import ConfigError, Profile, load_profile
+from semi2i.config import ConfigError, Profile, load_profile, merge_overrides
 from semi2i.schema import Bool, Float, Int, PosInt, Str, relations, rule, settings, suggest, validate
 
 #: the source checkout this package runs from, when it does (``pip install -e .``, the cluster image's /app)
@@ -222,6 +222,12 @@ def config_profile(data: dict, origin: str, errors: list[str]) -> Profile | None
     name, overrides = data.get("profile", "quick"), data.get("overrides") or {}
     if not isinstance(name, str) or not isinstance(overrides, dict):
         return None  # the schema reports these
+    seeded = [f"{section}.seed" for section, keys in merge_overrides({}, overrides).items()
+              if isinstance(keys, dict) and "seed" in keys]
+    if seeded:  # the run's models all take the run's seed: a per-model seed here would be silently ignored
+        errors.append(f"{origin}: overrides {', '.join(seeded)}: a run's models take the run's seed (`seed:` or "
+                      "--seed); for other SemI2I generators use semi2i.seeds: K (seeds seed + 1000 k)")
+        return None
     try:
         return load_profile(name, overrides)
     except ConfigError as exc:
