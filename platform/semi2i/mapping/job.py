@@ -309,22 +309,23 @@ def _map_piece(job: dict, chunk_size: int, threads: int | None, chunks: list[Chu
 
 
 def _piece_resources(workers: int | None) -> tuple[int, dict]:
-    """(pieces that run at once, resources per piece): one GPU each when the cluster has GPUs, else one
-    CPU each; ``workers`` pieces at once sharing the devices when given. A piece never asks for more
-    CPUs than the largest node has (it could never start)."""
+    """(pieces that run at once, resources per piece): one GPU each when the cluster has GPUs; else the CPUs
+    of the smallest CPU node each (every node can take a piece, and within a piece the in-process path's
+    chunk threads overlap one chunk's reads and writes with another's forward passes, which one-CPU pieces
+    cannot); ``workers`` pieces at once sharing the devices when given."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     gpus = int(sum(n.get("GPU", 0) for n in nodes))
     cpus = int(sum(n.get("CPU", 0) for n in nodes))
-    largest = int(max((n.get("CPU", 0) for n in nodes), default=1)) or 1
+    smallest = int(min((n["CPU"] for n in nodes if n.get("CPU", 0) >= 1), default=1))
     if gpus:  # more pieces than GPUs share them (fractional GPUs) rather than wait for ones that never come
         slots = workers or gpus
         return slots, {"num_gpus": min(1.0, gpus / slots)}
-    slots = workers or max(1, cpus)
+    slots = workers or max(1, cpus // smallest)
     if slots > cpus:
         return slots, {"num_cpus": cpus / slots}
-    return slots, {"num_cpus": max(1, min(largest, cpus // slots))}
+    return slots, {"num_cpus": max(1, min(smallest, cpus // slots))}
 
 
 def _publish(out: locations.Location, work: locations.Location, store: CityStore | RasterInput, class_names: list[str], settings: dict, stylize: dict | None,
