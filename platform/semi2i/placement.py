@@ -44,11 +44,12 @@ def on_cluster_now() -> bool:
 
 
 @contextlib.contextmanager
-def on_cluster(enabled: bool = True) -> Iterator[bool]:
-    """Run the pieces of the stages inside as Ray tasks (when ``enabled`` and Ray is up)."""
-    token = _CLUSTER.set(bool(enabled) and ray_up())
+def on_cluster(enabled: bool = True) -> Iterator[None]:
+    """Run the pieces of the stages inside as Ray tasks when ``enabled``, whenever Ray is up at the time a
+    stage runs (a mapping job starts Ray only once its input has passed the header checks)."""
+    token = _CLUSTER.set(bool(enabled))
     try:
-        yield _CLUSTER.get()
+        yield
     finally:
         _CLUSTER.reset(token)
 

@@ -1,0 +1,44 @@
+"""semi2i.placement without Ray: where pieces run, what is recorded, and when the cluster is used."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from semi2i import placement
+
+
+def _square(offset: int, x: int) -> int:
+    if x < 0:
+        raise ValueError(f"piece {x} failed")
+    return x * x + offset
+
+
+def test_pieces_run_here_in_order_and_are_recorded_once_per_process(monkeypatch):
+    monkeypatch.setattr(placement, "ray_up", lambda: False)
+    with placement.recording() as outer:
+        with placement.on_cluster(), placement.recording() as inner:
+            assert placement.run_each(functools.partial(_square, 1), [3, 1, 2], stage="a") == [10, 2, 5]
+            assert placement.run_one(lambda: 7, stage="b") == 7
+            assert placement.run_each(_square, [], stage="c") == []  # nothing to do: nothing recorded
+        assert placement.current() is outer
+    here = {"node": None, "host": placement.here()["host"], "pid": os.getpid()}
+    assert inner == outer == {"a": [here], "b": [here]}
+    with pytest.raises(ValueError, match="piece -1 failed"):
+        placement.run_each(functools.partial(_square, 0), [2, -1], stage="a")
+
+
+def test_the_cluster_is_used_from_when_ray_comes_up(monkeypatch):
+    """A mapping job enters on_cluster before it starts Ray (its input is checked first): the pieces that
+    follow must still go to the cluster."""
+    up = {"ray": False}
+    monkeypatch.setattr(placement, "ray_up", lambda: up["ray"])
+    with placement.on_cluster():
+        assert not placement.on_cluster_now()
+        up["ray"] = True
+        assert placement.on_cluster_now()
+    assert not placement.on_cluster_now()
+    with placement.on_cluster(False):
+        assert not placement.on_cluster_now()
