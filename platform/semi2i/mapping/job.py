@@ -67,7 +67,7 @@ def map_region(input: str | Path | list, checkpoint: str | Path, out: str | Path
                **options) -> dict:
     """Map every raster of ``input`` with the U-net ``checkpoint`` into ``out``; returns the job summary
     (options: :func:`_map_region`). With ``use_ray`` every piece of pixel work runs on the Ray cluster
-    (:mod:`semi2i.placement`): the input's ingest, the chunks and the COGs as Ray tasks; the
+    (:mod:`semi2i.placement`): the chunks (read straight from the input) and the COGs as Ray tasks; the
     summary's ``placement`` says where each ran."""
     with placement.on_cluster(use_ray), placement.recording():
         return _map_region(input, checkpoint, out, use_ray=use_ray, **options)
