@@ -40,8 +40,8 @@ class RasterInput:
         except IngestError as exc:
             raise MappingError(str(exc)) from None
         first = sources[0]
-        self.name, self.path, self.paths = "region", None, list(paths)
-        self.num_bands, self.dtype, self.nodata = first.count, np.dtype(first.dtype), first.nodata
+        self.name, self.path = "region", None
+        self.num_bands, self.nodata = first.count, first.nodata
         ids = raster_ids([s.image for s in sources])
         self.rasters = [RasterInfo(rid, s.height, s.width, s.crs, s.transform, str(s.image), None, s.height * s.width)
                         for rid, s in zip(ids, sources)]
