@@ -3,9 +3,9 @@ process otherwise, and a record of where each piece ran.
 
 A job's driver (``jobs/adapt.py``, ``jobs/map_region.py``: on the head node of a cluster, which may have
 no CPUs for tasks at all) only plans and commits. Every stage that touches pixels cuts its work into
-pieces (a raster, a run of map chunks) and hands them to :func:`run_each`. Inside :func:`on_cluster`
-(the adapt and multi-city runs and a mapping job with Ray enter it), while Ray is up, each piece is a Ray task that asks for
-what it needs (a CPU; a GPU with ``--gpu``), so it runs on a worker node; anywhere else (library calls,
+pieces (a raster, a run of map chunks) and hands them to :func:`run_each`. Inside :func:`on_cluster` (the
+adapt and multi-city runs and a mapping job with Ray enter it), while Ray is up, each piece is a Ray task
+that asks for what it needs (a CPU; a GPU with ``--gpu``), so it runs on a worker node; anywhere else (library calls,
 unit tests) the pieces run here, one after another, with the same code.
 
 Each piece reports the node and process it ran on (:func:`here`). A :func:`recording` collects the
