@@ -5,8 +5,8 @@
 
 Prints (a) ingest Mpx/s vs a raw rasterio read + zarr write of the same rasters (the floor of any
 ingest: what our validation, label decoding and statistics cost on top), and (b) patch-stream
-patches/s (plain iterator and Ray Data) vs reading the same windows straight from the GeoTIFFs with
-rasterio.
+patches/s (plain iterator and Ray Data; a U-net training's step stream read in the worker and by Ray Data,
+:mod:`semi2i.training.step_data`) vs reading the same windows straight from the GeoTIFFs with rasterio.
 
 The machine may be shared: the measured and the reference repetitions are interleaved (ours, then the
 baseline, ``--repeats`` times), medians are reported with their ratio, and the load average
@@ -33,6 +33,7 @@ from zarr.codecs import BloscCodec
 from semi2i.data.ingest import ingest_city
 from semi2i.data.patches import city_windows, shuffled
 from semi2i.data.stream import iter_patches, patch_dataset
+from semi2i.training.step_data import StepPlan, step_batches
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "dubai-dark-sensor-d"
@@ -64,6 +65,7 @@ def main() -> None:
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--patches", type=int, default=400, help="patches to read in the stream benchmarks")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16, help="patches per training step (the step-stream rows)")
     args = p.parse_args()
 
     load_before = tuple(round(v, 2) for v in os.getloadavg())
@@ -137,6 +139,18 @@ def main() -> None:
         t0 = time.perf_counter()
         count = sum(len(b["image"]) for b in patch_dataset(windows, read_batch_size=16).iter_batches(batch_size=16))
         t_ray = time.perf_counter() - t0
+
+        # what a U-net training step reads (semi2i.training.step_data), through both data planes; Ray Data gets the
+        # one CPU a 1-worker training leaves free on this 2-CPU Ray
+        plan = StepPlan(((tuple(every), 0),), rank=0, world=1, per_worker=args.batch, normalize="zscore", labels=True)
+        steps = max(1, args.patches // args.batch)
+        planes = {}
+        for plane in ("worker", "ray_data"):
+            CHUNK_CACHE.clear()
+            list(step_batches(plan, 0, 1, plane, data_cpus=1))  # warm-up: worker start-up is not throughput
+            t0 = time.perf_counter()
+            count = sum(len(b["patch"]) for b in step_batches(plan, 1, 1 + steps, plane, data_cpus=1))
+            planes[plane] = count / (time.perf_counter() - t0)
         ray.shutdown()
 
         print(f"patches of {args.patch_size}^2 ({n} windows per repetition, image float32 + label int64; "
@@ -145,6 +159,9 @@ def main() -> None:
         print(f"  plain iterator from zarr (normalised):  {r_plain:7.1f} patches/s  {[round(v) for v in plain]}"
               f"  -> {r_plain / r_rio:.2f}x rasterio")
         print(f"  Ray Data stream from zarr (2 CPUs):     {n / t_ray:7.1f} patches/s  (one run, after a warm-up)")
+        for plane, label in (("worker", "training steps, read in the worker: "), ("ray_data", "training steps, read by Ray Data:   ")):
+            print(f"  {label}   {planes[plane]:7.1f} patches/s  ({steps} steps of {args.batch}, one run after a warm-up)"
+                  f"  -> {planes[plane] / r_rio:.2f}x rasterio")
         print(f"load average: before {load_before}, after {tuple(round(v, 2) for v in os.getloadavg())}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

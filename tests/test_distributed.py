@@ -1,5 +1,6 @@
-"""Ray Train: synchronized style statistics on 2 workers, kill-and-resume equality, U-net fine-tune
-on stylized patches. Few and small: every TorchTrainer start costs ~10-20 s on 2 cores."""
+"""Ray Train: synchronized style statistics on 2 workers, kill-and-resume equality (the reference reads
+its patches in the workers, the killed and resumed runs through Ray Data: both readers must give the same
+run), U-net fine-tune on stylized patches. Few and small: every TorchTrainer start costs ~10-20 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from semi2i.data.patches import city_windows, step_windows
 from semi2i.data.store import CityStore
 from semi2i.data.stream import iter_patches
 from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet, fit_unets, unet_job
-from semi2i.training.prefetch import patch_batches
+from semi2i.training.step_data import StepPlan
 from semi2i.training.schedule import cosine_learning_rate
 from semi2i.training.semi2i_step import SemI2IStep
 
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CFG = SemI2IConfig(base_width=4, n_res_blocks=1, disc_width=4, patch_size=32, epochs=2, decay_epoch=1, max_steps_per_epoch=6,
                    checkpoint_every=2, log_every=1, preview_every=1000, seed=3)
 STEPS = 6
-TWO = Scaling(num_workers=2, threads_per_worker=1, max_failures=0)
+TWO = Scaling(num_workers=2, threads_per_worker=1, max_failures=0)  # the session cluster has a 3rd CPU: Ray Data reads
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,11 @@ def cities(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(cities, tmp_path_factory, ray_session):
-    """An uninterrupted 2-worker run of STEPS steps."""
+    """An uninterrupted 2-worker run of STEPS steps, each worker reading its own patches."""
     source, target = cities
     run = tmp_path_factory.mktemp("reference")
-    summary = fit_semi2i(CFG, source.path, target.path, run, overlap=8, scaling=TWO)
+    summary = fit_semi2i(CFG, source.path, target.path, run, overlap=8, scaling=dataclasses.replace(TWO, data="worker"))
+    assert summary["data_plane"] == "worker" and summary["reader_pids"] == [summary["worker_pid"]]
     return summary, load_checkpoint(run / SEMI2I_CHECKPOINT)
 
 
@@ -113,7 +115,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(cities, reference, tmp_p
     # uninterrupted run ended
     summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=TWO)
     assert summary["step"] == STEPS
+    _assert_read_by_ray_data(summary)
     _assert_same_state(load_checkpoint(tmp_path / SEMI2I_CHECKPOINT), expected, atol=1e-6)
+
+
+def _assert_read_by_ray_data(summary: dict) -> None:
+    """The patches came from Ray Data tasks (other processes), not from the training worker."""
+    assert summary["data_plane"] == "ray_data", summary
+    assert summary["reader_pids"] and summary["worker_pid"] not in summary["reader_pids"], summary
 
 
 def test_lost_worker_group_restarts_from_checkpoint(cities, reference, tmp_path):
@@ -122,6 +131,7 @@ def test_lost_worker_group_restarts_from_checkpoint(cities, reference, tmp_path)
     retrying = dataclasses.replace(TWO, max_failures=1)
     summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=retrying, crash_at_step=3)
     assert summary["step"] == STEPS and (tmp_path / ".crashed-semi2i-3").exists()
+    _assert_read_by_ray_data(summary)
     _assert_same_state(load_checkpoint(tmp_path / SEMI2I_CHECKPOINT), expected, atol=1e-6)
 
 
@@ -152,12 +162,12 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
 
     # what the fine-tune loop reads: stylized pixels, source labels
     windows = city_windows(fake, 32, 8)
-    batch = next(patch_batches(windows, seed=0, start_step=0, end_step=1, rank=0, world=1, per_worker=2, normalize="raw"))
+    batch = StepPlan(((tuple(windows), 0),), rank=0, world=1, per_worker=2, normalize="raw", labels=True).read(np.array([0]))
     for i, w in enumerate(step_windows(windows, 0, 0, 0, 1, 2)):
         src_image, src_label = source.read_window(w.raster, w.y, w.x, 32, 32)
         fake_image, _ = fake.read_window(w.raster, w.y, w.x, 32, 32)
-        np.testing.assert_array_equal(batch["label"][i].numpy(), src_label)
-        np.testing.assert_array_equal(batch["image"][i].numpy(), fake_image.astype(np.float32))
+        np.testing.assert_array_equal(batch["patch_label"][0][i], src_label)
+        np.testing.assert_array_equal(batch["patch"][0][i], fake_image.astype(np.float32))
         assert not np.array_equal(fake_image, src_image)
 
     # adapt batches its fine-tunes and the oracle into one Ray Train run: each job must end exactly where
@@ -173,3 +183,26 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
             torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=f"{batched}: {key}")
     assert fit_unets(jobs, tmp_path, "batched", one) is None  # finished jobs are not retrained
 
+
+
+def test_killed_finetune_resumes_to_the_uninterrupted_result(cities, tmp_path, ray_session):
+    """A cosine fine-tune killed after its checkpoint at step 2 and restarted from it (Ray Data reading, as
+    the session cluster has a CPU beside the worker's) ends bit-for-bit where an uninterrupted one (the
+    worker reading) ends: same weights, optimizer state and learning rate."""
+    source, target = cities
+    cfg = UNetTrainConfig(base_width=4, depth=2, patch_size=32, batch_size=2, train_steps=2, finetune_steps=5, lr=1e-3,
+                          finetune_lr_schedule="cosine")
+    one = Scaling(num_workers=1, threads_per_worker=1, max_failures=1)
+    fit_unet(cfg, [source.path], tmp_path, stage="unet_source", output="unet_source.pt", overlap=8, scaling=one)
+    options = {"init": tmp_path / "unet_source.pt", "overlap": 8, "checkpoint_every": 2, "seed": 4}
+    whole = fit_unet(cfg, [target.path], tmp_path, stage="whole", output="whole.pt", scaling=dataclasses.replace(one, data="worker"),
+                     **options)
+    killed = fit_unet(cfg, [target.path], tmp_path, stage="killed", output="killed.pt", scaling=one, crash_at_step=3, **options)
+    assert (tmp_path / ".crashed-killed-3").exists() and whole["data_plane"] == "worker"
+    _assert_read_by_ray_data(killed)
+    a, b = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "killed.pt")
+    assert a["step"] == b["step"] == 5
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == cosine_learning_rate(4, 1e-3, 5)
+    assert not torch.equal(a["model"][next(iter(a["model"]))], load_checkpoint(tmp_path / "unet_source.pt")["model"][next(iter(a["model"]))])

@@ -1,9 +1,11 @@
 """Multi-city adaptation (jobs/adapt_multi.py): per-city Algorithm 1, one shared generator stylizing any
 source into any target with the target's statistics, a tiny 3-city run with every ordered pair in the
-report (and a resume that trains nothing), bad configs failing before any work."""
+report (and a resume that trains nothing, a killed multi-city training that resumes to the uninterrupted
+result), bad configs failing before any work."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,11 +14,13 @@ import torch
 import yaml
 
 from conftest import ran_off_the_driver
+from semi2i.checkpoints import load_checkpoint
 from semi2i.config import ConfigError, SemI2IConfig
 from semi2i.data.normalize import BandStats
 from semi2i.models.multicity import MultiCityGenerator, MultiCityStyleStats
 from semi2i.multicity import METHOD, MultiCityRun, load_multicity_config
 from semi2i.stylizers.multicity import MultiCityStylizer
+from semi2i.training.distributed import Scaling, fit_multicity
 from semi2i.training.multicity_step import MultiCityStep, pair_for_step
 
 TINY_SEMI2I = {"base_width": 4, "n_res_blocks": 1, "disc_width": 4, "patch_size": 32, "epochs": 2, "decay_epoch": 1,
@@ -136,6 +140,24 @@ def test_tiny_three_city_run_reports_every_pair_and_resumes(tmp_path, ray_sessio
     assert again.run() == report
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.timings["multicity"] < 1.0 and again.timings["unet_source"] < 1.0 and again.timings["finetune"] < 1.0
+
+    # the multi-city loop killed after its checkpoint at step 2 and restarted from it ends where an uninterrupted run
+    # ends, its patches read by Ray Data (the session cluster has a CPU beside the worker's) or by the worker itself
+    stores = {c: tmp_path / "run" / "stores" / f"{c}.zarr" for c in CITIES}
+    semi2i = dataclasses.replace(cfg.profile.semi2i, checkpoint_every=2, max_steps_per_epoch=3, preview_every=1000)
+    one = Scaling(num_workers=1, threads_per_worker=1, max_failures=1)
+    whole = fit_multicity(semi2i, stores, tmp_path / "whole", overlap=8, scaling=dataclasses.replace(one, data="worker"))
+    killed = fit_multicity(semi2i, stores, tmp_path / "killed", overlap=8, scaling=one, crash_at_step=3)
+    assert whole["step"] == killed["step"] >= 4 and (tmp_path / "killed" / ".crashed-multicity-3").exists()
+    assert whole["data_plane"] == "worker" and killed["data_plane"] == "ray_data"
+    assert killed["worker_pid"] not in killed["reader_pids"]
+    a, b = (load_checkpoint(d / "multicity.pt") for d in (tmp_path / "whole", tmp_path / "killed"))
+    assert a["step"] == b["step"] == whole["step"]
+    for part, values in a.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    torch.testing.assert_close(b[part][key], value, rtol=1e-4, atol=1e-6, msg=f"{part}.{key}")
 
 
 def test_bad_configs_fail_before_any_work(tmp_path, write):

@@ -60,6 +60,9 @@ Classes = Annotated[list[Str], shape(lambda v: isinstance(v, list) and bool(v) a
 Methods = Annotated[list[Str], shape(lambda v: isinstance(v, list) and all(m in METHODS for m in v),
                                      f"must be a list from {list(METHODS)}, got {{v}}")]
 Workers = Annotated[Int, rule(lambda v: v >= 1, "must be >= 1")]
+#: who reads the training patches (semi2i.training.step_data): Ray Data on spare CPUs, the workers' threads, or auto
+DATA_PLANES = ("auto", "ray_data", "worker")
+DataPlaneName = Annotated[Str, rule(lambda v: v in DATA_PLANES, f"must be one of {list(DATA_PLANES)}")]
 #: a run's name names its folder: YAML's ``name: 2024`` is the name "2024"
 Name = Annotated[Str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
 
@@ -100,6 +103,7 @@ class RunFile:
     seed: Int = 0
     workers: Workers = 1
     gpu: Bool = False
+    data_plane: DataPlaneName = "auto"
     synthetic: SyntheticFile | None = None
 
 
@@ -159,6 +163,7 @@ class AdaptConfig:
     seed: int = 0
     workers: int = 1
     gpu: bool = False
+    data_plane: str = "auto"
     synthetic: dict | None = None
     raw: dict = dataclasses.field(default_factory=dict)
 
@@ -213,7 +218,7 @@ def adapt_config_from_dict(data: dict, origin: str, *, profile: str | None = Non
         methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
     return AdaptConfig(name=checked.name, source=source, target=target, classes=list(checked.classes or DEMO_CLASSES),
                        profile=prof, methods=tuple(methods), seed=checked.seed, workers=checked.workers, gpu=checked.gpu,
-                       synthetic=data.get("synthetic"), raw=raw)
+                       data_plane=checked.data_plane, synthetic=data.get("synthetic"), raw=raw)
 
 
 def config_profile(data: dict, origin: str, errors: list[str]) -> Profile | None:

@@ -73,6 +73,7 @@ class MultiCityConfig:
     seed: int = 0
     workers: int = 1
     gpu: bool = False
+    data_plane: str = "auto"
     synthetic: dict | None = None
     raw: dict = field(default_factory=dict)
 
@@ -160,7 +161,8 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
         raise ConfigError("\n".join(errors))
     return MultiCityConfig(name=checked.name, cities=cities, sources=list(sources), targets=list(targets),
                            classes=list(checked.classes or DEMO_CLASSES), profile=prof, seed=checked.seed,
-                           workers=checked.workers, gpu=checked.gpu, synthetic=data.get("synthetic"), raw=raw)
+                           workers=checked.workers, gpu=checked.gpu, data_plane=checked.data_plane,
+                           synthetic=data.get("synthetic"), raw=raw)
 
 
 def _raw_name_errors(data: dict, origin: str) -> list[str]:

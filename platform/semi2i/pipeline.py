@@ -65,7 +65,7 @@ class RunFolder:
         self.remote = RemoteRun.of(run_dir)
         # absolute: the stages' pieces run as Ray tasks in other working directories (semi2i.placement)
         self.cfg, self.run_dir = cfg, (self.remote.local if self.remote else Path(run_dir)).absolute()
-        self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu)
+        self.scaling = Scaling(num_workers=cfg.workers, use_gpu=cfg.gpu, data=cfg.data_plane)
         self.timings: dict[str, float] = {}
 
     def path(self, *parts: str) -> Path:

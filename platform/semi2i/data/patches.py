@@ -7,6 +7,7 @@ of the grid are aligned to the raster's border, so every pixel is covered and no
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def equal_shards(windows: list[Window], num_shards: int) -> list[Window]:
     return windows[:usable]
 
 
-def step_windows(windows: list[Window], seed: int, step: int, rank: int = 0, world: int = 1, per_worker: int = 1) -> list[Window]:
+def step_windows(windows: Sequence[Window], seed: int, step: int, rank: int = 0, world: int = 1, per_worker: int = 1) -> list[Window]:
     """The windows worker ``rank`` of ``world`` trains on at global ``step``.
 
     The windows form an endless stream of seeded permutations (epoch e = ``shuffled(windows, seed, e)``);

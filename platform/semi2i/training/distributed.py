@@ -10,11 +10,11 @@ The same code runs 1 CPU process, N workers on one machine, or a GPU cluster:
 * **style statistics**: each step, every worker's batch μ, σ are averaged across workers with
   ``all_reduce`` before Algorithm 1, so all replicas hold the same global statistics (DDP does not
   touch them: :class:`GlobalStyleStats` is not inside a DDP module);
-* **data**: each worker reads its own equal, seeded share of patches straight from the city stores
-  (:func:`semi2i.data.patches.step_windows`, the same reader as the Ray Data stream) with a prefetch
-  thread. Any step's patches follow from the step number alone, so a resumed run replays exactly
-  what an uninterrupted one would have seen, and no worker ever waits in a collective that another
-  worker skips (equal shares, same step count);
+* **data**: each worker trains on its own equal, seeded share of patches (:mod:`~semi2i.training.step_data`),
+  read and normalised by Ray Data tasks on the cluster's spare CPUs, or by a thread of the worker when
+  the training holds every CPU (:meth:`Scaling.data_plane`). Any step's patches follow from the step
+  number alone, so a resumed run replays exactly what an uninterrupted one would have seen, and no
+  worker ever waits in a collective that another worker skips (equal shares, same step count);
 * **checkpoints** every N steps from rank 0 through ``ray.train.report``; ``FailureConfig`` restarts
   a lost worker group from the latest one, and a run started again with the same run folder resumes
   (Train V2 restores the run named ``<stage>`` under ``<run_dir>/ray``).
@@ -22,7 +22,7 @@ The same code runs 1 CPU process, N workers on one machine, or a GPU cluster:
 This module holds the drivers (:class:`Scaling`, the ``fit_*`` functions, :func:`unet_job`); the worker
 loops are in :mod:`~semi2i.training.gan_loop`, :mod:`~semi2i.training.multicity_loop` and
 :mod:`~semi2i.training.unet_loop`, built on :mod:`~semi2i.training.ray_worker` (rank, DDP, collectives,
-Ray checkpoints), :mod:`~semi2i.training.prefetch` (the data) and :mod:`~semi2i.training.progress`.
+Ray checkpoints), :mod:`~semi2i.training.step_data` (the data) and :mod:`~semi2i.training.progress`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from semi2i.placement import node_cpus
 from semi2i.remote_run import ray_storage
@@ -41,6 +41,7 @@ from semi2i.data.normalize import BandStats
 from semi2i.data.store import open_store
 from semi2i.training.gan_loop import GANS, gan_worker_loop
 from semi2i.training.multicity_loop import multicity_worker_loop
+from semi2i.training.step_data import DataPlane
 from semi2i.training.unet_loop import unet_jobs_worker_loop, unet_worker_loop
 
 
@@ -53,9 +54,20 @@ class Scaling:
     use_gpu: bool = False
     threads_per_worker: int | None = None
     max_failures: int = 3
+    data: Literal["auto", "ray_data", "worker"] = "auto"
 
     def threads(self) -> int:
         return self.threads_per_worker or max(1, node_cpus() // self.num_workers)
+
+    def data_plane(self, spare_cpus: float) -> DataPlane:
+        """Who reads the patches (:mod:`semi2i.training.step_data`): ``auto`` = Ray Data when the cluster
+        has a CPU beside those the training workers hold, the workers' own threads otherwise."""
+        if self.data == "worker" or (self.data == "auto" and spare_cpus < 1):
+            return "worker"
+        if spare_cpus < 1:
+            raise ValueError(f"reading patches with Ray Data needs a CPU beside the {self.num_workers} training workers' "
+                             f"and the Ray cluster has {spare_cpus:g} to spare: use data='worker' or add CPUs")
+        return "ray_data"
 
 
 #: How often the Ray Train controller polls its workers (Train V2, Ray 2.60: 2 s by default). A run's start
@@ -78,10 +90,12 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
     available = ray.cluster_resources().get("CPU", 0)
     if cpus_needed > available:
         raise ValueError(f"{stage}: {scaling.num_workers} workers need {cpus_needed} CPUs but the Ray cluster has {available:g}")
+    plane = scaling.data_plane(available - cpus_needed)
     trainer = TorchTrainer(
         loop,
         # absolute: Ray Train workers run in their own working directories
-        train_loop_config={**config, "run_dir": str(run_dir.resolve()), "stage": stage, "threads": scaling.threads()},
+        train_loop_config={**config, "run_dir": str(run_dir.resolve()), "stage": stage, "threads": scaling.threads(),
+                           "data_plane": plane, "data_cpus": available - cpus_needed},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                                resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),

@@ -22,8 +22,8 @@ from semi2i.checkpoints import COLORMAPGAN_CHECKPOINT, CYCLEGAN_CHECKPOINT, SEMI
 from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
-from semi2i.training.prefetch import patch_batches
 from semi2i.training.progress import Progress
+from semi2i.training.step_data import StepPlan, StepReaders
 from semi2i.training.ray_worker import allgather, allreduce_mean, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 
 log = logging.getLogger(__name__)
@@ -112,23 +112,20 @@ def gan_worker_loop(config: dict) -> dict:
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress(name, run_dir, rank, total, step.step, "steps", 1)
-    batches = {
-        domain: patch_batches(windows, seed=cfg.seed + offset, start_step=step.step, end_step=total, rank=rank, world=world,
-                              per_worker=1, normalize="unit")
-        for domain, windows, offset in (("a", windows_a, 0), ("b", windows_b, 1_000_003))
-    }
+    plan = StepPlan(((tuple(windows_a), cfg.seed), (tuple(windows_b), cfg.seed + 1_000_003)), rank, world, 1, "unit")
+    readers = StepReaders(config)
     losses: dict[str, float] = {}
-    for batch_a, batch_b in zip(batches["a"], batches["b"]):
+    for batch in readers.steps(plan, step.step, total):
         step.set_epoch(step.step // spe)
-        losses = step.train_step(batch_a["image"], batch_b["image"])
+        losses = step.train_step(batch["a"], batch["b"])
         done = step.step
         log_gan_step(step, losses, cfg, total, progress, rank, checkpoint)
         if rank == 0 and done % cfg.preview_every == 0:
-            spec.preview(step, batch_a["image"], batch_b["image"], run_dir / "previews" / f"{name}_step{done:06d}.png")
+            spec.preview(step, batch["a"], batch["b"], run_dir / "previews" / f"{name}_step{done:06d}.png")
         crash_once(config, done)
 
     extra = spec.summary(step, rank, world) if spec.summary else {}
-    return finish_gan(step, losses, progress, rank, run_dir / checkpoint, extra)
+    return finish_gan(step, losses, progress, rank, run_dir / checkpoint, {**extra, **readers.summary()})
 
 
 def log_gan_step(step: Any, losses: dict[str, float], cfg: Any, total: int, progress: Progress, rank: int,

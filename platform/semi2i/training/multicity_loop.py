@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from semi2i.checkpoints import MULTICITY_CHECKPOINT
 from semi2i.config import SemI2IConfig
-from semi2i.data.patches import city_windows, step_windows
+from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
-from semi2i.data.stream import read_patches, window_columns
 from semi2i.training.gan_loop import finish_gan, log_gan_step
 from semi2i.training.progress import Progress
+from semi2i.training.step_data import StepPlan, StepReaders
 from semi2i.training.ray_worker import allreduce_mean, crash_once, restored_state, setup_worker, wrap
 
 
@@ -21,10 +19,10 @@ def multicity_worker_loop(config: dict) -> dict:
     """Ray Train worker for the multi-city model: each step trains the pair of cities
     :func:`~semi2i.training.multicity_step.pair_for_step` draws, one patch of each per worker.
 
-    Not :func:`gan_worker_loop`: the two cities change every step, so batches are read per step from the
-    pair's windows (no two fixed prefetched streams), and the step takes the pair's indices.
+    Not :func:`gan_worker_loop`: the two cities change every step (the plan's ``pairs_seed`` draws them), and
+    the step takes the pair's indices.
     """
-    from semi2i.training.multicity_step import MultiCityStep, pair_for_step
+    from semi2i.training.multicity_step import MultiCityStep
     from semi2i.training.semi2i_trainer import steps_per_epoch
 
     rank, world, device = setup_worker(config["threads"])
@@ -42,16 +40,14 @@ def multicity_worker_loop(config: dict) -> dict:
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress("multicity", run_dir, rank, total, step.step, "steps", 1)
 
-    def batch(city: int, at: int) -> torch.Tensor:
-        picked = step_windows(windows[city], cfg.seed + 1_000_003 * city, at, rank, world, 1)
-        return torch.from_numpy(read_patches(window_columns(picked), "unit")["image"])
-
+    parts = tuple((tuple(w), cfg.seed + 1_000_003 * city) for city, w in enumerate(windows))
+    plan = StepPlan(parts, rank, world, 1, "unit", pairs_seed=cfg.seed)
+    readers = StepReaders(config)
     losses: dict[str, float] = {}
-    while step.step < total:
-        at = step.step
-        i, j = pair_for_step(cfg.seed, at, len(cities))
-        step.set_epoch(at // spe)
-        losses = step.train_step(batch(i, at), batch(j, at), i, j)
+    for batch in readers.steps(plan, step.step, total):
+        i, j = batch["a_part"], batch["b_part"]
+        step.set_epoch(step.step // spe)
+        losses = step.train_step(batch["a"], batch["b"], i, j)
         log_gan_step(step, losses, cfg, total, progress, rank, MULTICITY_CHECKPOINT, note=f"pair {cities[i]} -> {cities[j]}")
         crash_once(config, step.step)
-    return finish_gan(step, losses, progress, rank, run_dir / MULTICITY_CHECKPOINT, {})
+    return finish_gan(step, losses, progress, rank, run_dir / MULTICITY_CHECKPOINT, readers.summary())

@@ -11,20 +11,19 @@ import torch
 
 from semi2i.checkpoints import UNET_CHECKPOINT
 from semi2i.config import UNetTrainConfig
-from semi2i.data.normalize import BandStats
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
-from semi2i.training.prefetch import patch_batches
 from semi2i.training.progress import Progress
 from semi2i.training.ray_worker import average_buffers, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 from semi2i.training.schedule import cosine_learning_rate
+from semi2i.training.step_data import StepPlan, StepReaders
 
 
 def unet_worker_loop(config: dict) -> dict:
     """Ray Train worker: U-net training (or fine-tuning from ``init``) on labelled patches."""
     rank, world, device = setup_worker(config["threads"])
-    step, progress = _train_unet(config, rank, world, device, restored_state(UNET_CHECKPOINT), UNET_CHECKPOINT)
-    return {"step": step.iteration, "samples_per_s": progress.rate(step.iteration)}
+    step, progress, readers = _train_unet(config, rank, world, device, restored_state(UNET_CHECKPOINT), UNET_CHECKPOINT)
+    return {"step": step.iteration, "samples_per_s": progress.rate(step.iteration), **readers.summary()}
 
 
 def unet_jobs_worker_loop(config: dict) -> dict:
@@ -43,9 +42,9 @@ def unet_jobs_worker_loop(config: dict) -> dict:
     rank, world, device = setup_worker(config["threads"])
     run_dir = Path(config["run_dir"])
     restore = ray.train.get_checkpoint()  # what this worker group started from (a report replaces it)
-    done_jobs = 0
+    done_jobs, readers = 0, None
     for job in config["jobs"]:
-        job = {**job, "run_dir": config["run_dir"]}
+        job = {**job, **{k: config[k] for k in ("run_dir", "data_plane", "data_cpus") if k in config}}
         name = job["output"]
         if (run_dir / name).exists():
             continue
@@ -54,15 +53,15 @@ def unet_jobs_worker_loop(config: dict) -> dict:
             with restore.as_directory() as d:
                 if (Path(d) / name).exists():
                     restored = load_checkpoint(Path(d) / name)
-        _train_unet(job, rank, world, device, restored, name)
+        _, _, readers = _train_unet(job, rank, world, device, restored, name)
         if world > 1:
             torch.distributed.barrier()  # the next job's skip test must see this output on every rank
         done_jobs += 1
-    return {"jobs": done_jobs}
+    return {"jobs": done_jobs, **(readers.summary() if readers else {})}
 
 
 def _train_unet(config: dict, rank: int, world: int, device: torch.device, restored: dict | None,
-                checkpoint_name: str) -> tuple[Any, Progress]:
+                checkpoint_name: str) -> tuple[Any, Progress, StepReaders]:
     """One :func:`unet_job` in this worker, from ``restored`` if given; Ray checkpoints hold the state as
     ``checkpoint_name``, and rank 0 saves the final model as ``config["output"]``."""
     from semi2i.models.unet import UNet
@@ -71,7 +70,6 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
 
     cfg = UNetTrainConfig(**config["cfg"])
     run_dir = Path(config["run_dir"])
-    stats = BandStats.from_attrs(config["stats"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
         model = UNet(config["in_bands"], config["num_classes"], cfg.base_width, cfg.depth)
@@ -95,11 +93,12 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
         return saved
 
     cosine = bool(config.get("init")) and cfg.finetune_lr_schedule == "cosine"
-    for batch in patch_batches(windows, seed=config["seed"], start_step=step.iteration, end_step=total, rank=rank, world=world,
-                               per_worker=per_worker, normalize="zscore", stats=stats):
+    plan = StepPlan(((tuple(windows), config["seed"]),), rank, world, per_worker, "zscore", stats=config["stats"], labels=True)
+    readers = StepReaders(config)
+    for batch in readers.steps(plan, step.iteration, total):
         lr = cosine_learning_rate(step.iteration, cfg.lr, total) if cosine else cfg.lr
         step.set_learning_rate(lr)
-        values = step.step(batch["image"], batch["label"])
+        values = step.step(batch["patch"], batch["patch_label"])
         done = step.iteration
         checkpoint = done % config["checkpoint_every"] == 0 or done == total
         if done % config["log_every"] == 0 or checkpoint:
@@ -112,7 +111,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     progress.close()
     if rank == 0:
         save_checkpoint(run_dir / config["output"], state())
-    return step, progress
+    return step, progress, readers
 
 
 def unet_metadata(config: dict) -> dict:
