@@ -83,13 +83,13 @@ def test_an_adapt_config_with_a_tune_section_reports_every_bad_key_at_once(tmp_p
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({
         "source": {"images": 3, "palette": "p.json", "nodat": 0}, "target": {"labels": "t/*.tif"}, "classes": [],
-        "methods": ["semi2i", "foo"], "workers": 0, "gpu": "yes", "colour": 1, "overrides": {"semi2i": {"lrr": 1}},
+        "methods": ["semi2i", "foo"], "workers": 0, "gpu": "yes", "data_plane": "disk", "colour": 1, "overrides": {"semi2i": {"lrr": 1}},
         "tune": {"num_samples": 0, "metrc": "miou", "driver_cpus": -1, "space": {"lr": [1, 2]}}}))
     with pytest.raises(ConfigError) as err:
         load_sweep_config(path)
     expected = [f"{path}: {line}" for line in (
-        "unknown key 'colour' (known: name, profile, overrides, classes, seed, workers, gpu, synthetic, source, "
-        "target, methods)",
+        "unknown key 'colour' (known: name, profile, overrides, classes, seed, workers, gpu, data_plane, synthetic, "
+        "source, target, methods)",
         "'source.images' must be a path/glob or a list of them",
         "unknown key 'source.nodat' (did you mean 'nodata'?)",
         "'target.images' is required",
@@ -98,6 +98,7 @@ def test_an_adapt_config_with_a_tune_section_reports_every_bad_key_at_once(tmp_p
         "'semi2i', 'target_oracle'], got ['semi2i', 'foo']",
         "'workers' must be >= 1",
         "'gpu' must be bool, got str 'yes'",
+        "'data_plane' must be one of ['auto', 'ray_data', 'worker']",
         "invalid profile 'quick':",
         "'tune.num_samples' must be > 0, got 0",
         "unknown key 'tune.metrc' (did you mean 'metric'?)",

@@ -42,3 +42,23 @@ def test_the_cluster_is_used_from_when_ray_comes_up(monkeypatch):
     assert not placement.on_cluster_now()
     with placement.on_cluster(False):
         assert not placement.on_cluster_now()
+
+
+def test_the_stage_runner_runs_in_order_times_and_reports_where(monkeypatch):
+    monkeypatch.setattr(placement, "ray_up", lambda: True)  # pretend Ray is up: only `cluster` decides
+    seen, afters = [], []
+
+    def stage(name):
+        def step():
+            seen.append((name, placement.on_cluster_now()))
+            placement.record(name, [{"node": "n1", "host": "h", "pid": 1}])
+        return step
+
+    timings = {"earlier": 1.0}
+    out = placement.run_stages([("a", stage("a")), ("b", stage("b"))], timings=timings, cluster=False,
+                               after=lambda where: afters.append(sorted(where)))
+    assert out is timings and list(timings) == ["earlier", "a", "b"] and all(t >= 0 for t in timings.values())
+    assert seen == [("a", False), ("b", False)]  # cluster=False: pieces stay in this process even with Ray up
+    assert afters == [["a"], ["a", "b"]]  # after each stage, with the placement recorded so far
+    placement.run_stages([("c", stage("c"))])
+    assert seen[-1] == ("c", True)

@@ -24,6 +24,7 @@ def test_how_many_fit_each_with_what_it_would_have_alone():
 
 @pytest.mark.ray
 def test_two_one_thread_runs_at_once_on_two_cpus_and_a_failure_waits_for_the_others(ray_session):
+    # the session cluster has 3 CPUs, one of them left for Ray Data to read the runs' patches on
     events: list[tuple[str, str, float]] = []
     lock = threading.Lock()
     first_two_started = threading.Barrier(2, timeout=30)  # deadlocks (and fails) unless the first two overlap

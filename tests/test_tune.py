@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, ran_off_the_driver
 from test_adapt import TINY as ADAPT_TINY
 from semi2i.config import ConfigError, Profile, load_profile
 from semi2i.data.normalize import BandStats
@@ -259,8 +259,8 @@ def test_cli_refuses_a_run_folder_in_rays_working_dir_copy_before_starting_ray(t
 @pytest.mark.ray
 def test_cli_refuses_resources_that_never_fit(tmp_path, ray_session, capsys):
     job = _load_job()
-    rc = job.main(["--config", _config(tmp_path), "--workers", "2", "--run-dir", str(tmp_path / "run"), "--quiet"])
-    assert rc == 2 and "one trial needs 3 CPU" in capsys.readouterr().err
+    rc = job.main(["--config", _config(tmp_path), "--workers", "3", "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert rc == 2 and "one trial needs 4 CPU" in capsys.readouterr().err  # driver 1 + 3 workers on a 3-CPU cluster
     assert not (tmp_path / "run").exists()
 
 
@@ -349,6 +349,11 @@ def test_tiny_real_sweep_writes_table_and_best_config_and_resumes(tmp_path, ray_
     trial = run_dir / "trials" / winner["trial"]
     metrics = json.loads((trial / "rung1" / "metrics.json").read_text())
     assert metrics["semi2i_steps"] == 4 and {"miou", "proxy", "style_distance", "structure_loss"} <= set(metrics)
+    assert all(metrics[f"{stage}_s"] > 0 for stage in ("semi2i", "stylize", "finetune", "segment"))  # the stage runner's times
+    # the rung's pieces ran in the trial actor, on the worker node Tune placed it on: never in this driver or on the head
+    places = json.loads((trial / "rung1" / "placement.json").read_text())["stages"]
+    assert {"stylize", "map", "score"} <= set(places) and ran_off_the_driver(places) == []
+    assert len({p["pid"] for where in places.values() for p in where}) == 1
     assert (trial / "semi2i.pt").exists() and (trial / "rung1" / "unet.pt").exists()
     assert len(_csv(run_dir / "rungs.csv")) == 2
     assert (run_dir / "shared" / "unet_source.pt").exists()

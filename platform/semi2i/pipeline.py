@@ -25,7 +25,6 @@ import functools
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,14 +98,11 @@ class RunFolder:
         stages' pixel work goes to Ray tasks when Ray is up (:mod:`semi2i.placement`); after each stage its
         outputs are published (a run folder on object storage), its time kept in ``timings`` and where its
         work ran in ``placement.json``."""
-        with placement.on_cluster(), placement.recording() as where:
-            for stage, step in steps:
-                started = time.perf_counter()
-                step()
-                self.record_placement(where)
-                self.publish()
-                self.timings[stage] = time.perf_counter() - started
-                log.info("stage %s: %.1f s", stage, self.timings[stage])
+        def after(where: dict[str, list[dict]]) -> None:
+            self.record_placement(where)
+            self.publish()
+
+        placement.run_stages(steps, timings=self.timings, after=after)
 
     def record_placement(self, where: dict[str, list[dict]]) -> None:
         """``placement.json``: the driver, and the nodes and processes each stage's pixel work ran in (a

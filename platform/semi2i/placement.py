@@ -88,6 +88,24 @@ def record(stage: str, places: Iterable[dict]) -> None:
         seen.extend(p for p in places if p not in seen)
 
 
+def run_stages(steps: Iterable[tuple[str, Callable[[], None]]], *, timings: dict[str, float] | None = None,
+               after: Callable[[dict[str, list[dict]]], None] | None = None, cluster: bool = True) -> dict[str, float]:
+    """Run each ``(stage, step)`` in order: the one stage runner of the adapt and multi-city runs and of a
+    Tune trial's rung. With ``cluster``, the stages' pieces go to Ray tasks while Ray is up
+    (:func:`on_cluster`); ``after(where)`` runs after each stage with the placement recorded so far
+    (publishing, ``placement.json``); each stage's seconds (``after`` included) go into ``timings``."""
+    timings = {} if timings is None else timings
+    with on_cluster(cluster), recording() as where:
+        for stage, step in steps:
+            started = time.perf_counter()
+            step()
+            if after is not None:
+                after(where)
+            timings[stage] = time.perf_counter() - started
+            log.info("stage %s: %.1f s", stage, timings[stage])
+    return timings
+
+
 def node_cpus() -> int:
     """The CPUs of the cluster's largest node (this machine's cores without Ray): what one process on a
     worker node may use. Thread counts come from here, not from the driver's machine, which may be a small

@@ -2,8 +2,8 @@
 do not depend on one another, so an adapt run trains them at once where the cluster has room for them.
 
 Room means: every run keeps what it would have alone (``workers`` workers, each with its torch threads or its
-GPU). On a cluster of several nodes the runs then land on different nodes and the stage takes as long as its
-longest run. On one machine they run one after another: splitting its cores between runs would slow the
+GPU), and CPU runs leave one CPU for Ray Data to read their patches on. On a cluster of several nodes the runs
+then land on different nodes and the stage takes as long as its longest run. On one machine they run one after another: splitting its cores between runs would slow the
 longest run (SemI2I, ~2/3 of the training time in the quick profile) by 1.8x while the short ones finish
 early and leave their cores idle (measured scaling 1 -> 2 threads: 1.75-1.85x, ../shared/perf-notes.md).
 The longest runs start first (the order of ``jobs``), so the short ones fill in behind them.
@@ -43,7 +43,10 @@ def run_trainings(jobs: list[Training], scaling: Scaling) -> dict[str, float]:
     if not ray.is_initialized():
         ray.init()
     res = ray.cluster_resources()
-    at_once = concurrent_trainings(res.get("CPU", 0), scaling.num_workers, scaling.threads(), scaling.use_gpu,
+    # CPU trainings that may read through Ray Data leave it one CPU: packing them to the last CPU would leave
+    # their read tasks nowhere to run (semi2i.training.step_data)
+    reserve = 1 if not scaling.use_gpu and scaling.data != "worker" else 0
+    at_once = concurrent_trainings(res.get("CPU", 0) - reserve, scaling.num_workers, scaling.threads(), scaling.use_gpu,
                                    res.get("GPU", 0), len(jobs))
     log.info("training %s: %d at a time", ", ".join(name for name, _ in jobs), at_once)
     seconds: dict[str, float] = {}

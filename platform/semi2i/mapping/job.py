@@ -219,6 +219,7 @@ def _map_region(
                 mpx = _run_ray(job, todo, chunk_size, workers)
             else:
                 mpx = run_local(job, todo, chunk_size, on_chunk, threads)
+                placement.record("map", [placement.here()])
         except MappingError:  # bad pixels (a truncated file, +-inf) before any chunk was done: leave nothing behind
             if not _has_progress(work):
                 _remove_quietly(out if created else work)

@@ -90,12 +90,14 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
     available = ray.cluster_resources().get("CPU", 0)
     if cpus_needed > available:
         raise ValueError(f"{stage}: {scaling.num_workers} workers need {cpus_needed} CPUs but the Ray cluster has {available:g}")
-    plane = scaling.data_plane(available - cpus_needed)
+    # CPUs nobody holds now (a Tune trial's own driver, other trainings' workers) beside this run's workers
+    spare = ray.available_resources().get("CPU", 0) - cpus_needed
+    plane = scaling.data_plane(spare)
     trainer = TorchTrainer(
         loop,
         # absolute: Ray Train workers run in their own working directories
         train_loop_config={**config, "run_dir": str(run_dir.resolve()), "stage": stage, "threads": scaling.threads(),
-                           "data_plane": plane, "data_cpus": available - cpus_needed},
+                           "data_plane": plane, "data_cpus": spare},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                                resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),

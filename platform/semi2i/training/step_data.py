@@ -14,7 +14,8 @@ to workers in arrival order; a per-worker stream built at the resume point needs
   Train workers leave free. For GPU workers and any
   cluster with CPUs beside the training workers'.
 * ``worker``: the same :meth:`StepPlan.read` in a prefetch thread of the worker. For a training that
-  holds every CPU of the cluster (a laptop running two CPU workers): there are no other CPUs to read on.
+  leaves no CPU free when it starts (a laptop running two CPU workers, a Tune trial filling the cluster):
+  there is no other CPU to read on, and Ray Data tasks waiting for one would stall the training.
 """
 
 from __future__ import annotations

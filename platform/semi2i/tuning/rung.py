@@ -1,5 +1,6 @@
 """One rung of a real trial (:func:`evaluate_rung`): continue SemI2I, stylize the source, fine-tune the
-shared U-net on it, segment + score the target, compute the unsupervised proxy."""
+shared U-net on it, segment + score the target, compute the unsupervised proxy: the adapt run's stages,
+through its stage runner."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Mapping
 
 from semi2i.config import SemI2IConfig
 from semi2i.pipeline import AdaptRun, score_maps
+from semi2i.placement import run_stages
 from semi2i.tuning.outputs import atomic_json
 from semi2i.tuning.proxy import proxy_metrics
 from semi2i.tuning.settings import LAMBDAS
@@ -29,7 +31,13 @@ def trial_semi2i_config(base: SemI2IConfig, config: Mapping[str, Any], seed: int
 
 
 def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dict:
-    """Continue SemI2I to this rung's epoch, stylize, fine-tune, segment + score the target, compute the proxy."""
+    """Continue SemI2I to this rung's epoch, stylize, fine-tune, segment + score the target, compute the proxy.
+
+    The stages go through the adapt run's stage runner (:func:`semi2i.placement.run_stages`), with their
+    pieces in this process: the trial actor, which Tune placed on a worker node with the CPUs (and GPUs)
+    the sweep reserved for it; pieces sent to the cluster would compete with the other trials'
+    reservations (:func:`~semi2i.tuning.resources.plan_concurrency` packs trials by them). Where the work
+    ran goes to ``rung<k>/placement.json``."""
     import torch
 
     from semi2i.data.patches import city_windows
@@ -47,47 +55,45 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
     torch.set_num_threads(max(1, sweep.threads * sweep.cfg.workers))
     p, shared = sweep.cfg.profile, AdaptRun(sweep.cfg, sweep.shared_dir)
     source, target = shared.store("source"), shared.store("target")
-
-    # 1. SemI2I up to this rung's epoch (Ray Train restores the trial's previous rung from trial_dir/ray/semi2i)
     cfg = trial_semi2i_config(p.semi2i, config, sweep.cfg.seed)
     windows = [len(city_windows(s, cfg.patch_size, p.overlap)) for s in (source, target)]
     spe = max(1, steps_per_epoch(cfg, *windows) // sweep.cfg.workers)  # as semi2i_worker_loop counts
     epochs = min(rung * sweep.settings.epochs_per_rung, cfg.epochs)
-    fit_semi2i(cfg, source.path, target.path, trial_dir, overlap=p.overlap, scaling=sweep.scaling, max_steps=epochs * spe)
-    t_semi2i = time.perf_counter()
-
-    # 2. stylize (a subset of) the source
-    subset = _RasterSubset(source, sweep.settings.stylize_rasters)
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only with driver_gpus > 0
-    stylizer = load_stylizer("semi2i", source_stats=source.band_stats, target_stats=target.band_stats,
-                             checkpoint=trial_dir / "semi2i.pt", overlap=p.overlap, device=device)
-    stylized = stylize_city(subset, stylizer, rung_dir / "stylized", target_dtype=target.dtype,
-                            name=f"{source.name}-semi2i", overwrite=True)
-    t_stylize = time.perf_counter()
-
-    # 3. fine-tune the shared source U-net on it (from scratch with the target's normaliser if the band counts differ)
     same_bands = source.num_bands == target.num_bands
     init = shared.unet_path("source_only") if same_bands else None
     steps = sweep.settings.finetune_steps or (p.unet.finetune_steps if same_bands else p.unet.train_steps)
-    unet = rung_dir / "unet.pt"
-    fit_unet(p.unet, [stylized.path], trial_dir, stage=f"finetune_rung{rung}", output=str(unet.relative_to(trial_dir)),
-             init=init, stats=None if init else target.band_stats, steps=steps, overlap=p.overlap, seed=sweep.cfg.seed,
-             scaling=sweep.scaling, checkpoint_every=max(1, steps // 2))
-    t_finetune = time.perf_counter()
-
-    # 4. segment + score the target (only worth it with labels), and the unsupervised proxy
+    subset = _RasterSubset(source, sweep.settings.stylize_rasters)
+    unet, maps = rung_dir / "unet.pt", rung_dir / "maps"
     metrics: dict[str, Any] = {}
-    if target.has_labels:
-        maps = rung_dir / "maps"
-        map_region(target.path, unet, maps, overlap=p.overlap, use_ray=False, cog=False, quicklook=False, overwrite=True)
-        score = score_maps(target, maps)  # the adapt run's scoring
-        metrics.update(miou=_num(score["miou"]), pixel_accuracy=_num(score["pixel_accuracy"]))
-    metrics.update(proxy_metrics(subset, stylized, target))
-    now = time.perf_counter()
+    made: dict[str, Any] = {}  # what one stage hands to the next
+
+    def train_semi2i() -> None:  # up to this rung's epoch (Ray Train restores the previous rung from trial_dir/ray/semi2i)
+        fit_semi2i(cfg, source.path, target.path, trial_dir, overlap=p.overlap, scaling=sweep.scaling, max_steps=epochs * spe)
+
+    def stylize() -> None:  # (a subset of) the source
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only with driver_gpus > 0
+        stylizer = load_stylizer("semi2i", source_stats=source.band_stats, target_stats=target.band_stats,
+                                 checkpoint=trial_dir / "semi2i.pt", overlap=p.overlap, device=device)
+        made["stylized"] = stylize_city(subset, stylizer, rung_dir / "stylized", target_dtype=target.dtype,
+                                        name=f"{source.name}-semi2i", overwrite=True)
+
+    def finetune() -> None:  # the shared source U-net (from scratch with the target's normaliser if the band counts differ)
+        fit_unet(p.unet, [made["stylized"].path], trial_dir, stage=f"finetune_rung{rung}", output=str(unet.relative_to(trial_dir)),
+                 init=init, stats=None if init else target.band_stats, steps=steps, overlap=p.overlap, seed=sweep.cfg.seed,
+                 scaling=sweep.scaling, checkpoint_every=max(1, steps // 2))
+
+    def segment() -> None:  # segment + score the target (only worth it with labels), and the unsupervised proxy
+        if target.has_labels:
+            map_region(target.path, unet, maps, overlap=p.overlap, use_ray=False, cog=False, quicklook=False, overwrite=True)
+            score = score_maps(target, maps)  # the adapt run's scoring
+            metrics.update(miou=_num(score["miou"]), pixel_accuracy=_num(score["pixel_accuracy"]))
+        metrics.update(proxy_metrics(subset, made["stylized"], target))
+
+    seconds = run_stages([("semi2i", train_semi2i), ("stylize", stylize), ("finetune", finetune), ("segment", segment)],
+                         cluster=False, after=lambda where: atomic_json(rung_dir / "placement.json", {"stages": where}))
     metrics.update(semi2i_epochs=epochs, semi2i_steps=epochs * spe, finetune_steps=steps,
-                   semi2i_s=round(t_semi2i - started, 2), stylize_s=round(t_stylize - t_semi2i, 2),
-                   finetune_s=round(t_finetune - t_stylize, 2), segment_s=round(now - t_finetune, 2),
-                   rung_s=round(now - started, 2))
+                   **{f"{stage}_s": round(s, 2) for stage, s in seconds.items()},
+                   rung_s=round(time.perf_counter() - started, 2))
     atomic_json(done, metrics)
     _prune(trial_dir, rung)
     log.info("trial %s rung %d: %s", trial_dir.name, rung, {k: metrics[k] for k in ("miou", "proxy", "rung_s") if k in metrics})
