@@ -45,18 +45,18 @@ def main() -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     rows = []
     for n in args.workers:
-        for data in args.data:
+        for k, data in enumerate(args.data):
             scaling = Scaling(num_workers=n, use_gpu=args.gpu, threads_per_worker=args.threads, max_failures=0, data=data)
             cfg = dataclasses.replace(prof.semi2i, checkpoint_every=10**9, log_every=10**9)
             t0 = time.perf_counter()
             try:
-                s = fit_semi2i(cfg, stores["demo_source"].path, stores["demo_target"].path, tmp / f"semi2i_{n}_{data}",
+                s = fit_semi2i(cfg, stores["demo_source"].path, stores["demo_target"].path, tmp / f"semi2i_{n}_{data}_{k}",
                                overlap=prof.overlap, scaling=scaling, max_steps=args.semi2i_steps)
             except ValueError as exc:
                 print(f"skipped: {n} workers, data {data}: {exc}")
                 continue
             t1 = time.perf_counter()
-            u = fit_unet(prof.unet, [stores["demo_source"].path], tmp / f"unet_{n}_{data}", steps=args.unet_steps,
+            u = fit_unet(prof.unet, [stores["demo_source"].path], tmp / f"unet_{n}_{data}_{k}", steps=args.unet_steps,
                          overlap=prof.overlap, scaling=scaling, checkpoint_every=10**9, log_every=10**9)
             t2 = time.perf_counter()
             rows.append((n, s["data_plane"], s["steps_per_s"], s["steps_per_s"] * n, t1 - t0, u["samples_per_s"], t2 - t1))

@@ -86,10 +86,11 @@ def test_reader_errors_reach_the_training_loop(windows, tmp_path):
         list(step_batches(plan, 0, 2, "worker"))
 
 
-def test_who_reads_follows_the_spare_cpus():
+def test_who_reads_follows_the_idle_cores():
     auto = Scaling(num_workers=2)
-    assert auto.data_plane(spare_cpus=0) == "worker"  # the training holds every CPU: its own threads read
-    assert auto.data_plane(spare_cpus=1) == "ray_data"
-    assert Scaling(data="worker").data_plane(spare_cpus=8) == "worker"
+    assert auto.data_plane(idle_cores=0, free_cpus=1) == "worker"  # the training's threads use every core: they read
+    assert auto.data_plane(idle_cores=1, free_cpus=1) == "ray_data"
+    assert Scaling(data="worker").data_plane(idle_cores=8, free_cpus=8) == "worker"
+    assert Scaling(data="ray_data").data_plane(idle_cores=0, free_cpus=1) == "ray_data"  # asked for: Ray can schedule it
     with pytest.raises(ValueError, match="needs a CPU beside the 2 training workers'"):
-        Scaling(num_workers=2, data="ray_data").data_plane(spare_cpus=0.5)
+        Scaling(num_workers=2, data="ray_data").data_plane(idle_cores=0, free_cpus=0.5)

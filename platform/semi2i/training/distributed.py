@@ -59,14 +59,18 @@ class Scaling:
     def threads(self) -> int:
         return self.threads_per_worker or max(1, node_cpus() // self.num_workers)
 
-    def data_plane(self, spare_cpus: float) -> DataPlane:
-        """Who reads the patches (:mod:`semi2i.training.step_data`): ``auto`` = Ray Data when the cluster
-        has a CPU beside those the training workers hold, the workers' own threads otherwise."""
-        if self.data == "worker" or (self.data == "auto" and spare_cpus < 1):
+    def data_plane(self, idle_cores: float, free_cpus: float) -> DataPlane:
+        """Who reads the patches (:mod:`semi2i.training.step_data`): ``auto`` = Ray Data when the cluster has
+        a core the training's torch threads leave idle (GPU workers, a larger cluster), the workers' own
+        threads otherwise: where the threads already use every core (a laptop), reading in other processes
+        only adds the transfer (2 cores, quick SemI2I: 0.83-0.97x the steps/s and 4-5 s more per run,
+        benchmarks/bench_train.py).
+        ``ray_data`` needs a CPU that Ray can schedule read tasks on (``free_cpus``)."""
+        if self.data == "worker" or (self.data == "auto" and idle_cores < 1):
             return "worker"
-        if spare_cpus < 1:
+        if free_cpus < 1:
             raise ValueError(f"reading patches with Ray Data needs a CPU beside the {self.num_workers} training workers' "
-                             f"and the Ray cluster has {spare_cpus:g} to spare: use data='worker' or add CPUs")
+                             f"and the Ray cluster has {free_cpus:g} to spare: use data='worker' or add CPUs")
         return "ray_data"
 
 
@@ -90,9 +94,11 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
     available = ray.cluster_resources().get("CPU", 0)
     if cpus_needed > available:
         raise ValueError(f"{stage}: {scaling.num_workers} workers need {cpus_needed} CPUs but the Ray cluster has {available:g}")
-    # CPUs nobody holds now (a Tune trial's own driver, other trainings' workers) beside this run's workers
-    spare = ray.available_resources().get("CPU", 0) - cpus_needed
-    plane = scaling.data_plane(spare)
+    # of the CPUs nobody holds now (a Tune trial's driver, other runs): those left beside this run's workers, and
+    # the cores left idle by their torch threads
+    free_now = ray.available_resources().get("CPU", 0)
+    spare = free_now - cpus_needed
+    plane = scaling.data_plane(idle_cores=free_now - cpus_needed * scaling.threads(), free_cpus=spare)
     trainer = TorchTrainer(
         loop,
         # absolute: Ray Train workers run in their own working directories
