@@ -10,6 +10,7 @@ into place only when complete, so a failure never leaves a partial store behind.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -251,8 +252,11 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
         writes = da.store([a[..., ys, :] for a, _ in targets], [z for _, z in targets],
                           regions=[(slice(None),) * (a.ndim - 2) + (ys, slice(None)) for a, _ in targets], lock=False, compute=False)
         parts = [stats_blocks[r0 : r0 + rows]] + [arr[r0 : r0 + rows] for _, arr in checks]
-        _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
-                                      num_workers=placement.task_threads())
+        # our own pool, joined on the way out: after one block fails, blocks already running in other
+        # threads finish before the caller removes the temporary store (they would recreate it)
+        with concurrent.futures.ThreadPoolExecutor(placement.task_threads()) as pool:
+            _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
+                                          pool=pool)
         for part in results[0]:
             stats.merge(part[0, 0])
         for (kind, _), result in zip(checks, results[1:]):
