@@ -185,27 +185,37 @@ def _ingest_raster(store: Path, pal: Palette | None, class_names: list[str], ign
     return result
 
 
-def _read_lazy(path: Path, chunk: int, whole: bool) -> xr.DataArray:
-    chunks = {"band": -1, "y": -1, "x": -1} if whole else {"band": -1, "y": chunk, "x": chunk}
+def _read_lazy(path: Path, blocks: dict[str, int], whole: bool) -> xr.DataArray:
+    chunks = {"band": -1, "y": -1, "x": -1} if whole else {"band": -1, **blocks}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         arr = rioxarray.open_rasterio(io_paths.gdal_path(path), chunks=chunks, lock=False, mask_and_scale=False, cache=False)
     if whole:
-        arr = arr.chunk({"band": -1, "y": chunk, "x": chunk})
+        arr = arr.chunk({"band": -1, **blocks})
     return arr
+
+
+def _read_blocks(src: RasterSource, chunk: int, threads: int) -> dict[str, int]:
+    """Dask blocks of the streaming pass: strips of whole chunk rows (at most ``_STRIP_PIXELS``), cut into
+    ``threads`` chunk-aligned columns. Few large blocks: per-block overhead (dask tasks, zarr calls) cost
+    more than the pixels on rasters of a few Mpx."""
+    rows = max(1, _STRIP_PIXELS // (chunk * max(src.width, 1)))
+    cols = -(-src.width // chunk)
+    return {"y": rows * chunk, "x": chunk * -(-cols // max(1, min(threads, cols)))}
 
 
 def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None, class_names: list[str],
                   ignore_index: int, chunk: int) -> tuple[RasterInfo, StatsAccumulator, int]:
     whole = src.driver in WHOLE_FILE_DRIVERS
-    image = _read_lazy(src.image, chunk, whole).data
+    blocks = _read_blocks(src, chunk, placement.task_threads())
+    image = _read_lazy(src.image, blocks, whole).data
     valid = da.map_blocks(valid_mask_blocks, image, src.nodata, dtype=bool, drop_axis=0)
     data_vars = {"image": (("band", "y", "x"), image, {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})}
 
     checks: list[tuple[str, da.Array]] = []  # per-block check results: ("colours" | "hist", object array)
     label = None
     if src.label is not None:
-        raw = _read_lazy(src.label, chunk, whole or src.label_mode != "index").data
+        raw = _read_lazy(src.label, blocks, whole or src.label_mode != "index").data
         grid = ((1,) * raw.numblocks[1], (1,) * raw.numblocks[2])
         if src.label_mode == "index":
             raw0 = raw[0]
@@ -242,21 +252,24 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     stats_blocks = da.map_blocks(stats_block, image, valid, dtype=object, meta=_OBJ, drop_axis=0,
                                  chunks=((1,) * image.numblocks[1], (1,) * image.numblocks[2]))
 
-    # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next
-    # is read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer.
+    # Bounded memory: each strip of chunk rows (one row of dask blocks) is read, checked, summarised and
+    # written before the next is read, whatever the raster's size. Strips are chunk-aligned, so every zarr
+    # chunk has one writer.
     stats = StatsAccumulator(src.count, np.dtype(src.dtype))
     colour_parts, hist = [], np.zeros(256, dtype=np.int64)
-    rows = max(1, _STRIP_PIXELS // (chunk * max(src.width, 1)))
-    for r0 in range(0, image.numblocks[1], rows):
-        ys = slice(r0 * chunk, min(src.height, (r0 + rows) * chunk))
-        writes = da.store([a[..., ys, :] for a, _ in targets], [z for _, z in targets],
-                          regions=[(slice(None),) * (a.ndim - 2) + (ys, slice(None)) for a, _ in targets], lock=False, compute=False)
-        parts = [stats_blocks[r0 : r0 + rows]] + [arr[r0 : r0 + rows] for _, arr in checks]
+    for r in range(image.numblocks[1]):
+        ys = slice(r * blocks["y"], min(src.height, (r + 1) * blocks["y"]))
+        # the strip's pixels come back as arrays and go to zarr in one call per array: zarr encodes and
+        # writes the strip's chunks concurrently
+        arrays = [a[..., ys, :] for a, _ in targets]
+        parts = [stats_blocks[r : r + 1]] + [arr[r : r + 1] for _, arr in checks]
         # our own pool, joined on the way out: after one block fails, blocks already running in other
         # threads finish before the caller removes the temporary store (they would recreate it)
         with concurrent.futures.ThreadPoolExecutor(placement.task_threads()) as pool:
-            _, *results = dask.compute(writes, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
-                                          pool=pool)
+            pixels, *results = dask.compute(arrays, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
+                                            pool=pool)
+        for values, (_, z) in zip(pixels, targets):
+            z[..., ys, :] = values
         for part in results[0]:
             stats.merge(part[0, 0])
         for (kind, _), result in zip(checks, results[1:]):
