@@ -33,6 +33,8 @@ from semi2i.mapping import map_region
 from semi2i.pipeline import score_maps
 from semi2i.training.distributed import Scaling, fit_unets, unet_job
 
+log = logging.getLogger("study_union")
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -58,7 +60,6 @@ def main() -> None:
                 for name, stores in variants.items() if (str(run), name) not in done]
         t0 = time.perf_counter()
         fit_unets(jobs, args.out, f"union_u{i}", Scaling(num_workers=1))
-        log = logging.getLogger("study_union")
         log.info("fine-tunes of U-net %d: %.0f s", i, time.perf_counter() - t0)
         target = CityStore(run / "stores" / "target.zarr")
         for name in variants:

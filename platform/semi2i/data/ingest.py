@@ -10,7 +10,6 @@ into place only when complete, so a failure never leaves a partial store behind.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -259,15 +258,13 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     colour_parts, hist = [], np.zeros(256, dtype=np.int64)
     for r in range(image.numblocks[1]):
         ys = slice(r * blocks["y"], min(src.height, (r + 1) * blocks["y"]))
-        # the strip's pixels come back as arrays and go to zarr in one call per array: zarr encodes and
-        # writes the strip's chunks concurrently
+        # the strip's pixels come back as arrays and are written here, in one zarr call per array (zarr
+        # encodes the strip's chunks concurrently); dask's threads only read and check, so a failing block
+        # leaves no writer behind that could re-create the temporary store after the caller removed it
         arrays = [a[..., ys, :] for a, _ in targets]
         parts = [stats_blocks[r : r + 1]] + [arr[r : r + 1] for _, arr in checks]
-        # our own pool, joined on the way out: after one block fails, blocks already running in other
-        # threads finish before the caller removes the temporary store (they would recreate it)
-        with concurrent.futures.ThreadPoolExecutor(placement.task_threads()) as pool:
-            pixels, *results = dask.compute(arrays, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
-                                            pool=pool)
+        pixels, *results = dask.compute(arrays, *[p.to_delayed().ravel().tolist() for p in parts], scheduler="threads",
+                                        num_workers=placement.task_threads())
         for values, (_, z) in zip(pixels, targets):
             z[..., ys, :] = values
         for part in results[0]:
