@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int)
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are reported)")
-    p.add_argument("--window", type=int, help="mapping window edge (default: the model's patch size)")
+    p.add_argument("--window", type=int, help="mapping window edge (default: the job's, twice the model's patch size)")
     p.add_argument("--threads", type=int, help="chunk threads of the in-process path (default: torch's threads)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # internal: run one size, print JSON
@@ -200,7 +200,7 @@ def run_one(args) -> dict:
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1), "repeats": args.repeats,
-        "window": args.window or model.patch_size, "overlap": args.overlap, "threads": threads, "precision": args.precision,
+        "window": (summary["settings"].get("inference") or {}).get("window") or model.patch_size, "overlap": args.overlap, "threads": threads, "precision": args.precision,
         "torch_threads": torch.get_num_threads(),
         "end_to_end_mpx_s": round(med["e2e"], 3), "end_to_end_from_raster_mpx_s": round(med["raster"], 3),
         "mapping_mpx_s": round(med["mapping"], 3),

@@ -230,8 +230,8 @@ CASES = [
          r"--chunk-size must be an integer >= 1"),
     Case("map-batch-tiles-0", "map_region", lambda w: [*_map(w, _write(w, "a.tif", _img())), "--batch-tiles", "0"], r"--batch-tiles must be"),
     Case("map-workers-0", "map_region", lambda w: [*_map(w, _write(w, "a.tif", _img())), "--workers", "0"], r"--workers must be"),
-    Case("map-overlap-too-big", "map_region", lambda w: [*_map(w, _write(w, "a.tif", _img())), "--overlap", "32"],
-         r"--overlap 32 must be smaller than the 32 px windows"),
+    Case("map-overlap-too-big", "map_region", lambda w: [*_map(w, _write(w, "a.tif", _img())), "--overlap", "64"],
+         r"--overlap 64 must be smaller than the 64 px windows"),  # windows of twice the 32 px patch
     Case("map-folder-as-input", "map_region", lambda w: (w.p("dir").mkdir(), _map(w, str(w.p("dir"))))[-1], r"dir: input raster not found \(a folder"),
     Case("map-not-a-unet", "map_region", lambda w: (torch.save({"config": {}, "generator": {}}, w.p("semi2i.pt")),
          _map(w, _write(w, "a.tif", _img()), ckpt=w.p("semi2i.pt")))[-1], r"semi2i\.pt: not a U-net checkpoint"),

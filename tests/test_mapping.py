@@ -228,11 +228,34 @@ def test_inference_options_keep_the_classes(tmp_path, write, checkpoint):
         out = tmp_path / name
         summary = map_region(str(src), checkpoint, out, chunk_size=40, overlap=8, cog=False, quicklook=False, **opts)
         maps[name] = read_classes(out, "o")
-        assert ("inference" in summary["settings"]) == (name in ("nchw", "bf16"))
+        # recorded whenever the windows differ from the patch size (here: the default, twice the 32 px patch)
+        assert summary["settings"]["inference"]["window"] == 64
     assert (maps["nchw"] == maps["fp32"]).mean() > 0.999 and (maps["one_thread"] == maps["fp32"]).all()
     assert (maps["bf16"] == maps["fp32"]).mean() > 0.97  # bf16 keeps ~3 digits: near-ties may flip
     with pytest.raises(MappingError, match="precision"):
         map_region(str(src), checkpoint, tmp_path / "bad", precision="fp16")
+
+
+def test_fitted_windows_cover_with_the_fewest_pixels():
+    """As many windows as fixed ones need, each as small as still covers the side (multiples of 16)."""
+    from semi2i.tiling import fitted_window, tile_starts
+
+    assert fitted_window(838, 256, 16) == 224  # 4 windows: 4 x 224 = 896 px >= 838 + 3 x 16
+    assert fitted_window(2000, 256, 16) == 240 and fitted_window(200, 256, 16) == 200 and fitted_window(256, 256, 16) == 256
+    for length in range(257, 3000, 37):
+        t = fitted_window(length, 256, 16)
+        starts = tile_starts(length, t, 16)
+        assert t % 16 == 0 and len(starts) == len(tile_starts(length, 256, 16))
+        assert starts[-1] + t == length and all(b - a <= t - 16 for a, b in zip(starts, starts[1:]))
+
+
+def test_default_windows_and_batches():
+    """Windows of twice the patch; on a CPU as many windows per pass as fit 256 x 256 px, 8 on a GPU."""
+    from semi2i.tiling import default_batch_windows, default_window
+
+    assert [default_window(p) for p in (32, 128, 256)] == [64, 256, 512]
+    assert [default_batch_windows(w) for w in (64, 128, 200, 256, 512)] == [16, 4, 1, 1, 1]
+    assert default_batch_windows(512, "cuda") == 8 and default_batch_windows(128, "cpu") == 4
 
 
 def test_larger_windows_equal_their_whole_raster_blend(tmp_path, write, checkpoint):
@@ -243,7 +266,7 @@ def test_larger_windows_equal_their_whole_raster_blend(tmp_path, write, checkpoi
     src = write(tmp_path / "in" / "w.tif", image)
     model = SegmentationModel(checkpoint)
     with torch.no_grad():
-        whole = blend_tiles(image, model.model, CLASSES, tile=48, overlap=8, prepare=model.stats.zscore)
+        whole = blend_tiles(image, model.model, CLASSES, tile=48, overlap=8, prepare=model.stats.zscore, fit=True)
     map_region(str(src), checkpoint, tmp_path / "out", chunk_size=24, overlap=8, window=48, cog=False, quicklook=False)
     assert (read_classes(tmp_path / "out", "w") == whole.argmax(0)).mean() > 0.999
 

@@ -13,7 +13,7 @@ import torch
 
 from semi2i.data.normalize import BandStats
 from semi2i.models.unet import UNet
-from semi2i.tiling import blend_tiles
+from semi2i.tiling import blend_tiles, default_window
 from semi2i import io_paths
 from semi2i.checkpoints import load_checkpoint
 
@@ -34,10 +34,11 @@ class SegmentationModel:
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval().prepare_for_inference()  # batch-norm folding + channels_last: 1.2-1.4x
 
-    def logits(self, image: np.ndarray, overlap: int = 32, batch_tiles: int = 8) -> np.ndarray:
-        """Raw (bands, H, W) pixels -> blended logits (classes, H, W)."""
+    def logits(self, image: np.ndarray, overlap: int = 32, batch_tiles: int = 8, window: int | None = None) -> np.ndarray:
+        """Raw (bands, H, W) pixels -> blended logits (classes, H, W), over windows of ``window`` px (default:
+        :func:`semi2i.tiling.default_window`, as region mapping uses)."""
         if image.shape[0] != self.in_bands:
             raise ValueError(f"{self.path}: model expects {self.in_bands} bands, image has {image.shape[0]}")
         with torch.no_grad():
-            return blend_tiles(image, self.model, self.num_classes, tile=self.patch_size, overlap=overlap,
+            return blend_tiles(image, self.model, self.num_classes, tile=window or default_window(self.patch_size), overlap=overlap, fit=True,
                                batch_tiles=batch_tiles, prepare=self.stats.zscore, device=self.device)

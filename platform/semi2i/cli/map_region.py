@@ -36,14 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a: source-domain input made target-like (default); b: target input made source-like")
     p.add_argument("--chunk-size", type=int, default=1024, help="output chunk edge in pixels (one task per chunk)")
     p.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (taper-blended)")
-    p.add_argument("--batch-tiles", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--batch-tiles", type=int, help="windows per forward pass (default: as many as fit 256 x 256 px on a "
+                   "CPU, 8 on a GPU)")
     p.add_argument("--probabilities", action="store_true", help="also write per-class probabilities (uint8) to the zarr")
     p.add_argument("--workers", type=int, help="mapping tasks at once (default: one per GPU, else one per CPU)")
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
     p.add_argument("--threads", type=int, help="with --local: chunk and forward threads (default: torch's CPU threads, 1 torch "
                    "thread each; 2 on a GPU)")
-    p.add_argument("--window", type=int, help="window edge in px (default: the model's patch size; larger windows waste "
-                   "less compute on overlaps, their logits differ slightly at window borders)")
+    p.add_argument("--window", type=int, help="window edge in px (default: twice the model's patch size; larger windows "
+                   "waste less compute on overlaps, their logits differ slightly at window borders)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (GPUs, CPUs with bf16 units)")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW inference (channels_last is the default)")
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA")

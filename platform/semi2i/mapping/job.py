@@ -41,6 +41,7 @@ import zarr
 from semi2i import io_paths, locations, placement
 from semi2i.data.store import CityStore
 from semi2i.checkpoints import load_checkpoint
+from semi2i.tiling import default_window
 
 from .inputs import (
     MappingError, check_bands, describe_change, fingerprints, grid_mismatches, input_paths, model_grid,
@@ -80,7 +81,7 @@ def _map_region(
     *,
     chunk_size: int = 1024,
     overlap: int = 32,
-    batch_tiles: int = 8,
+    batch_tiles: int | None = None,
     probabilities: bool = False,
     stylize: dict | None = None,
     workers: int | None = None,
@@ -104,8 +105,9 @@ def _map_region(
     written too). ``resample`` warps input rasters whose CRS or pixel size differ from the model's training
     imagery to the model's grid (outputs are then on that grid). ``on_chunk`` is called after each finished chunk on the in-process path (progress, tests).
 
-    Inference options (defaults: fp32, the model's patch size, channels_last on CPU, see :mod:`.worker`):
-    ``window`` (window edge in px), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
+    Inference options (defaults: fp32, windows of twice the model's patch size, channels_last on CPU, see
+    :mod:`.worker`): ``window`` (window edge in px), ``batch_tiles`` (windows per forward pass; default
+    :func:`semi2i.tiling.default_batch_windows` of the device the chunks run on), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
     ``tf32`` (CUDA). ``threads``: chunk threads on the in-process path (default :func:`.local.default_threads`).
     """
     out = locations.location(out)
@@ -128,8 +130,10 @@ def _map_region(
         raise MappingError(f"{stylize['checkpoint']}: stylizes to {stylize['out_bands']} bands, "
                            f"{checkpoint} expects {state['in_bands']}")
     check_bands(store_in, paths, in_bands, locations.location(stylize["checkpoint"]) if stylize else checkpoint)
-    if overlap >= (window or int(state["unet"]["patch_size"])):
-        raise MappingError(f"--overlap {overlap} must be smaller than the {window or state['unet']['patch_size']} px windows")
+    patch = int(state["unet"]["patch_size"])
+    window = window or default_window(patch)
+    if overlap >= window:
+        raise MappingError(f"--overlap {overlap} must be smaller than the {window} px windows")
     grid = model_grid(state)
     if resample and grid is None:
         raise MappingError(f"{checkpoint}: records no training CRS/resolution (trained before they were recorded, or on "
@@ -182,8 +186,10 @@ def _map_region(
         "stylize": None if not stylize else {**stylize, "fingerprint": _fingerprint(stylize["checkpoint"])},
     }
     inference = {"window": window, "precision": precision, "channels_last": channels_last, "tf32": tf32}
-    if inference != {"window": None, "precision": "fp32", "channels_last": None, "tf32": False}:
-        settings["inference"] = inference  # recorded only when set, so jobs begun before these options resume
+    if inference != {"window": patch, "precision": "fp32", "channels_last": None, "tf32": False}:
+        # recorded unless all are the first defaults (windows of the patch size), so jobs begun before these
+        # options resume, and one begun with other windows is refused rather than finished with a seam
+        settings["inference"] = inference
     job_file = work / "job.json"
     zarr_path = work / "maps.zarr"
     if job_file.exists() and json.loads(job_file.read_text()) != json.loads(json.dumps(settings)):

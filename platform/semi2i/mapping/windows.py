@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from semi2i.tiling import ramp, tile_starts
+from semi2i.tiling import fitted_window, ramp, tile_starts
 
 if TYPE_CHECKING:
     from .cache import WindowCache
@@ -64,12 +64,14 @@ def plan_chunks(raster: str, height: int, width: int, chunk: int) -> list[Chunk]
 
 @dataclass(frozen=True)
 class WindowGrid:
-    """The global window grid of one raster (what ``blend_tiles`` lays over the whole raster)."""
+    """The global window grid of one raster (what ``blend_tiles`` lays over the whole raster); ``fit``:
+    windows of :func:`semi2i.tiling.fitted_window` size (the U-net), not of ``tile`` px (the stylizer)."""
 
     height: int
     width: int
     tile: int
     overlap: int
+    fit: bool = False
 
     def __post_init__(self):
         if not 0 <= self.overlap < self.tile:
@@ -77,11 +79,11 @@ class WindowGrid:
 
     @property
     def th(self) -> int:
-        return min(self.tile, self.height)
+        return fitted_window(self.height, self.tile, self.overlap) if self.fit else min(self.tile, self.height)
 
     @property
     def tw(self) -> int:
-        return min(self.tile, self.width)
+        return fitted_window(self.width, self.tile, self.overlap) if self.fit else min(self.tile, self.width)
 
     def origins(self, y: int, x: int, h: int, w: int) -> list[tuple[int, int]]:
         """Window origins touching the box, in ``blend_tiles`` order (rows outer, columns inner)."""

@@ -4,9 +4,11 @@ The same :class:`ChunkMapper` serves the in-process path (:mod:`.local`: chunk t
 tasks of a job on a cluster (each runs :mod:`.local` on its piece of chunks), so both produce the same
 outputs. Windows shared with neighbouring chunks go through a :class:`.cache.WindowCache`.
 
-Inference options (job keys, all optional; defaults are the fp32 behaviour): ``window`` (window edge,
-default the model's patch size: the U-net is convolutional with folded batch norms, so larger windows
-are valid and waste less of each pass on overlaps, but their logits differ slightly at window borders),
+Inference options (job keys, all optional): ``window`` (window edge, default
+:func:`semi2i.tiling.default_window`, twice the model's patch size: the U-net is convolutional with
+folded batch norms, so larger windows are valid and waste less of each pass on overlaps; their logits
+differ slightly at window borders), ``batch_tiles`` (windows per forward pass, default
+:func:`semi2i.tiling.default_batch_windows`: what fits a CPU's caches, 8 on a GPU),
 ``precision`` (``"fp32"`` or ``"bf16"``: bf16 autocast, for GPUs and CPUs with bf16 units),
 ``channels_last`` (NHWC weights and batches; default on, 1.27x on this CPU), ``tf32`` (TF32 matmuls
 and convolutions on CUDA).
@@ -23,6 +25,7 @@ import zarr
 
 from semi2i import locations
 from semi2i.segment import SegmentationModel
+from semi2i.tiling import default_batch_windows, default_window
 
 from .cache import WindowCache
 from .rasters import open_input
@@ -42,8 +45,9 @@ class ChunkMapper:
         self.store = open_input(job["input"])  # a city store, or the input rasters themselves (.rasters)
         if self.store.num_bands != (job["stylize"]["in_bands"] if job.get("stylize") else self.model.in_bands):
             raise ValueError(f"{job['input']}: {self.store.num_bands} bands, the model expects {self.model.in_bands}")
-        self.overlap, self.batch_tiles = int(job["overlap"]), int(job["batch_tiles"])
-        self.window = int(job.get("window") or self.model.patch_size)
+        self.overlap = int(job["overlap"])
+        self.window = int(job.get("window") or default_window(self.model.patch_size))
+        self.batch_tiles = int(job.get("batch_tiles") or default_batch_windows(self.window, self.device))
         self.bf16 = (job.get("precision") or "fp32") == "bf16"
         self.channels_last = job.get("channels_last") is not False
         if not self.channels_last:
@@ -71,7 +75,7 @@ class ChunkMapper:
         """The chunk's class map (uint8, ``NODATA_CLASS`` on nodata), logits and, with --stylize, the stylized pixels."""
         info = self.store.raster(chunk.raster)
         box = (chunk.y, chunk.x, chunk.h, chunk.w)
-        seg_grid = WindowGrid(info.height, info.width, self.window, self.overlap)
+        seg_grid = WindowGrid(info.height, info.width, self.window, self.overlap, fit=True)
         sy, sx, sh, sw = seg_grid.support(*box)
         result: dict[str, np.ndarray] = {}
         if self.stylizer is None:
