@@ -28,9 +28,8 @@ import numpy as np
 import rasterio
 import zarr
 from rasterio.windows import Window as RioWindow
-from zarr.codecs import BloscCodec
 
-from semi2i.data.ingest import ingest_city
+from semi2i.data.ingest import STORE_CODEC, ingest_city
 from semi2i.data.patches import city_windows, shuffled
 from semi2i.data.stream import iter_patches, patch_dataset
 from semi2i.training.step_data import StepPlan, step_batches
@@ -42,7 +41,7 @@ REAL = REPO.parent / "shared" / "data" / "dubai-dark-sensor-d"
 def raw_copy(images: list[str], labels: list[str], out: Path) -> None:
     """The baseline: read each raster whole with rasterio, write it to zarr with the same codec/chunks."""
     root = zarr.open_group(str(out), mode="w", zarr_format=3)
-    codec = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+    codec = (STORE_CODEC,)
     for i, (img, lbl) in enumerate(zip(images, labels)):
         with rasterio.open(img) as src:
             a = src.read()

@@ -49,6 +49,14 @@ WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 _OBJ = np.empty((0, 0), dtype=object)
 #: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
 _STRIP_PIXELS = 16_000_000
+#: Every array's codec: Blosc zstd at level 1 with byte shuffle (a no-op for 8-bit data, it groups the high
+#: bytes of 16-bit bands). Measured on a 512 x 512 x 3 chunk of the Dubai sensor-D imagery (JPEG-compressed
+#: at the source, so noisy) against the earlier zstd 3 with bit shuffle: compression 1.32 vs 1.36, encoding
+#: 1.9 vs 10.7 ms, decoding 1.4 vs 2.0 ms; for a label chunk 219 vs 167, decoding 0.08 vs 0.34 ms. Bit
+#: shuffling helps smooth data, and photographs are not; a higher zstd level costs 5-10x the encoding time
+#: for a few per cent. Stores written with the earlier codec read as before (the codec is in each array's
+#: metadata).
+STORE_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
 def ingest_city(
@@ -240,7 +248,7 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     ds = ds.rio.write_transform(src.transform)
     ds = ds.assign_coords(_pixel_centres(src))
     ds = ds.rio.write_grid_mapping("spatial_ref")
-    codec = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+    codec = (STORE_CODEC,)
     ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=codec)
     if "label" in ds:
         ds["label"].encoding.update(chunks=(chunk, chunk), compressors=codec)
