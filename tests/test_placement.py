@@ -62,3 +62,39 @@ def test_the_stage_runner_runs_in_order_times_and_reports_where(monkeypatch):
     assert afters == [["a"], ["a", "b"]]  # after each stage, with the placement recorded so far
     placement.run_stages([("c", stage("c"))])
     assert seen[-1] == ("c", True)
+
+
+def _fake_ray(monkeypatch, nodes: list[dict], me: str) -> None:
+    """A stand-in for a connected Ray: ``ray.nodes()`` and this process's node id."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(is_initialized=lambda: True, nodes=lambda: nodes,
+                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: me))
+    monkeypatch.setitem(__import__("sys").modules, "ray", fake)
+
+
+def _node(node_id: str, host: str, cpus: float, gpus: float = 0, alive: bool = True) -> dict:
+    return {"NodeID": node_id, "NodeManagerAddress": host, "Alive": alive, "Resources": {"CPU": cpus, "GPU": gpus}}
+
+
+def test_a_run_on_object_storage_keeps_its_work_on_the_drivers_node(monkeypatch):
+    """Inside on_driver_node (a run folder on object storage: its local copy is on the driver's disk), work is
+    pinned to the driver's node when other machines are in the cluster, and refused in one line when that
+    node cannot run it; nodes on the driver's own machine see its disk, so nothing is pinned there."""
+    cluster = [_node("head", "10.0.0.1", 4, 1), _node("gpu-worker", "10.0.0.2", 8, 1), _node("gone", "10.0.0.3", 8, 0, False)]
+    _fake_ray(monkeypatch, cluster, "head")
+    assert placement.node_selector() is None and len(placement.nodes_in_reach()) == 2  # not inside: anywhere
+    with placement.on_driver_node():
+        assert placement.node_selector() == {"ray.io/node-id": "head"}
+        assert [n["NodeID"] for n in placement.nodes_in_reach()] == ["head"]
+        placement.check_driver_node("stage map", cpus=4, gpus=1)  # fits: no error
+        with pytest.raises(RuntimeError, match=r"^stage map: a run folder on object storage keeps its work on the "
+                                               r"driver's node, which has 4 CPUs and 1 GPUs, but it needs 1 and 2"):
+            placement.check_driver_node("stage map", cpus=1, gpus=2)
+    with placement.on_driver_node(False):
+        assert placement.node_selector() is None
+    # a zero-CPU head with worker nodes on the same machine (ray.cluster_utils): every node sees the local copy
+    _fake_ray(monkeypatch, [_node("head", "127.0.0.1", 0), _node("w1", "127.0.0.1", 2), _node("w2", "127.0.0.1", 1)], "head")
+    with placement.on_driver_node():
+        assert placement.node_selector() is None and len(placement.nodes_in_reach()) == 3
+        placement.check_driver_node("stage map", cpus=2)  # not pinned: not checked against the head

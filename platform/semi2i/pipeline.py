@@ -95,14 +95,16 @@ class RunFolder:
 
     def run_stages(self, steps: list[tuple[str, Callable[[], None]]]) -> None:
         """Run each ``(stage, step)`` in order, the one stage runner of the adapt and multi-city runs: the
-        stages' pixel work goes to Ray tasks when Ray is up (:mod:`semi2i.placement`); after each stage its
+        stages' pixel work goes to Ray tasks when Ray is up (:mod:`semi2i.placement`; on the driver's node
+        for a run folder on object storage); after each stage its
         outputs are published (a run folder on object storage), its time kept in ``timings`` and where its
         work ran in ``placement.json``."""
         def after(where: dict[str, list[dict]]) -> None:
             self.record_placement(where)
             self.publish()
 
-        placement.run_stages(steps, timings=self.timings, after=after)
+        # a run on object storage: its pieces write into this node's local copy, so they stay on this node
+        placement.run_stages(steps, timings=self.timings, after=after, driver_node=self.remote is not None)
 
     def record_placement(self, where: dict[str, list[dict]]) -> None:
         """``placement.json``: the driver, and the nodes and processes each stage's pixel work ran in (a

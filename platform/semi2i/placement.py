@@ -28,6 +28,9 @@ from typing import Any, Callable, Iterable, Iterator
 log = logging.getLogger(__name__)
 
 _CLUSTER: contextvars.ContextVar[bool] = contextvars.ContextVar("semi2i_cluster", default=False)
+_ON_DRIVER_NODE: contextvars.ContextVar[bool] = contextvars.ContextVar("semi2i_on_driver_node", default=False)
+#: The label every Ray node carries with its node id (what Ray Data itself selects to pin reads of local paths).
+NODE_ID_LABEL = "ray.io/node-id"
 _RECORDINGS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("semi2i_recordings", default=())
 #: seconds between progress lines of a stage's pieces
 PROGRESS_EVERY_S = 10.0
@@ -52,6 +55,54 @@ def on_cluster(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _CLUSTER.reset(token)
+
+
+@contextlib.contextmanager
+def on_driver_node(enabled: bool = True) -> Iterator[None]:
+    """Keep the pieces and Ray Train workers started inside on the node of the process that starts them
+    (the driver's), when ``enabled``: a run folder on object storage is worked on in the driver's local
+    copy (:mod:`semi2i.remote_run`), which other nodes cannot see, so its pixel work must not land on an
+    autoscaled worker node."""
+    token = _ON_DRIVER_NODE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ON_DRIVER_NODE.reset(token)
+
+
+def node_selector() -> dict[str, str] | None:
+    """The Ray ``label_selector`` that keeps work on this process's node inside :func:`on_driver_node`
+    while Ray is up; ``None`` otherwise (work goes wherever its resources are), and also when every node
+    of the cluster runs on this machine (``ray.cluster_utils``, a laptop): they all see its local disk."""
+    if not _ON_DRIVER_NODE.get() or not ray_up():
+        return None
+    ray = sys.modules["ray"]
+    me = ray.get_runtime_context().get_node_id()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    host = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == me), None)
+    if all(n["NodeManagerAddress"] == host for n in nodes):
+        return None
+    return {NODE_ID_LABEL: me}
+
+
+def nodes_in_reach() -> list[dict]:
+    """The alive Ray nodes (``ray.nodes()`` entries) work started here may run on: this node alone inside
+    :func:`on_driver_node`, every node otherwise."""
+    nodes = [n for n in sys.modules["ray"].nodes() if n.get("Alive")]
+    selector = node_selector()
+    return [n for n in nodes if n["NodeID"] == selector[NODE_ID_LABEL]] if selector else nodes
+
+
+def check_driver_node(what: str, cpus: float = 0, gpus: float = 0) -> None:
+    """Inside :func:`on_driver_node`, refuse work that this node cannot run (a head node started with no
+    CPUs or no GPU) in one line, instead of leaving it waiting forever for resources that never come."""
+    if node_selector() is None:
+        return
+    have = nodes_in_reach()[0]["Resources"]
+    if have.get("CPU", 0) < cpus or have.get("GPU", 0) < gpus:
+        raise RuntimeError(f"{what}: a run folder on object storage keeps its work on the driver's node, which has "
+                           f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs, but it needs {cpus:g} and "
+                           f"{gpus:g}: run the driver on a node that has them, or use a run folder on a shared volume")
 
 
 def here() -> dict:
@@ -89,13 +140,15 @@ def record(stage: str, places: Iterable[dict]) -> None:
 
 
 def run_stages(steps: Iterable[tuple[str, Callable[[], None]]], *, timings: dict[str, float] | None = None,
-               after: Callable[[dict[str, list[dict]]], None] | None = None, cluster: bool = True) -> dict[str, float]:
+               after: Callable[[dict[str, list[dict]]], None] | None = None, cluster: bool = True,
+               driver_node: bool = False) -> dict[str, float]:
     """Run each ``(stage, step)`` in order: the one stage runner of the adapt and multi-city runs and of a
     Tune trial's rung. With ``cluster``, the stages' pieces go to Ray tasks while Ray is up
-    (:func:`on_cluster`); ``after(where)`` runs after each stage with the placement recorded so far
-    (publishing, ``placement.json``); each stage's seconds (``after`` included) go into ``timings``."""
+    (:func:`on_cluster`), on this node with ``driver_node`` (:func:`on_driver_node`); ``after(where)`` runs
+    after each stage with the placement recorded so far (publishing, ``placement.json``); each stage's
+    seconds (``after`` included) go into ``timings``."""
     timings = {} if timings is None else timings
-    with on_cluster(cluster), recording() as where:
+    with on_cluster(cluster), on_driver_node(driver_node), recording() as where:
         for stage, step in steps:
             started = time.perf_counter()
             step()
@@ -143,7 +196,10 @@ def run_each(fn: Callable[[Any], Any], items: Iterable[Any], *, stage: str, num_
         return results
     import ray
 
-    remote = ray.remote(_placed).options(num_cpus=num_cpus, num_gpus=num_gpus, name=f"semi2i.{stage}", max_retries=0)
+    selector = node_selector()
+    check_driver_node(f"stage {stage}", num_cpus, num_gpus)
+    remote = ray.remote(_placed).options(num_cpus=num_cpus, num_gpus=num_gpus, name=f"semi2i.{stage}", max_retries=0,
+                                         **({"label_selector": selector} if selector else {}))
     shared = ray.put(fn)  # one copy in the object store, however many pieces
     refs = [remote.remote(shared, item) for item in items]
     index = {ref: i for i, ref in enumerate(refs)}

@@ -320,9 +320,7 @@ def _piece_resources(workers: int | None) -> tuple[int, dict]:
     of the smallest CPU node each (every node can take a piece, and within a piece the in-process path's
     chunk threads overlap one chunk's reads and writes with another's forward passes, which one-CPU pieces
     cannot); ``workers`` pieces at once sharing the devices when given."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = [n["Resources"] for n in placement.nodes_in_reach()]  # the driver's node alone for a run on object storage
     gpus = int(sum(n.get("GPU", 0) for n in nodes))
     cpus = int(sum(n.get("CPU", 0) for n in nodes))
     smallest = int(min((n["CPU"] for n in nodes if n.get("CPU", 0) >= 1), default=1))

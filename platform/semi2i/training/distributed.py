@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from semi2i.placement import node_cpus
+from semi2i.placement import check_driver_node, node_cpus, node_selector
 from semi2i.remote_run import ray_storage
 from semi2i.checkpoints import UNET_CHECKPOINT
 from semi2i.config import ColorMapGANConfig, ConfigError, CycleGANConfig, SemI2IConfig, UNetTrainConfig
@@ -99,6 +99,12 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
     free_now = ray.available_resources().get("CPU", 0)
     spare = free_now - cpus_needed
     plane = scaling.data_plane(idle_cores=free_now - cpus_needed * scaling.threads(), free_cpus=spare)
+    # inside placement.on_driver_node (a run folder on object storage, worked on in this node's local copy):
+    # the workers stay on this node and read their patches themselves (Ray Data's read tasks could go anywhere)
+    selector = node_selector()
+    if selector:
+        check_driver_node(stage, scaling.num_workers * (0 if scaling.use_gpu else 1), scaling.num_workers if scaling.use_gpu else 0)
+        plane = "worker"
     trainer = TorchTrainer(
         loop,
         # absolute: Ray Train workers run in their own working directories
@@ -106,7 +112,8 @@ def _fit(loop: Callable[[dict], dict], config: dict, run_dir: Path, stage: str, 
                            "data_plane": plane, "data_cpus": spare},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                               resources_per_worker=None if scaling.use_gpu else {"CPU": 1}),
+                                               resources_per_worker=None if scaling.use_gpu else {"CPU": 1},
+                                               label_selector=selector),
         run_config=ray.train.RunConfig(
             name=stage,
             storage_path=ray_storage(run_dir),  # <run_dir>/ray, or on the bucket of a run on object storage
