@@ -23,15 +23,14 @@ import torch
 from semi2i.config import load_profile
 from semi2i.metrics import confusion_matrix, scores
 from semi2i.models.unet import UNet
-from semi2i.tiling import blend_tiles, default_window, fitted_window, tile_starts
+from semi2i.tiling import blend_tiles, default_window, tile_starts, window_size
 
 from study_budget import CLASSES, IGNORE, PAIRS, band_stats, load_domain, train_unet
 
 
 def computed_pixels(height: int, width: int, tile: int, overlap: int, fit: bool) -> int:
     """Pixels the network computes over one raster with this window layout."""
-    th = fitted_window(height, tile, overlap) if fit else min(tile, height)
-    tw = fitted_window(width, tile, overlap) if fit else min(tile, width)
+    th, tw = window_size(height, tile, overlap, fit), window_size(width, tile, overlap, fit)
     return len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap)) * th * tw
 
 

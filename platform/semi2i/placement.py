@@ -74,31 +74,37 @@ def node_selector() -> dict[str, str] | None:
     """The Ray ``label_selector`` that keeps work on this process's node inside :func:`on_driver_node`
     while Ray is up; ``None`` otherwise (work goes wherever its resources are), and also when every node
     of the cluster runs on this machine (``ray.cluster_utils``, a laptop): they all see its local disk."""
+    pinned = _pinned_node()
+    return {NODE_ID_LABEL: pinned["NodeID"]} if pinned else None
+
+
+def _pinned_node() -> dict | None:
+    """This process's ``ray.nodes()`` entry when work must stay on it (see :func:`node_selector`), else None."""
     if not _ON_DRIVER_NODE.get() or not ray_up():
         return None
     ray = sys.modules["ray"]
     me = ray.get_runtime_context().get_node_id()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    host = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == me), None)
-    if all(n["NodeManagerAddress"] == host for n in nodes):
+    mine = next((n for n in nodes if n["NodeID"] == me), None)
+    if mine is None or all(n["NodeManagerAddress"] == mine["NodeManagerAddress"] for n in nodes):
         return None
-    return {NODE_ID_LABEL: me}
+    return mine
 
 
 def nodes_in_reach() -> list[dict]:
     """The alive Ray nodes (``ray.nodes()`` entries) work started here may run on: this node alone inside
     :func:`on_driver_node`, every node otherwise."""
-    nodes = [n for n in sys.modules["ray"].nodes() if n.get("Alive")]
-    selector = node_selector()
-    return [n for n in nodes if n["NodeID"] == selector[NODE_ID_LABEL]] if selector else nodes
+    pinned = _pinned_node()
+    return [pinned] if pinned else [n for n in sys.modules["ray"].nodes() if n.get("Alive")]
 
 
 def check_driver_node(what: str, cpus: float = 0, gpus: float = 0) -> None:
     """Inside :func:`on_driver_node`, refuse work that this node cannot run (a head node started with no
     CPUs or no GPU) in one line, instead of leaving it waiting forever for resources that never come."""
-    if node_selector() is None:
+    pinned = _pinned_node()
+    if pinned is None:
         return
-    have = nodes_in_reach()[0]["Resources"]
+    have = pinned["Resources"]
     if have.get("CPU", 0) < cpus or have.get("GPU", 0) < gpus:
         raise RuntimeError(f"{what}: a run folder on object storage keeps its work on the driver's node, which has "
                            f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs, but it needs {cpus:g} and "

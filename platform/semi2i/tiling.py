@@ -63,6 +63,11 @@ def fitted_window(length: int, window: int, overlap: int) -> int:
     return min(window, -(-need // FIT_MULTIPLE) * FIT_MULTIPLE)
 
 
+def window_size(length: int, tile: int, overlap: int, fit: bool) -> int:
+    """The window edge along a side: :func:`fitted_window` with ``fit``, else ``tile`` (the side if shorter)."""
+    return fitted_window(length, tile, overlap) if fit else min(tile, length)
+
+
 def ramp(n: int, overlap: int) -> np.ndarray:
     """Blend weights along one tile side: rising over ``overlap`` pixels at each end, 1 inside, never 0."""
     if overlap <= 0:
@@ -92,10 +97,7 @@ def blend_tiles(
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
     _, height, width = image.shape
-    if fit:
-        th, tw = fitted_window(height, tile, overlap), fitted_window(width, tile, overlap)
-    else:
-        th, tw = min(tile, height), min(tile, width)
+    th, tw = window_size(height, tile, overlap, fit), window_size(width, tile, overlap, fit)
     origins = [(y, x) for y in tile_starts(height, th, overlap) for x in tile_starts(width, tw, overlap)]
     weight = np.outer(ramp(th, overlap), ramp(tw, overlap)).astype(np.float32)
     acc = np.zeros((out_channels, height, width), dtype=np.float32)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from semi2i.tiling import fitted_window, ramp, tile_starts
+from semi2i.tiling import ramp, tile_starts, window_size
 
 if TYPE_CHECKING:
     from .cache import WindowCache
@@ -79,11 +79,11 @@ class WindowGrid:
 
     @property
     def th(self) -> int:
-        return fitted_window(self.height, self.tile, self.overlap) if self.fit else min(self.tile, self.height)
+        return window_size(self.height, self.tile, self.overlap, self.fit)
 
     @property
     def tw(self) -> int:
-        return fitted_window(self.width, self.tile, self.overlap) if self.fit else min(self.tile, self.width)
+        return window_size(self.width, self.tile, self.overlap, self.fit)
 
     def origins(self, y: int, x: int, h: int, w: int) -> list[tuple[int, int]]:
         """Window origins touching the box, in ``blend_tiles`` order (rows outer, columns inner)."""
