@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -98,3 +99,27 @@ def test_a_run_on_object_storage_keeps_its_work_on_the_drivers_node(monkeypatch)
     with placement.on_driver_node():
         assert placement.node_selector() is None and len(placement.nodes_in_reach()) == 3
         placement.check_driver_node("stage map", cpus=2)  # not pinned: not checked against the head
+
+
+def test_a_sweep_on_object_storage_plans_and_pins_its_trials_on_the_drivers_node(monkeypatch):
+    """jobs/tune.py --run-dir s3://...: the trials work in the driver's local copy, so they are planned with
+    the driver node's CPUs only and their actors carry a label selector on its node id; a local run folder
+    plans with the whole cluster and pins nothing."""
+    from ray.tune import PlacementGroupFactory
+
+    from semi2i.adapt_config import adapt_config_from_dict
+    from semi2i.tuning.settings import TuneSettings
+    from semi2i.tuning.sweep import make_sweep
+    from semi2i.tuning.tuner import trial_resources
+
+    cfg = adapt_config_from_dict({"name": "t", "synthetic": {"size": 96}, "classes": ["a", "b"]}, "t.yaml")
+    settings = TuneSettings(driver_cpus=1)
+    _fake_ray(monkeypatch, [_node("head", "10.0.0.1", 2), _node("w1", "10.0.0.2", 8), _node("w2", "10.0.0.3", 8)], "head")
+    local, bucket = make_sweep(cfg, settings, "r"), make_sweep(cfg, settings, "r", on_object_storage=True)
+    assert (local.concurrency, bucket.concurrency) == (9, 1)  # 18 CPUs / (1 + 1) vs the head's 2 CPUs
+    assert trial_resources(local) == {"cpu": 1, "gpu": 0}
+    pinned = trial_resources(bucket)
+    assert isinstance(pinned, PlacementGroupFactory) and pinned.bundles == [{"CPU": 1}]
+    assert pinned._bound.kwargs["bundle_label_selector"] == [{"ray.io/node-id": "head"}]
+    with pytest.raises(RuntimeError, match="^a sweep's trial: a run folder on object storage keeps its work on the driver's node"):
+        trial_resources(dataclasses.replace(bucket, settings=TuneSettings(driver_cpus=4)))

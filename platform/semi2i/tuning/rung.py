@@ -90,7 +90,8 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
         metrics.update(proxy_metrics(subset, made["stylized"], target))
 
     seconds = run_stages([("semi2i", train_semi2i), ("stylize", stylize), ("finetune", finetune), ("segment", segment)],
-                         cluster=False, after=lambda where: atomic_json(rung_dir / "placement.json", {"stages": where}))
+                         cluster=False, driver_node=sweep.on_object_storage,
+                         after=lambda where: atomic_json(rung_dir / "placement.json", {"stages": where}))
     metrics.update(semi2i_epochs=epochs, semi2i_steps=epochs * spe, finetune_steps=steps,
                    **{f"{stage}_s": round(s, 2) for stage, s in seconds.items()},
                    rung_s=round(time.perf_counter() - started, 2))

@@ -32,6 +32,9 @@ class Sweep:
     labelled: bool  # the target has labels: the objective is its mIoU
     concurrency: int = 1
     threads: int = 1  # torch threads per Train worker and for the driver's own work
+    # the run folder is the driver's local copy of an object-storage one (semi2i.remote_run): the trials,
+    # their stages and their Ray Train workers must stay on the driver's node (semi2i.placement.on_driver_node)
+    on_object_storage: bool = False
 
     @property
     def metric(self) -> str:
@@ -68,22 +71,31 @@ class Sweep:
 
 
 def make_sweep(cfg: AdaptConfig, settings: TuneSettings, run_dir: str | Path, *, labelled: bool | None = None,
-               cluster: Mapping[str, float] | None = None) -> Sweep:
+               cluster: Mapping[str, float] | None = None, on_object_storage: bool = False) -> Sweep:
     """Check the resources against the running Ray cluster (fails fast) and size threads per process.
-    ``labelled`` defaults to whether the config gives target labels (the synthetic demo has them)."""
+    ``labelled`` defaults to whether the config gives target labels (the synthetic demo has them). With
+    ``on_object_storage`` the trials are planned on the driver's node alone when they must stay there."""
     if labelled is None:
         labelled = cfg.synthetic is not None or (cfg.target is not None and cfg.target.labels is not None)
     if settings.metric == "miou" and not labelled:
         raise ConfigError("tune.metric miou needs target labels; this target has none (use proxy or auto)")
     if cluster is None:
-        import ray
-
-        cluster = ray.cluster_resources()
+        with placement.on_driver_node(on_object_storage):
+            cluster = _resources_in_reach()
     res = TrialResources(settings.driver_cpus, cfg.workers, cfg.gpu, settings.driver_gpus)
     concurrency = plan_concurrency(res, cluster, settings.max_concurrent_trials)
     per_trial = min(float(cluster.get("CPU", 1)) / concurrency, float(placement.node_cpus()))
     threads = max(1, int(per_trial) // cfg.workers)
-    return Sweep(cfg, settings, Path(run_dir).resolve(), labelled, concurrency, threads)
+    return Sweep(cfg, settings, Path(run_dir).resolve(), labelled, concurrency, threads, on_object_storage)
+
+
+def _resources_in_reach() -> dict[str, float]:
+    """The CPUs and GPUs of the nodes trials may use (:func:`semi2i.placement.nodes_in_reach`)."""
+    totals: dict[str, float] = {}
+    for node in placement.nodes_in_reach():
+        for key in ("CPU", "GPU"):
+            totals[key] = totals.get(key, 0.0) + float(node["Resources"].get(key, 0))
+    return totals
 
 
 def prepare_shared(sweep: Sweep) -> dict:
@@ -91,7 +103,8 @@ def prepare_shared(sweep: Sweep) -> dict:
     skipped when done), and score the source-only U-net on the target as the sweep's baseline."""
     run = AdaptRun(dataclasses.replace(sweep.cfg, methods=("source_only",)), sweep.shared_dir)
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    with placement.on_cluster():  # the pixel work as Ray tasks, not in the sweep's driver
+    # the pixel work as Ray tasks, not in the sweep's driver (on its node for a run on object storage)
+    with placement.on_cluster(), placement.on_driver_node(sweep.on_object_storage):
         run.stage_ingest()
         run.stage_unet_source()
         if not run.store("target").has_labels:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from semi2i import placement
 from semi2i.tuning.outputs import collect, write_outputs
 from semi2i.tuning.rung import evaluate_rung
 from semi2i.tuning.settings import SEARCH_KEYS
@@ -65,14 +66,31 @@ def trial_main(config: dict, sweep: Sweep, rung_fn: RungFn) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def trial_resources(sweep: Sweep):
+    """What each trial actor reserves: the sweep's driver CPUs and GPUs, on the driver's node (a label
+    selector on its node id) when the run folder is on object storage and other machines are in the
+    cluster, since the trials then work in the driver's local copy (refused in one line if that node
+    cannot hold a trial)."""
+    from ray.tune import PlacementGroupFactory
+
+    cpus, gpus = sweep.settings.driver_cpus, sweep.settings.driver_gpus
+    with placement.on_driver_node(sweep.on_object_storage):
+        selector = placement.node_selector()
+        placement.check_driver_node("a sweep's trial", cpus=cpus, gpus=gpus)
+    if selector is None:
+        return {"cpu": cpus, "gpu": gpus}
+    bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return PlacementGroupFactory([bundle], bundle_label_selector=[selector])
+
+
 def build_tuner(sweep: Sweep, rung_fn: RungFn | None = None, *, verbose: int = 1):
     """A new Tuner, or the sweep's own restored from ``<run-dir>/tune/sweep`` (resumes unfinished and errored trials)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    resources = {"cpu": sweep.settings.driver_cpus, "gpu": sweep.settings.driver_gpus}
-    trainable = tune.with_resources(tune.with_parameters(trial_main, sweep=sweep, rung_fn=rung_fn or evaluate_rung), resources)
+    trainable = tune.with_resources(tune.with_parameters(trial_main, sweep=sweep, rung_fn=rung_fn or evaluate_rung),
+                                    trial_resources(sweep))
     if tune.Tuner.can_restore(str(sweep.experiment_path)):
         log.info("resuming the sweep in %s (its search settings are kept; --fresh starts over)", sweep.experiment_path)
         return tune.Tuner.restore(str(sweep.experiment_path), trainable=trainable, resume_errored=True)
