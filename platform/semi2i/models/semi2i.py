@@ -20,20 +20,6 @@ norm (as MUNIT's AdaIN decoder: instance norm would erase the statistics AdaIN j
 low-level skip keeps its instance norm, so it hands the decoder the objects' footprint (edges) without
 the content image's own brightness and contrast.
 
-What the decoders produce (``output``). ``"image"`` (the paper): the last conv paints every output
-pixel (tanh), so a decoder can invent texture and objects the content image does not have; the
-paper says SemI2I avoids that, but nothing in the network stops it (seen on a pair outside
-../shared: roof-tile texture painted onto bare ground). ``"local_affine"`` (ours) makes the
-guarantee structural, on the principle of photorealistic style transfer (Luan et al. 2017, "Deep
-Photo Style Transfer": a photorealistic output is a locally affine colour transform of its input;
-Gharbi et al. 2017, HDRNet, predict such transforms on a coarse grid): the decoder predicts, on a
-grid of ``AFFINE_CELL``-px cells, a band-mixing matrix M and an offset t, bilinearly interpolated
-to every pixel, and the output is ``M(p)·content(p) + t(p)``. Everything finer than a cell, edges
-and texture, comes from the content image; what is learned is a colour map that may differ by place
-and by what is there (vegetation and sand of the same colour can be mapped apart), which neither a
-global tone curve (ColorMapGAN, histogram matching) nor a painting decoder gives. Initialised to the
-identity map (M = I, t = 0 for equal band counts). No tanh: like ColorMapGAN's map, the stylizer clips.
-
 Naming: domain X's decoder produces images in X's style with X's band count. "fake A" is A's content
 in B's style (B's bands), made by ``dec_b``; "fake B" is made by ``dec_a``.
 """
@@ -44,15 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semi2i.config import GENERATOR_OUTPUTS, STYLE_PATHS  # see above
+from semi2i.config import STYLE_PATHS  # instance norm everywhere, or style carried by μ, σ (see above)
 
 #: Side lengths the generator accepts are multiples of this (two stride-2 convs).
 SIZE_MULTIPLE = 4
 #: Smallest side the reflect paddings allow (the 4×-downsampled embedding must be at least 2×2).
 MIN_SIZE = 8
-#: Side in px of the cells of the ``local_affine`` colour map: the embedding's own grid (H/4), so the
-#: map can change from object to object while a texture finer than a cell cannot be painted.
-AFFINE_CELL = 4
 
 
 def channel_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -149,41 +132,12 @@ class Encoder(nn.Module):
         return self.res(self.down(low)), low
 
 
-class LocalAffineHead(nn.Module):
-    """Decoder features → ``M(p)·content(p) + t(p)``: a (out × in) band-mixing matrix and an offset per
-    ``AFFINE_CELL``-px cell, bilinearly interpolated to every pixel (see the module docstring)."""
-
-    def __init__(self, width: int, in_bands: int, out_bands: int):
-        super().__init__()
-        self.in_bands, self.out_bands = in_bands, out_bands
-        self.coefficients = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(width, out_bands * (in_bands + 1), 3))
-        # the identity colour map (the first min(in, out) bands copied) until training moves it
-        nn.init.zeros_(self.coefficients[1].weight)
-        identity = torch.zeros(out_bands, in_bands + 1)
-        identity[:, :in_bands] = torch.eye(out_bands, in_bands)
-        with torch.no_grad():
-            self.coefficients[1].bias.copy_(identity.flatten())
-
-    def forward(self, features: Tensor, content: Tensor) -> Tensor:
-        n, _, h, w = content.shape
-        grid = self.coefficients(F.avg_pool2d(features, AFFINE_CELL))
-        coeff = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
-        coeff = coeff.view(n, self.out_bands, self.in_bands + 1, h, w)
-        return (coeff[:, :, :-1] * content[:, None]).sum(dim=2) + coeff[:, :, -1]
-
-
 class Decoder(nn.Module):
-    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W).
+    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W)."""
 
-    ``output="local_affine"`` needs the content image itself and the band counts it may have
-    (``content_bands``: one head per count, since dec_B maps A's content in fake A and B's in self B)."""
-
-    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised",
-                 output: str = "image", content_bands: tuple[int, ...] = ()):
+    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised"):
         super().__init__()
         _check_style_path(style_path)
-        if output not in GENERATOR_OUTPUTS:
-            raise ValueError(f"output must be one of {list(GENERATOR_OUTPUTS)}, got {output!r}")
         low = width if low_channels is None else low_channels
         norm = "layer" if style_path == "carried" else "instance"
         self.up = nn.ModuleList(
@@ -194,21 +148,15 @@ class Decoder(nn.Module):
             )
             for cin, cout in ((4 * width, 2 * width), (2 * width, width))
         )
-        self.output = output
-        if output == "image":
-            self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7), nn.Tanh())
-        else:
-            self.heads = nn.ModuleDict({str(n): LocalAffineHead(width, n, out_bands) for n in sorted(set(content_bands))})
+        self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7), nn.Tanh())
 
-    def forward(self, embedding: Tensor, low: Tensor, content: Tensor | None = None) -> Tensor:
+    def forward(self, embedding: Tensor, low: Tensor) -> Tensor:
         x = embedding
         for stage in self.up:
             # Average-pool ("area") resizing: the stage inputs are exact 1/4 and 1/2 of the low map.
             guide = F.interpolate(low, size=x.shape[-2:], mode="area") if low.shape[-2:] != x.shape[-2:] else low
             x = stage(torch.cat([x, guide], dim=1))
-        if self.output == "image":
-            return self.out(x)
-        return self.heads[str(content.shape[1])](x, content)
+        return self.out(x)
 
 
 class GlobalStyleStats(nn.Module):
@@ -251,15 +199,14 @@ class SemI2IGenerator(nn.Module):
     """
 
     def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
-                 style_path: str = "normalised", output: str = "image"):
+                 style_path: str = "normalised"):
         super().__init__()
         self.bands = {"a": in_bands_a, "b": in_bands_b}
         self.eps = eps
         self.enc_a = Encoder(in_bands_a, width, n_res_blocks, style_path)
         self.enc_b = Encoder(in_bands_b, width, n_res_blocks, style_path)
-        both = (in_bands_a, in_bands_b)  # either domain's content reaches either decoder (fake, self, cross passes)
-        self.dec_a = Decoder(in_bands_a, width, style_path=style_path, output=output, content_bands=both)
-        self.dec_b = Decoder(in_bands_b, width, style_path=style_path, output=output, content_bands=both)
+        self.dec_a = Decoder(in_bands_a, width, style_path=style_path)
+        self.dec_b = Decoder(in_bands_b, width, style_path=style_path)
         self.style_channels = self.enc_a.out_channels
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
@@ -303,18 +250,18 @@ def six_passes(a: Tensor, b: Tensor, enc_a: nn.Module, enc_b: nn.Module, dec_a: 
     mu_a, sigma_a = channel_stats(emb_a, eps)
     mu_b, sigma_b = channel_stats(emb_b, eps)
     # Style transfer: swap the styles of A and B.
-    fake_a = dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a, a)
-    fake_b = dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b, b)
+    fake_a = dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a)
+    fake_b = dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b)
     # Self reconstruction: each domain's own encoder and decoder.
-    self_a = dec_a(emb_a, low_a, a)
-    self_b = dec_b(emb_b, low_b, b)
+    self_a = dec_a(emb_a, low_a)
+    self_b = dec_b(emb_b, low_b)
     # Cross reconstruction: swap the styles of fake A and fake B back.
     emb_fa, low_fa = enc_b(fake_a)
     emb_fb, low_fb = enc_a(fake_b)
     mu_fa, sigma_fa = channel_stats(emb_fa, eps)
     mu_fb, sigma_fb = channel_stats(emb_fb, eps)
-    cross_a = dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa, fake_a)
-    cross_b = dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb, fake_b)
+    cross_a = dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa)
+    cross_b = dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb)
     return {
         "fake_a": fake_a, "fake_b": fake_b,
         "self_a": self_a, "self_b": self_b,
@@ -332,9 +279,8 @@ def stylize_padded(generator: nn.Module, encoder: nn.Module, decoder: nn.Module,
     generator.eval()
     try:
         h, w = image.shape[-2:]
-        padded = pad_to_multiple(image)
-        emb, low = encoder(padded)
-        out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low, padded)
+        emb, low = encoder(pad_to_multiple(image))
+        out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low)
     finally:
         generator.train(was_training)
     return out[..., :h, :w]
