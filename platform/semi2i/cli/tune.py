@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     # joins the cluster of RAY_ADDRESS / `ray job submit`, else starts a local Ray on this machine
     ray.init(ignore_reinit_error=True, log_to_driver=os.environ.get("SEMI2I_WORKER_LOGS", "1") == "1")
     try:
-        sweep = make_sweep(cfg, settings, run_dir, on_object_storage=remote is not None)  # fails fast when the trial resources can never fit
+        # fails fast when the trial resources can never fit (on the driver's node alone for a bucket run folder)
+        sweep = make_sweep(cfg, settings, run_dir, on_object_storage=remote is not None)
     except (ResourceError, ConfigError) as exc:
         print(f"tune: {exc}", file=sys.stderr)
         return 2
