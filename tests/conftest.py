@@ -71,12 +71,10 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One Ray for the whole test session, shaped like a production cluster: a head node with no CPUs
-    (Ray's advice for large clusters: it holds only the drivers, this process) and three worker nodes
-    of one CPU each, so every task, actor and Ray Train worker of every Ray test runs on a node other
-    than the driver's, two 1-CPU Ray Train workers still leave a CPU for Ray Data to read their patches
-    on, and trainings of one thread (a node's CPUs) run two at a time: on this 2-core machine a tiny
-    run's Ray Train start-up (~15 s of process starts and imports each) is most of its time, and two
-    overlap. A real multi-node cluster (``ray.cluster_utils.Cluster``), on this one machine."""
+    (Ray's advice for large clusters: it holds only the drivers, this process), a worker node with 2
+    CPUs and one with 1, so every task, actor and Ray Train worker of every Ray test runs on a node other
+    than the driver's, and two 1-CPU Ray Train workers still leave a CPU for Ray Data to read their
+    patches on. A real multi-node cluster (``ray.cluster_utils.Cluster``), on this one machine."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -85,8 +83,8 @@ def ray_session():
     if not ray.is_initialized():
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 256 * 2**20,
                                                                "include_dashboard": False})
-        for store_mib in (512, 512, 256):
-            cluster.add_node(num_cpus=1, object_store_memory=store_mib * 2**20)
+        cluster.add_node(num_cpus=2, object_store_memory=1024 * 2**20)
+        cluster.add_node(num_cpus=1, object_store_memory=256 * 2**20)
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": S3_ENV})
     yield ray
     ray.shutdown()
