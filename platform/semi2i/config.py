@@ -18,13 +18,11 @@ from semi2i.schema import (Beta, Bool, ConfigError, Float, Int, NonNegFloat, Non
                            relations, rule, settings, suggest, validate)
 
 __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig", "UNetTrainConfig", "Profile",
-           "STYLE_PATHS", "GENERATOR_OUTPUTS", "FINETUNE_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile", "profile_from_dict",
+           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile", "profile_from_dict",
            "merge_overrides"]
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
 STYLE_PATHS = ("normalised", "carried")
-#: What the SemI2I decoders produce (``semi2i.output``; :mod:`semi2i.models.semi2i` explains them).
-GENERATOR_OUTPUTS = ("image", "pixel_map")
 #: Learning-rate schedules a U-net fine-tune may use (``UNetTrainConfig.finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
 #: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (for GPUs;
@@ -69,7 +67,6 @@ class SemI2IConfig:
     d_rate: Annotated[Float, rule(lambda v: 0.0 < v < 1.0, "must be in (0, 1), got {v}")] = 0.95  # Algorithm 1 decay rate
     adain_eps: PosFloat = 1e-5
     style_path: Annotated[Str, one_of(STYLE_PATHS)] = "normalised"  # where μ, σ come from ("carried" = ours)
-    output: Annotated[Str, one_of(GENERATOR_OUTPUTS)] = "image"  # decoders paint pixels, or map each pixel's value with a smooth context ("pixel_map" = ours)
     ema_decay: Beta = 0.0  # stylize with an EMA of the generator weights (ours; 0 = the last iterate, paper)
     seeds: Annotated[Int, rule(lambda v: v >= 1, "must be >= 1, got {v}")] = 1  # jobs/adapt.py trains this many generators and picks one without labels (semi2i_seeds)
     lr: PosFloat = 1e-3

@@ -45,11 +45,11 @@ class MultiCityGenerator(nn.Module):
     """One encoder and one decoder shared by every city; city styles come from AdaIN statistics."""
 
     def __init__(self, bands: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
-                 style_path: str = "normalised", output: str = "image"):
+                 style_path: str = "normalised"):
         super().__init__()
         self.bands, self.eps = bands, eps
         self.enc = Encoder(bands, width, n_res_blocks, style_path)
-        self.dec = Decoder(bands, width, style_path=style_path, output=output, content_bands=(bands,))
+        self.dec = Decoder(bands, width, style_path=style_path)
         self.style_channels = self.enc.out_channels
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:

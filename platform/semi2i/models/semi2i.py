@@ -20,23 +20,6 @@ norm (as MUNIT's AdaIN decoder: instance norm would erase the statistics AdaIN j
 low-level skip keeps its instance norm, so it hands the decoder the objects' footprint (edges) without
 the content image's own brightness and contrast.
 
-What the decoders produce (``output``). ``"image"`` (the paper): the last conv paints every output
-pixel (tanh), so a decoder can invent texture and objects the content image does not have; the
-paper says SemI2I avoids that, but nothing in the network stops it (seen on a pair outside
-../shared: roof-tile texture painted onto bare ground). ``"pixel_map"`` (ours) makes the guarantee
-structural, on the principle of photorealistic style transfer (Luan et al. 2017, "Deep Photo Style
-Transfer": a photorealistic output is a local colour transform of its input; Gharbi et al. 2017,
-HDRNet: a transform predicted on a coarse grid and sliced by each pixel's own value): every output
-pixel is ``content(p) + MLP(W·content(p) + context(p))``, a small per-pixel MLP of the pixel's own
-value plus a context that the decoder predicts on ``MAP_CELL``-px cells and that is bilinearly
-interpolated. On a flat patch the output is a smooth field: edges and texture finer than a cell can
-only come from the content image. With a constant context it is a non-linear, band-mixing tone curve
-(ColorMapGAN's colour table, in a continuous form); the context lets the curve differ by place and by
-what is there (sand and concrete of the same colour can be mapped apart). It sees the pixel's raw
-value, which an affine map with coefficients from the instance-normalised features could not (tried
-2026-12-02 as ``local_affine``: no tone curve, no adaptation). Initialised to the identity map; no
-tanh: like ColorMapGAN's map, the stylizer clips.
-
 Naming: domain X's decoder produces images in X's style with X's band count. "fake A" is A's content
 in B's style (B's bands), made by ``dec_b``; "fake B" is made by ``dec_a``.
 """
@@ -47,17 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semi2i.config import GENERATOR_OUTPUTS, STYLE_PATHS  # see above
+from semi2i.config import STYLE_PATHS  # instance norm everywhere, or style carried by μ, σ (see above)
 
 #: Side lengths the generator accepts are multiples of this (two stride-2 convs).
 SIZE_MULTIPLE = 4
 #: Smallest side the reflect paddings allow (the 4×-downsampled embedding must be at least 2×2).
 MIN_SIZE = 8
-#: Side in px of the cells of the ``pixel_map`` output's context: the embedding's own grid (H/4), so the
-#: map can change from object to object while a texture finer than a cell cannot be painted.
-MAP_CELL = 4
-#: Hidden width of the ``pixel_map`` output's per-pixel MLP.
-MAP_HIDDEN = 32
 
 
 def channel_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -154,41 +132,12 @@ class Encoder(nn.Module):
         return self.res(self.down(low)), low
 
 
-class PixelMapHead(nn.Module):
-    """Decoder features + the content image → each output pixel a learned function of that pixel's own
-    value and of a smooth context: ``content(p) + MLP(content(p), context(p))``, where ``context`` is
-    predicted on ``MAP_CELL``-px cells and bilinearly interpolated (see the module docstring)."""
-
-    def __init__(self, width: int, in_bands: int, out_bands: int, hidden: int = MAP_HIDDEN):
-        super().__init__()
-        self.in_bands, self.out_bands = in_bands, out_bands
-        self.context = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(width, hidden, 3))
-        self.value = nn.Conv2d(in_bands, hidden, 1, bias=False)
-        self.mlp = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, out_bands, 1))
-        # starts as the identity map (the first min(in, out) bands copied, the others 0) until training moves it
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-        self.register_buffer("copy", torch.eye(out_bands, in_bands)[..., None, None], persistent=False)
-
-    def forward(self, features: Tensor, content: Tensor) -> Tensor:
-        h, w = content.shape[-2:]
-        context = F.interpolate(self.context(F.avg_pool2d(features, MAP_CELL)), size=(h, w), mode="bilinear",
-                                align_corners=False)
-        return F.conv2d(content, self.copy.to(content)) + self.mlp(self.value(content) + context)
-
-
 class Decoder(nn.Module):
-    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W).
+    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W)."""
 
-    ``output="pixel_map"`` needs the content image itself and the band counts it may have
-    (``content_bands``: one head per count, since dec_B maps A's content in fake A and B's in self B)."""
-
-    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised",
-                 output: str = "image", content_bands: tuple[int, ...] = ()):
+    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised"):
         super().__init__()
         _check_style_path(style_path)
-        if output not in GENERATOR_OUTPUTS:
-            raise ValueError(f"output must be one of {list(GENERATOR_OUTPUTS)}, got {output!r}")
         low = width if low_channels is None else low_channels
         norm = "layer" if style_path == "carried" else "instance"
         self.up = nn.ModuleList(
@@ -199,21 +148,15 @@ class Decoder(nn.Module):
             )
             for cin, cout in ((4 * width, 2 * width), (2 * width, width))
         )
-        self.output = output
-        if output == "image":
-            self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7), nn.Tanh())
-        else:
-            self.heads = nn.ModuleDict({str(n): PixelMapHead(width, n, out_bands) for n in sorted(set(content_bands))})
+        self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7), nn.Tanh())
 
-    def forward(self, embedding: Tensor, low: Tensor, content: Tensor | None = None) -> Tensor:
+    def forward(self, embedding: Tensor, low: Tensor) -> Tensor:
         x = embedding
         for stage in self.up:
             # Average-pool ("area") resizing: the stage inputs are exact 1/4 and 1/2 of the low map.
             guide = F.interpolate(low, size=x.shape[-2:], mode="area") if low.shape[-2:] != x.shape[-2:] else low
             x = stage(torch.cat([x, guide], dim=1))
-        if self.output == "image":
-            return self.out(x)
-        return self.heads[str(content.shape[1])](x, content)
+        return self.out(x)
 
 
 class GlobalStyleStats(nn.Module):
@@ -256,15 +199,14 @@ class SemI2IGenerator(nn.Module):
     """
 
     def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
-                 style_path: str = "normalised", output: str = "image"):
+                 style_path: str = "normalised"):
         super().__init__()
         self.bands = {"a": in_bands_a, "b": in_bands_b}
         self.eps = eps
         self.enc_a = Encoder(in_bands_a, width, n_res_blocks, style_path)
         self.enc_b = Encoder(in_bands_b, width, n_res_blocks, style_path)
-        both = (in_bands_a, in_bands_b)  # either domain's content reaches either decoder (fake, self, cross passes)
-        self.dec_a = Decoder(in_bands_a, width, style_path=style_path, output=output, content_bands=both)
-        self.dec_b = Decoder(in_bands_b, width, style_path=style_path, output=output, content_bands=both)
+        self.dec_a = Decoder(in_bands_a, width, style_path=style_path)
+        self.dec_b = Decoder(in_bands_b, width, style_path=style_path)
         self.style_channels = self.enc_a.out_channels
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
@@ -308,18 +250,18 @@ def six_passes(a: Tensor, b: Tensor, enc_a: nn.Module, enc_b: nn.Module, dec_a: 
     mu_a, sigma_a = channel_stats(emb_a, eps)
     mu_b, sigma_b = channel_stats(emb_b, eps)
     # Style transfer: swap the styles of A and B.
-    fake_a = dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a, a)
-    fake_b = dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b, b)
+    fake_a = dec_b(adain(emb_a, mu_b, sigma_b, eps), low_a)
+    fake_b = dec_a(adain(emb_b, mu_a, sigma_a, eps), low_b)
     # Self reconstruction: each domain's own encoder and decoder.
-    self_a = dec_a(emb_a, low_a, a)
-    self_b = dec_b(emb_b, low_b, b)
+    self_a = dec_a(emb_a, low_a)
+    self_b = dec_b(emb_b, low_b)
     # Cross reconstruction: swap the styles of fake A and fake B back.
     emb_fa, low_fa = enc_b(fake_a)
     emb_fb, low_fb = enc_a(fake_b)
     mu_fa, sigma_fa = channel_stats(emb_fa, eps)
     mu_fb, sigma_fb = channel_stats(emb_fb, eps)
-    cross_a = dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa, fake_a)
-    cross_b = dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb, fake_b)
+    cross_a = dec_a(adain(emb_fa, mu_fb, sigma_fb, eps), low_fa)
+    cross_b = dec_b(adain(emb_fb, mu_fa, sigma_fa, eps), low_fb)
     return {
         "fake_a": fake_a, "fake_b": fake_b,
         "self_a": self_a, "self_b": self_b,
@@ -337,9 +279,8 @@ def stylize_padded(generator: nn.Module, encoder: nn.Module, decoder: nn.Module,
     generator.eval()
     try:
         h, w = image.shape[-2:]
-        padded = pad_to_multiple(image)
-        emb, low = encoder(padded)
-        out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low, padded)
+        emb, low = encoder(pad_to_multiple(image))
+        out = decoder(adain(emb, mu.to(emb), sigma.to(emb), generator.eps), low)
     finally:
         generator.train(was_training)
     return out[..., :h, :w]

@@ -23,8 +23,7 @@ def load_multicity(path: str | Path, map_location: str = "cpu") -> tuple[MultiCi
     """The generator (eval), the per-city global statistics, the city names and the config of a checkpoint."""
     state = load_checkpoint(path, map_location)
     cfg = SemI2IConfig(**state["config"])
-    generator = MultiCityGenerator(cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps, cfg.style_path,
-                                   cfg.output)
+    generator = MultiCityGenerator(cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps, cfg.style_path)
     generator.load_state_dict(state["generator"])
     style = MultiCityStyleStats(len(state["cities"]), generator.style_channels, cfg.d_rate)
     style.load_state_dict(state["style"])

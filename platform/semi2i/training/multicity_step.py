@@ -38,8 +38,7 @@ class MultiCityStep(Eq3Schedule):
         self.cfg, self.cities = cfg, list(cities)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            generator = MultiCityGenerator(cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps, cfg.style_path,
-                                   cfg.output)
+            generator = MultiCityGenerator(cfg.in_bands_a, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps, cfg.style_path)
             disc = MultiCityDiscriminator(cfg.in_bands_a, len(cities), cfg.disc_width)
         self.style = MultiCityStyleStats(len(cities), generator.style_channels, cfg.d_rate).to(device)
         use_tf32(cfg.tf32, device)
