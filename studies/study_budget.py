@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 
+from domain_distance import domain_distance
 from semi2i.config import load_profile
 from semi2i.data.normalize import BandStats
 from semi2i.metrics import confusion_matrix, scores
@@ -141,6 +142,8 @@ def main() -> None:
     p.add_argument("--colormapgan", action="store_true", help="also ColorMapGAN (the profile's budget)")
     p.add_argument("--tag", default="", help="names this run's SemI2I variant in the saved maps")
     p.add_argument("--keep-maps", action="store_true", help="save every method's target class maps under $OUT/maps/")
+    p.add_argument("--domain-distance", action="store_true",
+                   help="also each method's label-free stylized-source-to-target feature distance (studies/domain_distance.py)")
     args = p.parse_args()
     overrides = {k: json.loads(v) if v[0] in "0123456789-[{tf" else v for k, v in (o.split("=", 1) for o in args.override)}
     prof = load_profile("quick", overrides)
@@ -159,20 +162,23 @@ def main() -> None:
 
     out_dir = Path(os.environ.get("OUT", "."))
 
-    def report(name, model):
+    def report(name, model, stylized):
         keep = out_dir / "maps" / f"{args.pair}_s{args.seed}_{name}.npz" if args.keep_maps else None
         s = score(model, target, s_stats, tile, ov, device, keep)
         result["methods"][name] = {"miou": round(s["miou"], 2), "iou": {k: round(v, 1) for k, v in s["iou"].items()}}
+        if args.domain_distance:
+            result["methods"][name]["distance_base"] = domain_distance(base, stylized, target, s_stats, device, seed=args.seed)
+            result["methods"][name]["distance_own"] = domain_distance(model, stylized, target, s_stats, device, seed=args.seed)
         print(f"# {args.pair} steps={args.semi2i_steps} {name}: mIoU {s['miou']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    report("source_only", base)
+    report("source_only", base, source)
     finetunes = args.finetune_steps or [ucfg.finetune_steps]
 
     def finetune_all(name, stylized):
         for n in finetunes:
             model = copy.deepcopy(base)
             train_unet(model, stylized, s_stats, n, ucfg, args.seed + 1, device, finetune=True)
-            report(f"{name}@ft{n}", model)
+            report(f"{name}@ft{n}", model, stylized)
 
     def restyle(fn):
         return [(np.clip(np.rint(fn(im)), 0, 255).astype(np.uint8), lab) for im, lab in source]
