@@ -10,7 +10,8 @@ stylized source. Measured as the Fréchet distance between Gaussian fits of enco
 (one vector per position of the deepest and of the middle level) of random patches of the stylized
 source and of the target, both normalised with the source statistics as the fine-tune and the
 scoring do. ``base``: the features of the *source* U-net (one space for every candidate of a seed);
-``own``: those of the candidate's fine-tuned U-net. Lower = closer; the studies report ``-distance``.
+``own``: those of the candidate's fine-tuned U-net; ``pixel``: the normalised pixels (a colour-only control).
+Lower = closer; the studies report ``-distance``.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ def _patches(rasters, size: int, count: int, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def encoder_features(model, images: np.ndarray, stats, levels: tuple[int, ...], device) -> dict[int, np.ndarray]:
-    """{level: (positions, channels)} feature vectors of the U-net's encoder at ``levels``."""
+    """{level: (positions, channels)} feature vectors of the U-net's encoder at ``levels`` (-1: the input pixels)."""
     was_training = model.training
     model.eval()
     x = torch.from_numpy(np.stack([stats.zscore(i) for i in images]).astype(np.float32)).to(device)
-    feats = {}
+    feats = {-1: x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).double().cpu().numpy()} if -1 in levels else {}
     for i, block in enumerate(model.down):
         x = block(x if i == 0 else model.pool(x))
         if i in levels:
@@ -56,10 +57,11 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def domain_distance(model, stylized, target, stats, device, size: int = 128, count: int = 48, seed: int = 0) -> dict:
-    """{"deep": d, "mid": d}: Fréchet distances between the stylized source's and the target's features,
-    divided by the total variance of the target's."""
+    """{"deep": d, "mid": d, "pixel": d}: Fréchet distances between the stylized source's and the target's
+    features, divided by the total variance of the target's. ``pixel`` (the normalised bands themselves, the
+    same for every model) is the colour-only control: what the features add over it is what they know."""
     deepest = len(model.down) - 1
-    levels = {"mid": deepest // 2, "deep": deepest}
+    levels = {"mid": deepest // 2, "deep": deepest, "pixel": -1}
     fa = encoder_features(model, _patches(stylized, size, count, seed), stats, tuple(levels.values()), device)
     fb = encoder_features(model, _patches(target, size, count, seed + 1), stats, tuple(levels.values()), device)
     # relative to the target features' total variance, so levels and models are on one scale

@@ -139,6 +139,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--baselines", action="store_true", help="also histogram matching, gray world and the oracle")
+    p.add_argument("--no-oracle", action="store_true", help="with --baselines, skip the target oracle (saves a U-net training)")
+    p.add_argument("--semi2i-rungs", type=int, nargs="*", default=[],
+                   help="also score SemI2I's stylizer as it stands after these step counts (Tune's rungs), e.g. 1000")
     p.add_argument("--colormapgan", action="store_true", help="also ColorMapGAN (the profile's budget)")
     p.add_argument("--tag", default="", help="names this run's SemI2I variant in the saved maps")
     p.add_argument("--keep-maps", action="store_true", help="save every method's target class maps under $OUT/maps/")
@@ -186,6 +189,7 @@ def main() -> None:
     if args.baselines:
         finetune_all("histogram_matching", restyle(HistogramMatchingStylizer(s_stats, t_stats).stylize))
         finetune_all("gray_world", restyle(GrayWorldStylizer(s_stats, t_stats).stylize))
+    if args.baselines and not args.no_oracle:
         oracle = UNet(3, len(CLASSES), ucfg.base_width, ucfg.depth).to(device)
         train_unet(oracle, target, t_stats, unet_steps, ucfg, args.seed, device)
         s = score(oracle, target, t_stats, tile, ov, device)
@@ -214,24 +218,34 @@ def main() -> None:
         step = SemI2IStep.create(cfg, device=device)
         pa, pb = Patches(source, cfg.patch_size, args.seed + 2), Patches(target, cfg.patch_size, args.seed + 3)
         spe = max(1, args.semi2i_steps // cfg.epochs)
-        t1 = time.perf_counter()
+        name = "semi2i" + (f"_{args.tag}" if args.tag else "")
+
+        def stylized_source(gen, style):
+            def stylize(im):
+                fake = blend_tiles(im, lambda t: gen.stylize(t, "a", style), 3, tile=cfg.patch_size, overlap=ov, batch_tiles=32,
+                                   prepare=s_stats.to_unit_range, device=device)
+                return t_stats.from_unit_range(fake)
+            return restyle(stylize)
+
+        t1, rung_s = time.perf_counter(), 0.0
         for i in range(args.semi2i_steps):
             step.set_epoch(min(i // spe, cfg.epochs - 1))
             a, _ = pa.sample(1)
             b, _ = pb.sample(1)
             losses = step(torch.from_numpy(s_stats.to_unit_range(a[0])[None]), torch.from_numpy(t_stats.to_unit_range(b[0])[None]))
-        result["semi2i_s_per_step"] = round((time.perf_counter() - t1) / args.semi2i_steps, 4)
+            if i + 1 in args.semi2i_rungs and i + 1 < args.semi2i_steps:
+                # a snapshot scored like the final stylizer; the RNG is restored so the run goes on as without it
+                r0, rng = time.perf_counter(), torch.get_rng_state()
+                gen, style = step.stylizing
+                finetune_all(f"{name}_r{i + 1}", stylized_source(copy.deepcopy(gen).eval(), copy.deepcopy(style)))
+                torch.set_rng_state(rng)
+                rung_s += time.perf_counter() - r0
+        result["semi2i_s_per_step"] = round((time.perf_counter() - t1 - rung_s) / args.semi2i_steps, 4)
         result["semi2i_final_losses"] = {k: round(v, 3) for k, v in losses.items()}
         gen, style = step.stylizing
         gen.eval()
-
-        def stylize(im):
-            fake = blend_tiles(im, lambda t: gen.stylize(t, "a", style), 3, tile=cfg.patch_size, overlap=ov, batch_tiles=32,
-                               prepare=s_stats.to_unit_range, device=device)
-            return t_stats.from_unit_range(fake)
-
-        stylized = restyle(stylize)
-        finetune_all("semi2i" + (f"_{args.tag}" if args.tag else ""), stylized)
+        stylized = stylized_source(gen, style)
+        finetune_all(name, stylized)
         preview = np.concatenate([source[0][0][:, :512, :512], stylized[0][0][:, :512, :512]], axis=2)
         result["preview"] = f"preview_{args.pair}_{args.semi2i_steps}_{args.seed}_{args.tag or 'semi2i'}.png"
         out = Path(os.environ.get("OUT", "."))  # previews land beside the results
