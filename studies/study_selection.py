@@ -5,7 +5,9 @@ a folder (``maps/<pair>_s<seed>_<method>.npz``: every method's class maps of the
 ``results.jsonl``: their mIoU) and, per pair, scores every candidate without target labels against the
 other candidates of the same seed (what one adapt run would have: its methods and SemI2I variants),
 then reports each score's Spearman ρ with mIoU and what picking the best by the score loses against
-picking by mIoU. The target oracle is never a candidate (it is trained on the target's labels).
+picking by mIoU. The target oracle is never a candidate (it is trained on the target's labels). Rows made
+with ``--domain-distance`` also bring the scores of ``studies/domain_distance.py`` (each candidate alone,
+``-distance``: higher = closer to the target), reported beside the agreement scores.
 
     python studies/study_selection.py runs/ablation --data ../shared/data [--markdown docs/table.md]
 """
@@ -27,18 +29,21 @@ from study_budget import CLASSES, PAIRS, load_domain
 from semi2i.selection import agreement_matrix, agreement_scores, class_balance, class_frequencies
 
 SCORES = ("mean", "spectral", "class_balance", "confidence")
+# (score name, study_budget key, feature level) of the domain-distance candidates
+DISTANCES = (("base_mid", "distance_base", "mid"), ("base_deep", "distance_base", "deep"),
+             ("own_mid", "distance_own", "mid"), ("own_deep", "distance_own", "deep"), ("pixel", "distance_base", "pixel"))
 NAME = re.compile(r"(?P<pair>[a-z-]+)_s(?P<seed>\d+)_(?P<method>.+)\.npz$")
 
 
-def read_points(folder: Path) -> dict[tuple[str, int, str], float]:
-    """(pair, seed, method) -> mIoU from results.jsonl (later lines win)."""
+def read_points(folder: Path) -> dict[tuple[str, int, str], dict]:
+    """(pair, seed, method) -> that method's row (mIoU, distances) from results.jsonl (later lines win)."""
     points = {}
     for line in (folder / "results.jsonl").read_text().splitlines():
         if not line.strip():
             continue
         r = json.loads(line)["r"]
         for method, m in r["methods"].items():
-            points[(r["pair"], int(r["seed"]), method)] = m["miou"]
+            points[(r["pair"], int(r["seed"]), method)] = m
     return points
 
 
@@ -70,31 +75,34 @@ def main() -> None:
         names, matrix = agreement_matrix(maps, len(CLASSES))
         agree = agreement_scores(names, matrix)
         for method in names:
-            rows.append({"pair": pair, "seed": seed, "method": method, "miou": miou[(pair, seed, method)],
+            point = miou[(pair, seed, method)]
+            rows.append({"pair": pair, "seed": seed, "method": method, "miou": point["miou"],
                          "mean": agree[method]["mean"], "spectral": agree[method]["spectral"],
                          "class_balance": class_balance(maps[method], source_freq[pair]),
-                         "confidence": confidence[method]})
-    lines = ["| pair | points | " + " | ".join(f"ρ {s}" for s in SCORES) + " | "
-             + " | ".join(f"loss {s}" for s in SCORES) + " |", "|---" * (2 + 2 * len(SCORES)) + "|"]
+                         "confidence": confidence[method],
+                         **{name: -point[key][level] for name, key, level in DISTANCES if key in point}})
+    scores_here = [s for s in SCORES + tuple(d[0] for d in DISTANCES) if rows and all(s in r for r in rows)]
+    lines = ["| pair | points | " + " | ".join(f"ρ {s}" for s in scores_here) + " | "
+             + " | ".join(f"loss {s}" for s in scores_here) + " |", "|---" * (2 + 2 * len(scores_here)) + "|"]
     summary = {}
     for pair in sorted({r["pair"] for r in rows}):
         pts = [r for r in rows if r["pair"] == pair]
-        rho = {s: float(spearmanr([r[s] for r in pts], [r["miou"] for r in pts]).statistic) for s in SCORES}
+        rho = {s: float(spearmanr([r[s] for r in pts], [r["miou"] for r in pts]).statistic) for s in scores_here}
         # picking within each seed's group (one adapt run), averaged over seeds: best by mIoU - picked
         loss = {}
-        for s in SCORES:
+        for s in scores_here:
             per_seed = []
             for seed in sorted({r["seed"] for r in pts}):
                 g = [r for r in pts if r["seed"] == seed]
                 per_seed.append(max(r["miou"] for r in g) - max(g, key=lambda r: r[s])["miou"])
             loss[s] = float(np.mean(per_seed))
         summary[pair] = {"points": len(pts), "rho": rho, "loss": loss}
-        lines.append(f"| {pair} | {len(pts)} | " + " | ".join(f"{rho[s]:.2f}" for s in SCORES) + " | "
-                     + " | ".join(f"{loss[s]:.1f}" for s in SCORES) + " |")
-    detail = ["", "| pair | seed | method | mIoU | " + " | ".join(SCORES) + " |", "|---" * (4 + len(SCORES)) + "|"]
+        lines.append(f"| {pair} | {len(pts)} | " + " | ".join(f"{rho[s]:.2f}" for s in scores_here) + " | "
+                     + " | ".join(f"{loss[s]:.1f}" for s in scores_here) + " |")
+    detail = ["", "| pair | seed | method | mIoU | " + " | ".join(scores_here) + " |", "|---" * (4 + len(scores_here)) + "|"]
     for r in sorted(rows, key=lambda r: (r["pair"], r["seed"], -r["miou"])):
         detail.append(f"| {r['pair']} | {r['seed']} | {r['method']} | {r['miou']:.1f} | "
-                      + " | ".join(f"{r[s]:.3f}" for s in SCORES) + " |")
+                      + " | ".join(f"{r[s]:.4g}" for s in scores_here) + " |")
     text = "\n".join(lines + detail)
     print(text)
     print(json.dumps(summary))
