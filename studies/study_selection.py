@@ -54,11 +54,11 @@ def main() -> None:
     p.add_argument("--markdown", default=None)
     args = p.parse_args()
     folder = Path(args.folder)
-    miou = read_points(folder)
+    points = read_points(folder)
     groups: dict[tuple[str, int], dict[str, Path]] = defaultdict(dict)
     for f in sorted((folder / "maps").glob("*.npz")):
         m = NAME.match(f.name)
-        if m and m["method"] != "target_oracle" and (m["pair"], int(m["seed"]), m["method"]) in miou:
+        if m and m["method"] != "target_oracle" and (m["pair"], int(m["seed"]), m["method"]) in points:
             groups[(m["pair"], int(m["seed"]))][m["method"]] = f
     rows = []
     source_freq = {}
@@ -75,7 +75,7 @@ def main() -> None:
         names, matrix = agreement_matrix(maps, len(CLASSES))
         agree = agreement_scores(names, matrix)
         for method in names:
-            point = miou[(pair, seed, method)]
+            point = points[(pair, seed, method)]
             rows.append({"pair": pair, "seed": seed, "method": method, "miou": point["miou"],
                          "mean": agree[method]["mean"], "spectral": agree[method]["spectral"],
                          "class_balance": class_balance(maps[method], source_freq[pair]),
