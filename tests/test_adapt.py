@@ -65,6 +65,10 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
         assert set(m) >= {"iou", "miou", "pixel_accuracy"} and set(m["iou"]) == set(TINY["classes"])
         assert 0 <= m["pixel_accuracy"] <= 100 and (m["miou"] is None or 0 <= m["miou"] <= 100)
     assert "upper bound" in report["methods"]["target_oracle"]["note"]
+    # every method, source-only included, carries its label-free score, as kept in label_free/<method>.json
+    for name, m in report["methods"].items():
+        kept = json.loads((tmp_path / "run" / "label_free" / f"{name}.json").read_text())
+        assert m["label_free"] == kept["label_free"] == -kept["distance"]["deep"] and m["label_free"] <= 0
     # every stylized source carries its tone check; per-band baselines are monotone maps of the source
     for name in ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"):
         assert -1 <= report["methods"][name]["tone_order"] <= 1
@@ -79,7 +83,8 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     rows = {line.split(" | ")[0].strip("| ").removesuffix(" (upper bound)"): line.strip("| ").split(" | ")[1:]
             for line in (tmp_path / "run" / "report.md").read_text().splitlines() if line.startswith("| ") and "---" not in line}
     for name, m in report["methods"].items():
-        wanted = [*(pct(m["iou"][c]) for c in TINY["classes"]), f"**{pct(m['miou'])}**", pct(m["pixel_accuracy"])]
+        wanted = [*(pct(m["iou"][c]) for c in TINY["classes"]), f"**{pct(m['miou'])}**", pct(m["pixel_accuracy"]),
+                  f"{m['label_free']:.4f}"]
         assert rows[name] == wanted, (name, rows[name], wanted)
     # the preview: six panels (source, stylized source, target, ground truth, two predictions) and a legend
     assert Image.open(tmp_path / "run" / "previews" / "adaptation.png").size == (6 * 256, 256 + 18 + 22)
@@ -87,7 +92,7 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     # the pixel work ran on the cluster's worker node, none of it in this driver or on the zero-CPU head
     places = json.loads((tmp_path / "run" / "placement.json").read_text())
     assert places["driver"]["pid"] == os.getpid()
-    assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "previews"}
+    assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free", "previews"}
     assert ran_off_the_driver(places["stages"]) == []
 
     # each stage wrote what the next read: stylized stores carry the source labels, maps are georeferenced

@@ -108,7 +108,9 @@ def test_tune_section_is_validated_with_the_adapt_config(tmp_path):
     trial = trial_semi2i_config(base, {"lambda_tone": 2.5, "decay_epoch": 1}, seed=3)
     assert (trial.lambda_tone, trial.decay_epoch, trial.seed, trial.lambdas) == (2.5, 1, 3, base.lambdas)
     unlabelled = make_sweep(cfg, settings, tmp_path / "r", labelled=False, cluster={"CPU": 2})
-    assert (unlabelled.metric, unlabelled.mode) == ("proxy", "min")
+    assert (unlabelled.metric, unlabelled.mode) == ("label_free", "max")  # auto without labels: the label-free score
+    proxy = make_sweep(cfg, dataclasses.replace(settings, metric="proxy"), tmp_path / "r", labelled=False, cluster={"CPU": 2})
+    assert (proxy.metric, proxy.mode) == ("proxy", "min")
     with pytest.raises(ConfigError, match="needs target labels"):
         make_sweep(cfg, dataclasses.replace(settings, metric="miou"), tmp_path / "r", labelled=False, cluster={"CPU": 2})
 
@@ -162,7 +164,7 @@ def test_only_the_last_rung_keeps_its_bulky_outputs(tmp_path):
 #: results.md header -> results.csv column, written out here independently of tuning.outputs.RESULT_COLUMNS
 MD_TO_CSV = {"rank": "rank", "trial": "trial", "status": "status", "rungs": "rungs", "λ1 cross": "lambda_cross",
              "λ2 self": "lambda_self", "λ3 grad": "lambda_grad", "λ4 adv": "lambda_adv", "λ5 tone": "lambda_tone",
-             "decay epoch": "decay_epoch", "mIoU": "miou", "proxy": "proxy", "style": "style_distance",
+             "decay epoch": "decay_epoch", "mIoU": "miou", "label-free": "label_free", "proxy": "proxy", "style": "style_distance",
              "structure": "structure_loss"}
 
 
@@ -185,14 +187,23 @@ def test_results_md_cells_match_results_csv_under_every_header(tmp_path):
     # every column holds values no other column has, so a shifted column cannot match by chance
     rows = [{"trial": "t_a", "status": "completed", "rungs": 2, "lambda_cross": 11.5, "lambda_self": 22.5,
              "lambda_grad": 33.5, "lambda_adv": 0.445, "lambda_tone": 5.55, "decay_epoch": 1, "miou": 61.25,
-             "proxy": 0.775, "style_distance": 0.125, "structure_loss": 0.65, "error": ""},
+             "label_free": -0.0425, "proxy": 0.775, "style_distance": 0.125, "structure_loss": 0.65, "error": ""},
             {"trial": "t_b", "status": "stopped early", "rungs": 1, "lambda_cross": 12.5, "lambda_self": 23.5,
              "lambda_grad": 34.5, "lambda_adv": 0.335, "lambda_tone": 6.25, "decay_epoch": 0, "miou": 41.75,
-             "proxy": 1.875, "style_distance": 0.375, "structure_loss": 1.5, "error": ""},
+             "label_free": -0.0875, "proxy": 1.875, "style_distance": 0.375, "structure_loss": 1.5, "error": ""},
             {"trial": "t_c", "status": "error", "rungs": 0, "lambda_cross": 13.5, "lambda_self": 24.5,
              "lambda_grad": 35.5, "lambda_adv": 0.225, "lambda_tone": None, "decay_epoch": 2, "miou": None,
-             "proxy": None, "style_distance": None, "structure_loss": None, "error": "RuntimeError: boom"}]
-    write_outputs(sweep, rows, [])
+             "label_free": None, "proxy": None, "style_distance": None, "structure_loss": None, "error": "RuntimeError: boom"}]
+    # rungs where the label-free score ranks like the mIoU and the proxy half does: ρ 1 and 0.5, by hand
+    rungs = [{"trial": "t_a", "rung": 1, "miou": 10.0, "label_free": -3.0, "proxy": 3.0},
+             {"trial": "t_a", "rung": 2, "miou": 20.0, "label_free": -2.0, "proxy": 1.0},
+             {"trial": "t_b", "rung": 1, "miou": 30.0, "label_free": -1.0, "proxy": 2.0}]
+    summary = write_outputs(sweep, rows, rungs)
+    assert summary["label_free_tracking"] == {"spearman": pytest.approx(1.0), "points": 3}
+    assert summary["proxy_tracking"] == {"spearman": pytest.approx(0.5), "points": 3}
+    text = (sweep.run_dir / "results.md").read_text()
+    assert "ρ(mIoU, label-free) = 1.00" in text and "ρ(mIoU, −proxy) = 0.50" in text
+    assert [float(r["label_free"]) for r in _csv(sweep.run_dir / "rungs.csv")] == [-3.0, -2.0, -1.0]
     csv_rows = _csv(sweep.run_dir / "results.csv")
     md_rows = _markdown_table((sweep.run_dir / "results.md").read_text())
     assert len(md_rows) == len(csv_rows) == 3
@@ -330,13 +341,17 @@ def test_tiny_real_sweep_writes_table_and_best_config_and_resumes(tmp_path, ray_
     run_dir = tmp_path / "run"
     # one rung of 2 SemI2I epochs per trial: 5 Ray Train runs in all (the multi-rung loop, ASHA and resume
     # are covered above; Ray Train continuing a run to more steps by test_distributed)
-    argv = ["--config", _config(tmp_path, epochs_per_rung=2), "--num-samples", "2", "--run-dir", str(run_dir), "--quiet"]
+    # the objective a user without target labels gets: the label-free score (the mIoU is still reported beside it)
+    argv = ["--config", _config(tmp_path, epochs_per_rung=2), "--num-samples", "2", "--run-dir", str(run_dir), "--quiet",
+            "--metric", "label_free"]
     assert job.main(argv) == 0
 
     rows = _csv(run_dir / "results.csv")
     assert len(rows) == 2 and all(r["status"] == "completed" and r["rungs"] == "1" for r in rows)
-    mious = [float(r["miou"]) for r in rows]
-    assert mious == sorted(mious, reverse=True) and all(0 <= m <= 100 for m in mious)
+    assert json.loads((run_dir / "summary.json").read_text())["metric"] == "label_free"
+    scores = [float(r["label_free"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)  # higher = better, −distance
+    assert all(0 <= float(r["miou"]) <= 100 for r in rows)
     assert all(float(r["proxy"]) >= 0 for r in rows)
     table = (run_dir / "results.md").read_text()
     assert "| rank | trial |" in table and "(best)" in table and "Source-only U-net" in table
@@ -348,7 +363,8 @@ def test_tiny_real_sweep_writes_table_and_best_config_and_resumes(tmp_path, ray_
     assert best.profile.semi2i.decay_epoch == int(winner["decay_epoch"]) and best.profile.semi2i.base_width == 4
     trial = run_dir / "trials" / winner["trial"]
     metrics = json.loads((trial / "rung1" / "metrics.json").read_text())
-    assert metrics["semi2i_steps"] == 4 and {"miou", "proxy", "style_distance", "structure_loss"} <= set(metrics)
+    assert metrics["semi2i_steps"] == 4 and {"miou", "label_free", "proxy", "style_distance", "structure_loss"} <= set(metrics)
+    assert metrics["label_free"] == -metrics["distance_deep"] == float(rows[0]["label_free"])
     assert all(metrics[f"{stage}_s"] > 0 for stage in ("semi2i", "stylize", "finetune", "segment"))  # the stage runner's times
     # the rung's pieces ran in the trial actor, on the worker node Tune placed it on: never in this driver or on the head
     places = json.loads((trial / "rung1" / "placement.json").read_text())["stages"]

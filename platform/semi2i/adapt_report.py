@@ -1,7 +1,9 @@
-"""report.json of jobs/adapt.py: every method's scores on the target's labels.
+"""report.json of jobs/adapt.py: every method's scores on the target's labels and without them.
 
 ``methods[m]`` holds ``iou``/``miou``/``pixel_accuracy``, ``tone_order`` (stylized methods), ``note``
-(the oracle) or ``not_applicable`` (why it cannot run on this pair). With several SemI2I seeds
+(the oracle) and ``label_free`` (:mod:`semi2i.label_free`: higher = better, computed without target
+labels), or ``not_applicable`` (why it cannot run on this pair). A target without labels gets the same
+report with ``label_free`` alone in each method's row. With several SemI2I seeds
 (``semi2i.seeds``) every seed has its row ``semi2i_seed<k>``, ``semi2i`` is the one chosen without
 labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`).
 """
@@ -9,7 +11,7 @@ labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
@@ -17,20 +19,26 @@ if TYPE_CHECKING:
 REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
 
 
-def build_report(run: "AdaptRun", methods: Sequence[str]) -> dict:
-    """The report of a finished run over ``methods`` (the config's, with SemI2I's seed rows expanded),
-    for a target with labels."""
+def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[str, dict] | None = None) -> dict:
+    """The report of a finished run over ``methods`` (the config's, with SemI2I's seed rows expanded);
+    ``label_free``: :func:`semi2i.label_free.score_methods` of them."""
     target = run.store("target")
+    label_free = label_free or {}
     rows: dict[str, dict] = {}
     for method in methods:
         if why := run.not_applicable(method):
             rows[method] = {"not_applicable": why}
             continue
+        free = {"label_free": label_free[method]["label_free"]} if method in label_free else {}
         scores = run.path("scores", f"{method}.json")
+        if not target.has_labels:
+            if free:
+                rows[method] = free
+            continue
         if not scores.exists():
             continue  # not run (skipped stage, untrained GAN)
         score = json.loads(scores.read_text())
-        row = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"]}
+        row = {"iou": score["iou"], "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"], **free}
         if method in REPORT_NOTES:
             row["note"] = REPORT_NOTES[method]
         if (order := run.tone_check(method)) is not None:

@@ -14,6 +14,7 @@ run that was interrupted resumes where it stopped. The run folder::
     stylized/<method>/                   the stylized source: GeoTIFFs + store.zarr (source labels)
     maps/<method>/                       the target mapped by jobs/map_region.py's code: maps.zarr, cog/*.tif
     scores/<method>.json                 confusion matrix + IoU per method
+    label_free/<method>.json             the label-free score of each method's U-net (semi2i.label_free)
     report.json, report.md, previews/    the comparison (report.json is a contract other tools read)
     tensorboard/, ray/                   training curves and Ray Train's checkpoints
 """
@@ -41,6 +42,7 @@ from semi2i.metrics import scores
 from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
+from semi2i.label_free import score_methods
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, seed_trainings
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
@@ -343,19 +345,20 @@ class AdaptRun(RunFolder):
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
 
-    # 7. report (after, with several SemI2I seeds, the choice among them: it needs no labels)
+    # 7. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score
     def stage_report(self) -> None:
         seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in self._available_methods()]
         if seeds and seeds != ["semi2i"]:
             placement.run_one(functools.partial(choose, self, seeds), stage="choose_seed")
-        if not self.store("target").has_labels:
-            log.info("stage report: the target has no labels, so there is nothing to score (maps are in %s)", self.path("maps"))
-            return
-        report = build_report(self, self.report_methods)
+        label_free = score_methods(self, self.report_methods)  # label_free/<method>.json, labels or not
+        report = build_report(self, self.report_methods, label_free)
         write_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
         write_text(self.path("report.md"), markdown)
         print(markdown)
+        if not self.store("target").has_labels:
+            log.info("stage report: the target has no labels: label-free scores only (maps are in %s)", self.path("maps"))
+            return
         from semi2i.previews import adaptation_preview
 
         placement.run_one(functools.partial(adaptation_preview, self, self.path("previews", "adaptation.png")), stage="previews")

@@ -1,4 +1,5 @@
-"""report.md's table for jobs/adapt.py (one row per method; not-applicable methods say why)."""
+"""report.md's table for jobs/adapt.py (one row per method; not-applicable methods say why; the label-free
+score beside the mIoU, or alone when the target has no labels)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,30 @@ import numpy as np
 
 def report_markdown(report: dict) -> str:
     classes = report["classes"]
-    lines = [f"# {report['source']} -> {report['target']} ({report['profile']} profile, seed {report.get('seed', 0)})", "",
-             "IoU in percent on the target's labels (ignore pixels excluded).", "",
-             "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |",
-             "|---" * (len(classes) + 3) + "|"]
-    for name, m in report["methods"].items():
-        if "not_applicable" in m:
-            lines.append(f"| {name} | " + " | ".join("-" for _ in classes) + " | not applicable | - |")
-            continue
-        cells = [pct(m["iou"].get(c)) for c in classes]
-        label = f"{name} (upper bound)" if name == "target_oracle" else name
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | **{pct(m['miou'])}** | {pct(m['pixel_accuracy'])} |")
+    rows = report["methods"]
+    free = any("label_free" in m for m in rows.values())
+    title = f"# {report['source']} -> {report['target']} ({report['profile']} profile, seed {report.get('seed', 0)})"
+    if not any("miou" in m for m in rows.values()) and free:  # a target without labels: the label-free scores alone
+        lines = [title, "", "The target has no labels: each method's label-free score (higher = better; "
+                 "docs/label-free-selection.md says how well it tracks mIoU).", "", "| method | label-free |", "|---|---|"]
+        lines += [f"| {name} | " + ("not applicable" if "not_applicable" in m else f"{m['label_free']:.4f}") + " |"
+                  for name, m in rows.items()]
+    else:
+        lines = [title, "", "IoU in percent on the target's labels (ignore pixels excluded)"
+                 + ("; label-free: the score computed without them (higher = better)." if free else "."), "",
+                 "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |" + (" label-free |" if free else ""),
+                 "|---" * (len(classes) + 3 + free) + "|"]
+        for name, m in rows.items():
+            extra = (" " + (f"{m['label_free']:.4f}" if "label_free" in m else "-") + " |") if free else ""
+            if "not_applicable" in m:
+                lines.append(f"| {name} | " + " | ".join("-" for _ in classes) + " | not applicable | - |" + extra)
+                continue
+            cells = [pct(m["iou"].get(c)) for c in classes]
+            label = f"{name} (upper bound)" if name == "target_oracle" else name
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | **{pct(m['miou'])}** | {pct(m['pixel_accuracy'])} |" + extra)
+    if pick := label_free_pick(rows):
+        lines += ["", f"Without target labels the platform would trust **{pick}** (the highest label-free score; "
+                  "the oracle, trained on the target's labels, is left out)."]
     if choice := report.get("semi2i_choice"):
         lines += ["", f"SemI2I: {choice['chosen']} (seed {choice['seed']}) was chosen without target labels "
                   f"({choice['criterion']})."]
@@ -36,3 +50,9 @@ def report_markdown(report: dict) -> str:
 
 def pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
+
+
+def label_free_pick(rows: dict[str, dict]) -> str | None:
+    """The method with the highest label-free score, the oracle left out (None: no scores)."""
+    scored = {n: m["label_free"] for n, m in rows.items() if "label_free" in m and n != "target_oracle"}
+    return max(scored, key=scored.get) if scored else None

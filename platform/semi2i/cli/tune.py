@@ -6,7 +6,8 @@
 
 FILE is an adapt config (as jobs/adapt.py reads it) with an optional ``tune:`` section (search space,
 ASHA, budgets, resources; see README, Tuning); command-line values override it. The objective is the
-target mIoU when the target has labels, else an unsupervised proxy (both are reported). Results in the
+target mIoU when the target has labels, else the label-free score (docs/label-free-selection.md; the
+mIoU, the label-free score and the older proxy are all reported, with how well each tracks the mIoU). Results in the
 run folder (default runs/tune-<config name>): results.md/.csv (sorted by the objective), rungs.csv,
 best.yaml (run it with jobs/adapt.py). Re-running the same command resumes an interrupted sweep.
 """
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit the cluster)")
     p.add_argument("--driver-cpus", type=float, help="CPUs of each trial's driver process (default 1)")
     p.add_argument("--driver-gpus", type=float, help="GPU share of each trial's driver (stylize/segment there; default 0)")
-    p.add_argument("--metric", choices=["auto", "miou", "proxy"], help="objective (default auto: miou if the target has labels)")
+    p.add_argument("--metric", choices=["auto", "miou", "label_free", "proxy"],
+                   help="objective (default auto: miou if the target has labels, else label_free)")
     p.add_argument("--profile", choices=["quick", "paper"], help="settings profile (default: the config's, else quick)")
     p.add_argument("--workers", type=int, help="Ray Train workers per trial")
     p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (one per worker)")

@@ -8,7 +8,7 @@ One sweep lives in one run folder::
                                  rung<k>/metrics.json (+ the last rung's stylized source, U-net and maps)
     tune/sweep/                  Ray Tune's experiment state: Tuner.restore resumes an interrupted sweep
     results.csv, results.md      one row per trial, sorted by the objective
-    rungs.csv                    every rung of every trial (mIoU beside the proxy: how well it tracks)
+    rungs.csv                    every rung of every trial (mIoU beside the label-free score and the proxy)
     best.yaml                    the winner as a ready-to-use adapt config (overrides.semi2i)
 
 A trial is a plain Tune function (the *driver*, ``driver_cpus`` CPUs) that, rung by rung, launches
@@ -19,8 +19,9 @@ in their own placement group) and reports the rung's objective with ``ray.tune.r
 2. stylize the source (at most ``stylize_rasters`` rasters, evenly spread) with the trial's generator;
 3. fine-tune the shared source U-net on it for ``finetune_steps``;
 4. segment the target (the region-mapping code path), score it when it has labels, and compute the
+   label-free score (:mod:`semi2i.domain_distance`, the objective without labels) and the older
    unsupervised proxy (:func:`style_distance` + :func:`structure_loss`);
-5. ``tune.report({"miou", "proxy", ...}, checkpoint=<rung number>)``: ASHA compares trials at each rung.
+5. ``tune.report({"miou", "label_free", "proxy", ...}, checkpoint=<rung number>)``: ASHA compares trials at each rung.
 
 The objective is computed by the driver after the Train run, so the driver reports to Tune itself; Ray
 Train's per-step reports (losses) stay in the trial's TensorBoard logs, not in Tune (Train V2's

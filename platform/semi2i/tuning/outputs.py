@@ -1,5 +1,6 @@
 """A sweep's outputs: one row per trial and per rung from Tune's results, the best trial, how well the
-proxy tracks the mIoU, and the files (results.csv/.md, rungs.csv, best.yaml, summary.json)."""
+label-free score and the proxy track the mIoU, and the files (results.csv/.md, rungs.csv, best.yaml,
+summary.json)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ _LABELS = {"lambda_cross": "λ1 cross", "lambda_self": "λ2 self", "lambda_grad"
 #: header and every row are both built from this one mapping, so they cannot drift apart
 #: (a new search key without a label fails here, at import)
 RESULT_COLUMNS: dict[str, str] = {"rank": "rank", "trial": "trial", "status": "status", "rungs": "rungs",
-                                  **{k: _LABELS[k] for k in SEARCH_KEYS}, "miou": "mIoU", "proxy": "proxy",
+                                  **{k: _LABELS[k] for k in SEARCH_KEYS}, "miou": "mIoU", "label_free": "label-free",
+                                  "proxy": "proxy",
                                   "style_distance": "style", "structure_loss": "structure"}
+
+
+#: what a rung reports about its stylized source and U-net (rungs.csv's and results.csv's score columns)
+SCORES = ("miou", "label_free", "proxy", "style_distance", "structure_loss")
 
 
 def collect(sweep: Sweep, grid) -> tuple[list[dict], list[dict]]:
@@ -38,13 +44,13 @@ def collect(sweep: Sweep, grid) -> tuple[list[dict], list[dict]]:
         n = int(metrics.get("training_iteration", 0))
         status = ("error" if result.error else "completed" if n >= sweep.n_rungs else "stopped early" if n else "not started")
         rows.append({"trial": trial_id, "status": status, "rungs": n, **config,
-                     **{k: metrics.get(k) for k in ("miou", "proxy", "style_distance", "structure_loss", "semi2i_epochs")},
+                     **{k: metrics.get(k) for k in (*SCORES, "semi2i_epochs")},
                      "error": str(result.error).splitlines()[0][:200] if result.error else ""})
         df = result.metrics_dataframe
         if df is not None and len(df):
             for rec in df.to_dict("records"):
                 rungs.append({"trial": trial_id, "rung": rec.get("rung"), **config,
-                              **{k: rec.get(k) for k in ("miou", "proxy", "style_distance", "structure_loss", "rung_s")}})
+                              **{k: rec.get(k) for k in (*SCORES, "rung_s")}})
     sign = -1 if sweep.mode == "max" else 1
 
     def key(row: dict) -> tuple:
@@ -68,18 +74,19 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def proxy_tracking(rungs: list[dict]) -> dict | None:
-    """Spearman rank correlation between mIoU and −proxy over every rung report (1 = the proxy ranks
-    rungs exactly as the mIoU does), or None without enough labelled points."""
-    pairs = [(r["miou"], r["proxy"]) for r in rungs if _finite(r.get("miou")) and _finite(r.get("proxy"))]
+def tracking(rungs: list[dict], key: str = "proxy") -> dict | None:
+    """Spearman rank correlation between mIoU and a label-free objective over every rung report (``proxy``
+    negated: lower is better; ``label_free`` as is), 1 = it ranks the rungs exactly as the mIoU does; None
+    without enough labelled points."""
+    pairs = [(r["miou"], r[key]) for r in rungs if _finite(r.get("miou")) and _finite(r.get(key))]
     if len(pairs) < 3:
         return None
-    miou, proxy = np.array(pairs).T
-    if miou.std() == 0 or proxy.std() == 0:
+    miou, score = np.array(pairs).T
+    if miou.std() == 0 or score.std() == 0:
         return None
     from scipy.stats import spearmanr
 
-    return {"spearman": float(spearmanr(miou, -proxy).statistic), "points": len(pairs)}
+    return {"spearman": float(spearmanr(miou, -score if key == "proxy" else score).statistic), "points": len(pairs)}
 
 
 def best_config(sweep: Sweep, best: dict) -> dict:
@@ -98,13 +105,13 @@ def write_outputs(sweep: Sweep, rows: list[dict], rungs: list[dict], *, baseline
     run_dir = sweep.run_dir
     columns = [*RESULT_COLUMNS, "error"]  # results.md's columns (same order), plus the error message
     _write_csv(run_dir / "results.csv", [{"rank": i + 1, **r} for i, r in enumerate(rows)], columns)
-    _write_csv(run_dir / "rungs.csv", rungs, ["trial", "rung", *SEARCH_KEYS, "miou", "proxy", "style_distance",
-                                               "structure_loss", "rung_s"])
+    _write_csv(run_dir / "rungs.csv", rungs, ["trial", "rung", *SEARCH_KEYS, *SCORES, "rung_s"])
     best = pick_best(sweep, rows)
-    tracking = proxy_tracking(rungs)
+    tracked = {key: tracking(rungs, key) for key in ("label_free", "proxy")}
     summary = {"metric": sweep.metric, "mode": sweep.mode, "rungs": sweep.n_rungs, "trials": len(rows),
                "settings": dataclasses.asdict(sweep.settings), "concurrency": sweep.concurrency,
-               "best": best, "proxy_tracking": tracking, "baseline": baseline or {},
+               "best": best, "proxy_tracking": tracked["proxy"], "label_free_tracking": tracked["label_free"],
+               "baseline": baseline or {},
                "results": str(run_dir / "results.md"), "best_config": None}
     if best is not None:
         path = run_dir / "best.yaml"
@@ -114,22 +121,24 @@ def write_outputs(sweep: Sweep, rows: list[dict], rungs: list[dict], *, baseline
         atomic_text(path, header + yaml.safe_dump(best_config(sweep, best), sort_keys=False))
         load_adapt_config(path)  # what we hand out must load
         summary["best_config"] = str(path)
-    atomic_text(run_dir / "results.md", results_markdown(sweep, rows, best, tracking, baseline or {}))
+    atomic_text(run_dir / "results.md", results_markdown(sweep, rows, best, tracked, baseline or {}))
     atomic_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 
-def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracking: dict | None, baseline: dict) -> str:
+def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracked: dict[str, dict | None], baseline: dict) -> str:
     s = sweep.settings
     lines = [f"# SemI2I sweep: {sweep.cfg.name} ({sweep.cfg.profile.name} profile)", "",
              f"Objective: **{sweep.metric}** ({sweep.mode}imize) after each rung of {s.epochs_per_rung} SemI2I epoch(s); "
              f"ASHA (grace {s.grace_period}, reduction factor {s.reduction_factor:g}, {sweep.n_rungs} rung(s)). "
-             "proxy = style distance + structure loss (lower is better; see README, Tuning)."]
+             "label-free = −the domain distance of the rung's U-net (higher is better), proxy = style distance + "
+             "structure loss (lower is better); neither sees target labels (see README, Tuning)."]
     if baseline.get("source_only_miou") is not None:
         lines.append(f"\nSource-only U-net on the target: mIoU {baseline['source_only_miou']:.2f}.")
-    if tracking:
-        lines.append(f"\nProxy vs mIoU over {tracking['points']} rung reports: Spearman ρ(mIoU, −proxy) = "
-                     f"{tracking['spearman']:.2f} (1: the proxy ranks like the mIoU).")
+    for key, formula in (("label_free", "label-free"), ("proxy", "−proxy")):
+        if found := tracked.get(key):
+            lines.append(f"\n{formula.strip('−').capitalize()} vs mIoU over {found['points']} rung reports: Spearman "
+                         f"ρ(mIoU, {formula}) = {found['spearman']:.2f} (1: it ranks the rungs like the mIoU).")
     header = list(RESULT_COLUMNS.values())
     lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for i, r in enumerate(rows):

@@ -1,6 +1,6 @@
 """One rung of a real trial (:func:`evaluate_rung`): continue SemI2I, stylize the source, fine-tune the
-shared U-net on it, segment + score the target, compute the unsupervised proxy: the adapt run's stages,
-through its stage runner."""
+shared U-net on it, segment + score the target, compute the label-free score and the unsupervised proxy:
+the adapt run's stages, through its stage runner."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from semi2i.config import SemI2IConfig
+from semi2i.domain_distance import store_distance
 from semi2i.pipeline import AdaptRun, score_maps
 from semi2i.placement import run_stages
 from semi2i.tuning.outputs import atomic_json
@@ -31,7 +32,8 @@ def trial_semi2i_config(base: SemI2IConfig, config: Mapping[str, Any], seed: int
 
 
 def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dict:
-    """Continue SemI2I to this rung's epoch, stylize, fine-tune, segment + score the target, compute the proxy.
+    """Continue SemI2I to this rung's epoch, stylize, fine-tune, segment + score the target, compute the
+    label-free score (:mod:`semi2i.domain_distance`, as the adapt run's report has it) and the proxy.
 
     The stages go through the adapt run's stage runner (:func:`semi2i.placement.run_stages`), with their
     pieces in this process: the trial actor, which Tune placed on a worker node with the CPUs (and GPUs)
@@ -82,11 +84,14 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
                  init=init, stats=None if init else target.band_stats, steps=steps, overlap=p.overlap, seed=sweep.cfg.seed,
                  scaling=sweep.scaling, checkpoint_every=max(1, steps // 2))
 
-    def segment() -> None:  # segment + score the target (only worth it with labels), and the unsupervised proxy
+    def segment() -> None:  # segment + score the target (only worth it with labels), and the label-free scores
         if target.has_labels:
             map_region(target.path, unet, maps, overlap=p.overlap, use_ray=False, cog=False, quicklook=False, overwrite=True)
             score = score_maps(target, maps)  # the adapt run's scoring
             metrics.update(miou=_num(score["miou"]), pixel_accuracy=_num(score["pixel_accuracy"]))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        free = store_distance(unet, made["stylized"].path, target.path, device=device)
+        metrics.update(label_free=free["label_free"], **{f"distance_{k}": v for k, v in free["distance"].items()})
         metrics.update(proxy_metrics(subset, made["stylized"], target))
 
     seconds = run_stages([("semi2i", train_semi2i), ("stylize", stylize), ("finetune", finetune), ("segment", segment)],
@@ -97,7 +102,8 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
                    rung_s=round(time.perf_counter() - started, 2))
     atomic_json(done, metrics)
     _prune(trial_dir, rung)
-    log.info("trial %s rung %d: %s", trial_dir.name, rung, {k: metrics[k] for k in ("miou", "proxy", "rung_s") if k in metrics})
+    log.info("trial %s rung %d: %s", trial_dir.name, rung,
+             {k: metrics[k] for k in ("miou", "label_free", "proxy", "rung_s") if k in metrics})
     return metrics
 
 

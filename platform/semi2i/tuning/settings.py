@@ -19,7 +19,7 @@ SEARCH_KEYS = (*LAMBDAS, "decay_epoch")
 #: lambda_tone is searched only when the sweep's space names it (else the profile's value is kept)
 DEFAULT_SPACE: dict[str, Any] = {"lambda_cross": [1.0, 100.0], "lambda_self": [1.0, 100.0], "lambda_grad": [1.0, 100.0],
                                  "lambda_adv": [0.1, 10.0], "decay_epoch": None}
-METRICS = ("miou", "proxy")
+METRICS = ("miou", "label_free", "proxy")
 
 
 NonNegFloat = Annotated[Float, rule(lambda v: v >= 0, "must be a number >= 0, got {v!r}")]
@@ -28,7 +28,7 @@ NonNegFloat = Annotated[Float, rule(lambda v: v >= 0, "must be a number >= 0, go
 @settings
 class TuneSettings:
     num_samples: PosInt = 8
-    metric: Annotated[Str, one_of(("auto", *METRICS))] = "auto"  # auto: miou when the target has labels, else proxy
+    metric: Annotated[Str, one_of(("auto", *METRICS))] = "auto"  # auto: miou when the target has labels, else label_free
     max_concurrent_trials: PosInt | None = None  # None: as many as fit (plan_concurrency)
     driver_cpus: NonNegFloat = 1.0  # the trial function (stylize, segment, score run here)
     driver_gpus: NonNegFloat = 0.0  # > 0: the driver stylizes and segments on its GPU share

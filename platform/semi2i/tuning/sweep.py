@@ -29,7 +29,7 @@ class Sweep:
     cfg: AdaptConfig
     settings: TuneSettings
     run_dir: Path
-    labelled: bool  # the target has labels: the objective is its mIoU
+    labelled: bool  # the target has labels: the default objective is its mIoU, else the label-free score
     concurrency: int = 1
     threads: int = 1  # torch threads per Train worker and for the driver's own work
     # the run folder is the driver's local copy of an object-storage one (semi2i.remote_run): the trials,
@@ -40,11 +40,11 @@ class Sweep:
     def metric(self) -> str:
         if self.settings.metric != "auto":
             return self.settings.metric
-        return "miou" if self.labelled else "proxy"
+        return "miou" if self.labelled else "label_free"
 
     @property
     def mode(self) -> str:
-        return "max" if self.metric == "miou" else "min"
+        return "min" if self.metric == "proxy" else "max"  # the proxy is a loss; mIoU and label_free: higher = better
 
     @property
     def n_rungs(self) -> int:
@@ -78,7 +78,7 @@ def make_sweep(cfg: AdaptConfig, settings: TuneSettings, run_dir: str | Path, *,
     if labelled is None:
         labelled = cfg.synthetic is not None or (cfg.target is not None and cfg.target.labels is not None)
     if settings.metric == "miou" and not labelled:
-        raise ConfigError("tune.metric miou needs target labels; this target has none (use proxy or auto)")
+        raise ConfigError("tune.metric miou needs target labels; this target has none (use label_free or auto)")
     if cluster is None:
         with placement.on_driver_node(on_object_storage):
             cluster = _resources_in_reach()

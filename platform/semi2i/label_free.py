@@ -1,0 +1,75 @@
+"""Each method's label-free score in an adapt run (:mod:`semi2i.domain_distance`), kept in
+``label_free/<method>.json`` and reported as ``methods[m]["label_free"]`` in report.json.
+
+The score of a method is that of its U-net on the target, against the imagery it was trained on: the
+source for ``source_only``, the method's stylized source for the stylizing methods, the target itself
+for ``target_oracle`` (whose score is then only sampling noise: it saw the target's labels). It needs no
+target labels, so a run on an unlabelled city reports it too. With several SemI2I seeds, ``semi2i`` (the
+chosen seed, published under that name) carries the chosen seed's score. One piece per method, placed on the
+cluster like every pixel stage (:mod:`semi2i.placement`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from semi2i import placement
+from semi2i.locations import write_text
+
+if TYPE_CHECKING:
+    from semi2i.pipeline import AdaptRun
+
+log = logging.getLogger(__name__)
+
+
+def training_store(run: "AdaptRun", method: str) -> Path | None:
+    """The store of the imagery ``method``'s U-net was trained on (None: not in this run folder)."""
+    if method == "source_only":
+        path = Path(run.store("source").path)
+    elif method == "target_oracle":
+        path = Path(run.store("target").path)
+    else:
+        path = run.path("stylized", method, "store.zarr")
+    return path if path.exists() else None
+
+
+def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
+    """{method: {"label_free", "distance"}} of the ``methods`` that have a U-net and its training imagery;
+    each computed once (a resumed run reads ``label_free/<method>.json``)."""
+    choice = run.path("semi2i_choice.json")
+    chosen = json.loads(choice.read_text())["chosen"] if choice.exists() else None
+    todo, out = [], {}
+    for method in [*methods, *([chosen] if chosen and chosen not in methods else [])]:
+        path = run.path("label_free", f"{method}.json")
+        if path.exists():
+            out[method] = json.loads(path.read_text())
+        elif method == "semi2i" and chosen:
+            continue  # the chosen seed's published under SemI2I's name: its score, below
+        elif run.not_applicable(method) is None and run.unet_path(method).exists() and training_store(run, method):
+            todo.append(method)
+    device = "cuda" if run.cfg.gpu else "cpu"
+    target = Path(run.store("target").path).absolute()
+    pieces = [functools.partial(_score, str(run.unet_path(m).absolute()), str(training_store(run, m).absolute()), str(target),
+                                device) for m in todo]
+    for method, result in zip(todo, placement.run_each(_call, pieces, stage="label_free", num_gpus=1 if run.cfg.gpu else 0)):
+        write_text(run.path("label_free", f"{method}.json"), json.dumps(result, indent=1))
+        log.info("label-free score of %s: %.4f", method, result["label_free"])
+        out[method] = result
+    if chosen and "semi2i" in methods and "semi2i" not in out and chosen in out:
+        write_text(run.path("label_free", "semi2i.json"), json.dumps({**out[chosen], "chosen_from": chosen}, indent=1))
+        out["semi2i"] = {**out[chosen], "chosen_from": chosen}
+    return {m: out[m] for m in methods if m in out}
+
+
+def _score(checkpoint: str, training: str, target: str, device: str) -> dict:
+    from semi2i.domain_distance import store_distance
+
+    return {"checkpoint": checkpoint, "training_imagery": training, **store_distance(checkpoint, training, target, device=device)}
+
+
+def _call(piece) -> dict:
+    return piece()

@@ -1,0 +1,113 @@
+"""The label-free score (semi2i.domain_distance, semi2i.label_free): the Fréchet distance by hand, the score
+falls as the training imagery moves away from the target, patches are drawn reproducibly and around
+nodata, and an adapt run on an unlabelled target reports the score alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import write_raster
+from semi2i.data.ingest import ingest_city
+from semi2i.domain_distance import feature_distances, frechet, sample_patches
+from semi2i.models.unet import UNet
+from semi2i.report_table import label_free_pick, report_markdown
+
+
+def test_frechet_by_hand():
+    a = np.array([[0.0], [2.0]])  # mean 1, variance 2 (unbiased)
+    b = np.array([[10.0], [12.0]])  # mean 11, variance 2
+    assert frechet(a, b) == pytest.approx(100.0)  # (11 - 1)^2 + 2 + 2 - 2 sqrt(2 * 2)
+    c = np.array([[0.0], [4.0]])  # mean 2, variance 8
+    assert frechet(a, c) == pytest.approx(1 + 2 + 8 - 2 * 4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3))
+    assert frechet(x, x) == pytest.approx(0.0, abs=1e-9)
+    d = np.diag([1.0, 2.0, 3.0])
+    y = x @ d  # covariance D Σ D: the cross term's root is Σ^½ D Σ^½, whose trace is tr(D Σ)
+    sa, sb = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    shift = ((x.mean(0) - y.mean(0)) ** 2).sum()
+    assert frechet(x, y) == pytest.approx(shift + np.trace(sa) + np.trace(sb) - 2 * np.trace(d @ sa), rel=1e-6)
+
+
+def _texture(seed: int, n: int, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(100, 20, size=(n, 3, 32, 32)).cumsum(axis=3) / 8  # streaky, correlated along x
+    return np.clip(base * gain + offset, 0, 255).astype(np.float32)
+
+
+def test_distance_grows_as_the_training_imagery_moves_away_from_the_target():
+    torch.manual_seed(0)
+    model = UNet(3, 5, 4, 2)
+    def zscore(im):  # as a BandStats normaliser does, with fixed numbers
+        return (im - 100.0) / 50.0
+
+    target = _texture(1, 12)
+    near = feature_distances(model, _texture(2, 12), target, zscore)  # same kind of imagery, other samples
+    far = feature_distances(model, _texture(3, 12, gain=0.5, offset=60), target, zscore)  # low contrast, brighter
+    same = feature_distances(model, target, target, zscore)
+    assert set(near) == {"deep", "mid", "pixel"}
+    for level in near:
+        assert same[level] == pytest.approx(0.0, abs=1e-6)
+        assert 0 <= near[level] < far[level], (level, near, far)
+
+
+def test_patches_are_reproducible_and_avoid_nodata(tmp_path):
+    image = np.random.default_rng(0).integers(1, 255, size=(3, 96, 96)).astype(np.uint8)
+    image[:, :, :48] = 0  # the left half is nodata
+    write_raster(tmp_path / "img" / "a.tif", image, nodata=0)
+    store = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "a.zarr", name="a", nodata=0, min_size=32)
+    patches = sample_patches(store, 32, count=6, seed=3)
+    assert patches.shape == (6, 3, 32, 32)
+    assert np.all((patches == 0).all(axis=1).mean(axis=(1, 2)) <= 0.1)  # at most 10 % nodata pixels each
+    assert np.array_equal(patches, sample_patches(store, 32, count=6, seed=3))
+    with pytest.raises(ValueError, match="a.zarr: no raster is 128 px"):
+        sample_patches(store, 128)
+
+
+def test_unlabelled_report_table_and_pick():
+    rows = {"source_only": {"label_free": -0.9}, "semi2i": {"label_free": -0.2}, "gray_world": {"label_free": -0.5},
+            "cyclegan": {"not_applicable": "source has 3 band(s), target 1"}}
+    report = {"source": "a", "target": "b", "classes": ["x", "y"], "profile": "quick", "methods": rows}
+    assert label_free_pick(rows) == "semi2i"
+    assert label_free_pick({**rows, "target_oracle": {"label_free": 0.0}}) == "semi2i"  # the oracle saw labels
+    table = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1]
+             for line in report_markdown(report).splitlines() if line.startswith("| ") and "---" not in line}
+    assert table == {"method": "label-free", "source_only": "-0.9000", "semi2i": "-0.2000", "gray_world": "-0.5000",
+                     "cyclegan": "not applicable"}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_adapt_on_an_unlabelled_target_reports_the_label_free_score_alone(tmp_path, ray_session):
+    from semi2i.adapt_config import load_adapt_config
+    from semi2i.demo.cities import make_demo_cities
+    from semi2i.pipeline import AdaptRun
+
+    files = make_demo_cities(tmp_path / "data", size=96, rasters_per_city=1, seed=2)
+    classes = str(tmp_path / "data" / "classes.json")
+    cfg = {"name": "nolabels", "classes": ["building", "road", "vegetation", "water", "land"], "profile": "quick",
+           "methods": ["source_only", "histogram_matching", "gray_world"],
+           "source": {"images": [str(p) for p in files["demo_source"].images],
+                      "labels": [str(p) for p in files["demo_source"].labels], "classes": classes},
+           "target": {"images": [str(p) for p in files["demo_target"].images]},
+           "overrides": {"patch_size": 32, "overlap": 8, "semi2i": {"patch_size": 32}, "colormapgan": {"patch_size": 32},
+                         "cyclegan": {"patch_size": 32},
+                         "unet": {"base_width": 4, "depth": 2, "patch_size": 32, "batch_size": 2, "train_steps": 2, "finetune_steps": 2}}}
+    path = tmp_path / "nolabels.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = AdaptRun(load_adapt_config(path), tmp_path / "run")
+    report = run.run()
+
+    assert list(report["methods"]) == cfg["methods"]
+    for name, row in report["methods"].items():
+        assert set(row) == {"label_free"} and np.isfinite(row["label_free"]) and row["label_free"] <= 0
+        kept = json.loads((tmp_path / "run" / "label_free" / f"{name}.json").read_text())
+        assert kept["label_free"] == row["label_free"] == -kept["distance"]["deep"]
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "The target has no labels" in md and f"**{label_free_pick(report['methods'])}**" in md
+    assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
