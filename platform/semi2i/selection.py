@@ -20,7 +20,7 @@ accuracy estimation (Platanios et al., 2016).
 Each score is meant as higher = better. What they are worth is measured, not assumed
 (docs/label-free-selection.md): on the Dubai main pair all of them ranked the methods *backwards*
 (failing methods that share the source model's bias agree with each other), so none is shipped as a
-quality score; the agreement functions serve the medoid choice among one method's seeds
+quality score (the report's ``label_free`` is :mod:`semi2i.domain_distance`); the agreement functions serve the medoid choice among one method's seeds
 (:mod:`semi2i.semi2i_seeds`) and the selection study.
 """
 
