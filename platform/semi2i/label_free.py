@@ -28,12 +28,8 @@ log = logging.getLogger(__name__)
 
 def training_store(run: "AdaptRun", method: str) -> Path | None:
     """The store of the imagery ``method``'s U-net was trained on (None: not in this run folder)."""
-    if method == "source_only":
-        path = Path(run.store("source").path)
-    elif method == "target_oracle":
-        path = Path(run.store("target").path)
-    else:
-        path = run.path("stylized", method, "store.zarr")
+    roles = {"source_only": ("stores", "source.zarr"), "target_oracle": ("stores", "target.zarr")}
+    path = run.path(*roles.get(method, ("stylized", method, "store.zarr")))
     return path if path.exists() else None
 
 
@@ -42,20 +38,19 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     each computed once (a resumed run reads ``label_free/<method>.json``)."""
     choice = run.path("semi2i_choice.json")
     chosen = json.loads(choice.read_text())["chosen"] if choice.exists() else None
-    todo, out = [], {}
+    todo: dict[str, tuple[str, str]] = {}  # method -> (its U-net, its training imagery)
+    out = {}
     for method in [*methods, *([chosen] if chosen and chosen not in methods else [])]:
         path = run.path("label_free", f"{method}.json")
         if path.exists():
             out[method] = json.loads(path.read_text())
         elif method == "semi2i" and chosen:
             continue  # the chosen seed's published under SemI2I's name: its score, below
-        elif run.not_applicable(method) is None and run.unet_path(method).exists() and training_store(run, method):
-            todo.append(method)
-    device = "cuda" if run.cfg.gpu else "cpu"
-    target = Path(run.store("target").path).absolute()
-    pieces = [functools.partial(_score, str(run.unet_path(m).absolute()), str(training_store(run, m).absolute()), str(target),
-                                device) for m in todo]
-    for method, result in zip(todo, placement.run_each(_call, pieces, stage="label_free", num_gpus=1 if run.cfg.gpu else 0)):
+        elif run.not_applicable(method) is None and run.unet_path(method).exists() and (training := training_store(run, method)):
+            todo[method] = (str(run.unet_path(method)), str(training))
+    score = functools.partial(_score, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
+    results = placement.run_each(score, list(todo.values()), stage="label_free", num_gpus=1 if run.cfg.gpu else 0)
+    for method, result in zip(todo, results):
         write_text(run.path("label_free", f"{method}.json"), json.dumps(result, indent=1))
         log.info("label-free score of %s: %.4f", method, result["label_free"])
         out[method] = result
@@ -65,11 +60,9 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     return {m: out[m] for m in methods if m in out}
 
 
-def _score(checkpoint: str, training: str, target: str, device: str) -> dict:
+def _score(paths: tuple[str, str], target: str, device: str) -> dict:
+    """One piece: the label-free score of the U-net ``paths[0]`` trained on the store ``paths[1]``."""
     from semi2i.domain_distance import store_distance
 
+    checkpoint, training = paths
     return {"checkpoint": checkpoint, "training_imagery": training, **store_distance(checkpoint, training, target, device=device)}
-
-
-def _call(piece) -> dict:
-    return piece()
