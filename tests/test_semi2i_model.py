@@ -194,3 +194,43 @@ def test_fake_a_takes_b_style_from_b_statistics_in_the_six_passes():
 def test_unknown_style_path_is_refused():
     with pytest.raises(ValueError, match="style_path"):
         SemI2IGenerator(3, 3, width=4, n_res_blocks=1, style_path="batch")
+
+
+def _low_gradient(decoder: Decoder, width: int, y: int, x: int) -> torch.Tensor:
+    """d output[y, x] / d low: which low-level positions one output pixel reads."""
+    torch.manual_seed(0)
+    emb = torch.randn(1, 4 * width, 4, 4)
+    low = torch.randn(1, width, 16, 16, requires_grad=True)
+    decoder(emb, low)[0, :, y, x].sum().backward()
+    return low.grad[0].abs().sum(0)
+
+
+@pytest.mark.parametrize("full_res_skip", [False, True])
+def test_full_res_skip_lets_the_output_place_low_level_features_to_the_pixel(full_res_skip):
+    # The paper's guides reach the decoder at H/4 and H/2 through area pooling: an output pixel then
+    # weighs the low-level features of the four pixels of each 2x2 cell alike, so it cannot tell where
+    # inside a cell an edge is. The full-resolution skip gives the last conv the features themselves.
+    torch.manual_seed(0)
+    decoder = Decoder(3, 4, full_res_skip=full_res_skip)
+    grad = _low_gradient(decoder, 4, 7, 9)
+    cells = grad.reshape(8, 2, 8, 2)  # (cell row, within, cell col, within)
+    spread_within_cells = (cells.amax(dim=(1, 3)) - cells.amin(dim=(1, 3))).max()
+    if full_res_skip:
+        assert spread_within_cells > 1e-3
+    else:
+        assert spread_within_cells < 1e-6
+
+
+def test_shared_low_gives_both_encoders_one_first_conv_and_needs_equal_bands():
+    torch.manual_seed(0)
+    gen = SemI2IGenerator(3, 3, width=4, n_res_blocks=1, eps=EPS, shared_low=True)
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    # the same low-level features for the same pixels, whichever encoder reads them
+    torch.testing.assert_close(gen.enc_a(a)[1], gen.enc_b(a)[1])
+    assert not torch.equal(gen.enc_a(a)[0], gen.enc_b(a)[0])  # the embeddings stay each domain's own
+    out = gen(a, b)
+    sum(v.sum() for k, v in out.items() if k.startswith(("fake", "self", "cross"))).backward()
+    grad = gen.enc_a.first[1].weight.grad  # one parameter gets the gradient of both domains' passes
+    assert grad is gen.enc_b.first[1].weight.grad and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shared_low needs the same band count"):
+        SemI2IGenerator(3, 4, width=4, n_res_blocks=1, shared_low=True)
