@@ -209,18 +209,12 @@ class SemI2IGenerator(nn.Module):
     """
 
     def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
-                 style_path: str = "normalised", full_res_skip: bool = False, shared_low: bool = False):
+                 style_path: str = "normalised", full_res_skip: bool = False):
         super().__init__()
         self.bands = {"a": in_bands_a, "b": in_bands_b}
         self.eps = eps
         self.enc_a = Encoder(in_bands_a, width, n_res_blocks, style_path)
         self.enc_b = Encoder(in_bands_b, width, n_res_blocks, style_path)
-        if shared_low:
-            # ours: one first conv for both encoders, so each decoder's low-level guide (from A for fake A,
-            # from B for self B) lives in one feature space; the paper trains two
-            if in_bands_a != in_bands_b:
-                raise ValueError(f"shared_low needs the same band count in both cities, got {in_bands_a} and {in_bands_b}")
-            self.enc_b.first = self.enc_a.first
         self.dec_a = Decoder(in_bands_a, width, style_path=style_path, full_res_skip=full_res_skip)
         self.dec_b = Decoder(in_bands_b, width, style_path=style_path, full_res_skip=full_res_skip)
         self.style_channels = self.enc_a.out_channels
