@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
 def build_generator(cfg: SemI2IConfig) -> SemI2IGenerator:
     """The generator ``cfg`` describes (weights from the current RNG state)."""
     return SemI2IGenerator(cfg.in_bands_a, cfg.in_bands_b, cfg.base_width, cfg.n_res_blocks, cfg.adain_eps,
-                           style_path=cfg.style_path, full_res_skip=cfg.full_res_skip)
+                           style_path=cfg.style_path)
 
 
 def load_stylizing_models(

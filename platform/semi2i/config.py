@@ -67,7 +67,6 @@ class SemI2IConfig:
     d_rate: Annotated[Float, rule(lambda v: 0.0 < v < 1.0, "must be in (0, 1), got {v}")] = 0.95  # Algorithm 1 decay rate
     adain_eps: PosFloat = 1e-5
     style_path: Annotated[Str, one_of(STYLE_PATHS)] = "normalised"  # where μ, σ come from ("carried" = ours)
-    full_res_skip: Bool = False  # also feed the low-level features to the decoder's last conv (ours; paper: deconvs only)
     ema_decay: Beta = 0.0  # stylize with an EMA of the generator weights (ours; 0 = the last iterate, paper)
     seeds: Annotated[Int, rule(lambda v: v >= 1, "must be >= 1, got {v}")] = 1  # jobs/adapt.py trains this many generators and picks one without labels (semi2i_seeds)
     lr: PosFloat = 1e-3

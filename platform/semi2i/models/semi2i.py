@@ -133,19 +133,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W).
+    """One domain's decoder: embedding (+ the content encoder's low-level features) → (N, bands, H, W)."""
 
-    The paper concatenates the low-level features with the input of each deconvolution (H/4, H/2);
-    ``full_res_skip`` (ours) also gives them to the last conv at full resolution, so the output can place
-    edges to the pixel instead of re-drawing them from H/2 features (blurred roads and small objects).
-    """
-
-    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised",
-                 full_res_skip: bool = False):
+    def __init__(self, out_bands: int, width: int, low_channels: int | None = None, style_path: str = "normalised"):
         super().__init__()
         _check_style_path(style_path)
         low = width if low_channels is None else low_channels
-        self.full_res_skip = bool(full_res_skip)
         norm = "layer" if style_path == "carried" else "instance"
         self.up = nn.ModuleList(
             nn.Sequential(
@@ -155,8 +148,7 @@ class Decoder(nn.Module):
             )
             for cin, cout in ((4 * width, 2 * width), (2 * width, width))
         )
-        out_in = width + (low if self.full_res_skip else 0)
-        self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(out_in, out_bands, 7), nn.Tanh())
+        self.out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7), nn.Tanh())
 
     def forward(self, embedding: Tensor, low: Tensor) -> Tensor:
         x = embedding
@@ -164,8 +156,6 @@ class Decoder(nn.Module):
             # Average-pool ("area") resizing: the stage inputs are exact 1/4 and 1/2 of the low map.
             guide = F.interpolate(low, size=x.shape[-2:], mode="area") if low.shape[-2:] != x.shape[-2:] else low
             x = stage(torch.cat([x, guide], dim=1))
-        if self.full_res_skip:
-            x = torch.cat([x, low], dim=1)
         return self.out(x)
 
 
@@ -209,14 +199,14 @@ class SemI2IGenerator(nn.Module):
     """
 
     def __init__(self, in_bands_a: int, in_bands_b: int, width: int = 64, n_res_blocks: int = 4, eps: float = 1e-5,
-                 style_path: str = "normalised", full_res_skip: bool = False):
+                 style_path: str = "normalised"):
         super().__init__()
         self.bands = {"a": in_bands_a, "b": in_bands_b}
         self.eps = eps
         self.enc_a = Encoder(in_bands_a, width, n_res_blocks, style_path)
         self.enc_b = Encoder(in_bands_b, width, n_res_blocks, style_path)
-        self.dec_a = Decoder(in_bands_a, width, style_path=style_path, full_res_skip=full_res_skip)
-        self.dec_b = Decoder(in_bands_b, width, style_path=style_path, full_res_skip=full_res_skip)
+        self.dec_a = Decoder(in_bands_a, width, style_path=style_path)
+        self.dec_b = Decoder(in_bands_b, width, style_path=style_path)
         self.style_channels = self.enc_a.out_channels
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
