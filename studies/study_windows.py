@@ -8,6 +8,7 @@ layouts, whole rasters blended with the profile's overlap; it prints one JSON li
 (mIoU, pixels computed per raster pixel, seconds).
 
     python studies/study_windows.py --data ../shared/data --pair bright-to-sensor --seeds 0 1 --models oracle
+    python studies/study_windows.py --data ../shared/data --seeds 0 --models oracle --fitted 256 512   # other edges
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--models", nargs="+", choices=("source_only", "oracle"), default=["source_only", "oracle"],
                    help="U-nets trained on the source and on the target (the oracle), one per seed")
+    p.add_argument("--fitted", type=int, nargs="+", default=None,
+                   help="fitted window edges to score beside the patch-size layout (default: the product's, twice the patch)")
     args = p.parse_args()
     profile = load_profile("quick")
     cfg, overlap = profile.unet, profile.overlap
@@ -66,7 +69,9 @@ def main() -> None:
         torch.manual_seed(seed)
         stats = band_stats(train_on)
         model = train_unet(UNet(3, len(CLASSES), cfg.base_width, cfg.depth), train_on, stats, cfg.train_steps, cfg, seed, "cpu")
-        for layout, tile, fit in (("patch", cfg.patch_size, False), ("fitted_2x", default_window(cfg.patch_size), True)):
+        fitted = args.fitted or [default_window(cfg.patch_size)]
+        layouts = [("patch", cfg.patch_size, False)] + [(f"fitted_{w}", w, True) for w in fitted]
+        for layout, tile, fit in layouts:
             row = {"pair": args.pair, "model": name, "seed": seed, "layout": layout, "window": tile, "overlap": overlap,
                    **score(model, target, stats, tile, overlap, fit)}
             print(json.dumps(row), flush=True)
