@@ -64,13 +64,13 @@ def main() -> None:
     cfg, overlap = profile.unet, profile.overlap
     source_name, target_name = PAIRS[args.pair]
     source, target = load_domain(args.data, source_name), load_domain(args.data, target_name)
+    fitted = args.fitted or [default_window(cfg.patch_size)]
+    layouts = [("patch", cfg.patch_size, False)] + [(f"fitted_{w}", w, True) for w in fitted]
     models = [(name, seed, source if name == "source_only" else target) for name in args.models for seed in args.seeds]
     for name, seed, train_on in models:
         torch.manual_seed(seed)
         stats = band_stats(train_on)
         model = train_unet(UNet(3, len(CLASSES), cfg.base_width, cfg.depth), train_on, stats, cfg.train_steps, cfg, seed, "cpu")
-        fitted = args.fitted or [default_window(cfg.patch_size)]
-        layouts = [("patch", cfg.patch_size, False)] + [(f"fitted_{w}", w, True) for w in fitted]
         for layout, tile, fit in layouts:
             row = {"pair": args.pair, "model": name, "seed": seed, "layout": layout, "window": tile, "overlap": overlap,
                    **score(model, target, stats, tile, overlap, fit)}
