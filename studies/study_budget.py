@@ -218,6 +218,7 @@ def main() -> None:
         step = SemI2IStep.create(cfg, device=device)
         pa, pb = Patches(source, cfg.patch_size, args.seed + 2), Patches(target, cfg.patch_size, args.seed + 3)
         spe = max(1, args.semi2i_steps // cfg.epochs)
+        step.steps_per_epoch = spe  # Eq. 3 per step with --override semi2i.lr_schedule=step
         name = "semi2i" + (f"_{args.tag}" if args.tag else "")
 
         def stylized_source(gen, style):

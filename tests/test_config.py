@@ -23,6 +23,7 @@ PROFILE_CASES = [
     ({"cyclegan.pool_size": -1}, "cyclegan.pool_size: must be >= 0, got -1"),
     ({"cyclegan.patch_size": 62}, "cyclegan.patch_size: must be divisible by 4 (two stride-2 convs), got 62"),
     ({"semi2i.style_path": "y"}, "semi2i.style_path: must be one of ['normalised', 'carried'], got 'y'"),
+    ({"semi2i.lr_schedule": "cosine"}, "semi2i.lr_schedule: must be one of ['epoch', 'step'], got 'cosine'"),
     ({"semi2i.decay_epoch": 99}, "semi2i.decay_epoch: must be in [0, epochs=5], got 99"),
     ({"overlap": 999}, "overlap: must be in [0, patch_size=128), got 999"),
 ]

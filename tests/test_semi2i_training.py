@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from semi2i.checkpoints import load_stylizing_models
 from semi2i.config import ConfigError, SemI2IConfig, UNetTrainConfig, load_profile
-from semi2i.training.schedule import cosine_learning_rate, semi2i_learning_rate
+from semi2i.training.schedule import cosine_learning_rate, semi2i_learning_rate, semi2i_step_learning_rate
 from semi2i.training.semi2i_step import LOSS_KEYS, SemI2IStep, build_models, ema_rate
 from semi2i.training.semi2i_trainer import checkpoint_path, steps_per_epoch, train_semi2i
 
@@ -54,6 +54,36 @@ def test_eq3_learning_rate(epoch, lr):
 def test_eq3_rejects_epochs_outside_the_run():
     with pytest.raises(ValueError):
         semi2i_learning_rate(25, 1e-3, 25, 15)
+
+
+@pytest.mark.parametrize("step,lr", [(0, 1e-3), (39, 1e-3), (40, 1e-3), (70, 5e-4), (99, 1e-3 / 60)])
+def test_eq3_per_step_hand_values(step, lr):
+    assert semi2i_step_learning_rate(step, 1e-3, 100, 40) == pytest.approx(lr, rel=1e-12)
+    with pytest.raises(ValueError):
+        semi2i_step_learning_rate(100, 1e-3, 100, 40)
+
+
+def test_step_schedule_moves_the_rate_at_every_update_and_needs_the_loop_s_epoch_length():
+    """lr_schedule "step": 3 epochs of 2 steps, decay from epoch 1: 1, 1, then 4/4, 3/4, 2/4, 1/4 (x lr)."""
+    a = synthetic_patches(6, 3, PALETTE_A, seed=2)
+    b = synthetic_patches(6, 4, PALETTE_B, seed=3)
+    step = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1, lr_schedule="step"))
+    with pytest.raises(RuntimeError, match="steps_per_epoch"):
+        step(a[0], b[0])
+    step = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1, lr_schedule="step"))
+    step.steps_per_epoch = 2
+    rates = []
+    for i in range(6):
+        step.set_epoch(i // 2)
+        rates.append(step(a[i], b[i])["lr"])
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-12)
+    paper = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1))
+    paper.steps_per_epoch = 2
+    per_epoch = []
+    for i in range(6):
+        paper.set_epoch(i // 2)
+        per_epoch.append(paper(a[i], b[i])["lr"])
+    assert per_epoch == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-12)
 
 
 # --- the U-net fine-tune's cosine decay ----------------------------------------------------------
@@ -159,22 +189,23 @@ def test_a_few_dozen_steps_lower_self_and_cross_reconstruction():
 
 
 # --- trainer: epochs, schedule, checkpoints, resume --------------------------------------------
-@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "style_path": "carried"}], ids=["paper", "ema-carried"])
-def test_resumed_training_equals_uninterrupted(tmp_path, extra):
+@pytest.mark.parametrize("extra,last_lr", [({}, 5e-4), ({"ema_decay": 0.9, "style_path": "carried"}, 5e-4),
+                                           ({"lr_schedule": "step"}, 2.5e-4)], ids=["paper", "ema-carried", "per-step"])
+def test_resumed_training_equals_uninterrupted(tmp_path, extra, last_lr):
     cfg = tiny_cfg(epochs=3, decay_epoch=1, checkpoint_every=2, preview_every=3, log_every=1, **extra)
     a = synthetic_patches(6, 3, PALETTE_A, seed=2)
     b = synthetic_patches(6, 4, PALETTE_B, seed=3)
     counts = dict(num_patches_a=2, num_patches_b=5)  # 2 steps per epoch, 6 in all
     full = train_semi2i(cfg, iter(a), iter(b), tmp_path / "full", **counts)
     assert full.step.step == full.total_steps == 6
-    assert full.step.lr == pytest.approx(1e-3 * (3 - 2) / (3 - 1))  # Eq. 3 in the last epoch
+    assert full.step.lr == pytest.approx(last_lr)  # Eq. 3 in the last epoch (1e-3 (3 - 2) / (3 - 1)), or its last step
 
     cut = train_semi2i(cfg, iter(a), iter(b), tmp_path / "cut", max_steps=3, **counts)  # mid-epoch stop
     assert cut.step.step == 3
     resumed = train_semi2i(cfg, iter(a[3:]), iter(b[3:]), tmp_path / "cut", **counts)
     assert resumed.step.step == 6
     s_full, s_res = full.step.state_dict(), resumed.step.state_dict()
-    parts = ("generator", "disc_a", "disc_b", "style") + (("generator_ema", "style_ema") if extra else ())
+    parts = ("generator", "disc_a", "disc_b", "style") + (("generator_ema", "style_ema") if "ema_decay" in extra else ())
     assert set(parts) <= set(s_res)
     for part in parts:
         for key, value in s_full[part].items():

@@ -18,13 +18,15 @@ from semi2i.schema import (Beta, Bool, ConfigError, Float, Int, NonNegFloat, Non
                            relations, rule, settings, suggest, validate)
 
 __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig", "UNetTrainConfig", "Profile",
-           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile", "profile_from_dict",
-           "merge_overrides"]
+           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "SEMI2I_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile",
+           "profile_from_dict", "merge_overrides"]
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
 STYLE_PATHS = ("normalised", "carried")
 #: Learning-rate schedules a U-net fine-tune may use (``UNetTrainConfig.finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
+#: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
+SEMI2I_LR_SCHEDULES = ("epoch", "step")
 #: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (for GPUs;
 #: weights, optimizer states and EMAs stay fp32, see semi2i.training.precision).
 PRECISIONS = ("fp32", "bf16")
@@ -74,6 +76,7 @@ class SemI2IConfig:
     beta2: Beta = 0.999
     epochs: PosInt = 25
     decay_epoch: Epoch = 15
+    lr_schedule: Annotated[Str, one_of(SEMI2I_LR_SCHEDULES)] = "epoch"  # Eq. 3 per epoch (paper) or per step, to ~0 (ours)
     max_steps_per_epoch: PosInt | None = None  # cap on min(#A, #B) for time-boxed runs; None = paper
     checkpoint_every: PosInt = 1000  # steps
     preview_every: PosInt = 500  # steps

@@ -110,6 +110,8 @@ def gan_worker_loop(config: dict) -> dict:
     windows_a = city_windows(open_store(config["source"]), cfg.patch_size, config["overlap"])
     windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
+    if hasattr(step, "steps_per_epoch"):  # SemI2I's Eq. 3 schedule (per step with lr_schedule: step)
+        step.steps_per_epoch = spe
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress(name, run_dir, rank, total, step.step, "steps", 1)
     plan = StepPlan(((tuple(windows_a), cfg.seed), (tuple(windows_b), cfg.seed + 1_000_003)), rank, world, 1, "unit")

@@ -37,6 +37,7 @@ def multicity_worker_loop(config: dict) -> dict:
     windows = [city_windows(open_store(s), cfg.patch_size, config["overlap"]) for s in config["stores"]]
     fewest = min(len(w) for w in windows)
     spe = max(1, steps_per_epoch(cfg, fewest, fewest) // world)
+    step.steps_per_epoch = spe  # Eq. 3 per step with lr_schedule: step
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress("multicity", run_dir, rank, total, step.step, "steps", 1)
 

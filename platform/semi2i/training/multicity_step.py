@@ -53,6 +53,7 @@ class MultiCityStep(Eq3Schedule):
 
     def train_step(self, a: Tensor, b: Tensor, i: int, j: int) -> dict[str, float]:
         """One update on a batch of city ``i`` (``a``) and city ``j`` (``b``), images in [-1, 1]."""
+        self.begin_step()
         gen, disc = unwrap(self.generator), unwrap(self.disc)
         device = next(gen.parameters()).device
         a, b = a.to(device), b.to(device)

@@ -20,6 +20,21 @@ def semi2i_learning_rate(epoch: int, base_lr: float, num_epochs: int, decay_epoc
     return base_lr * (num_epochs - epoch) / (num_epochs - decay_epoch)
 
 
+def semi2i_step_learning_rate(step: int, base_lr: float, total_steps: int, decay_start: int) -> float:
+    """Eq. 3 per step instead of per epoch (``lr_schedule: step``): base_lr for steps before
+    ``decay_start``, then base_lr × (total − step) / (total − decay_start), a straight line to ~0 at the end.
+
+    ``step`` counts completed steps (0 for the first update), so the last update (step = total − 1) uses
+    base_lr / (total − decay_start). Eq. 3 per epoch never goes below base_lr / (epochs − decay_epoch): with
+    the quick profile's 5 epochs and decay epoch 3 its rates are 1, 1, 1, 1, 0.5 (× lr).
+    """
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step {step} outside [0, {total_steps})")
+    if step < decay_start or total_steps == decay_start:
+        return base_lr
+    return base_lr * (total_steps - step) / (total_steps - decay_start)
+
+
 def linear_decay_learning_rate(epoch: int, base_lr: float, num_epochs: int, decay_epoch: int) -> float:
     """CycleGAN's reference rule (``LambdaLR`` with ``n_epochs=decay_epoch``,
     ``n_epochs_decay=num_epochs − decay_epoch``): base_lr × (1 − max(0, epoch + 1 − decay_epoch) /

@@ -41,7 +41,7 @@ from semi2i.models.discriminator import PatchDiscriminator
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator, channel_stats
 from semi2i.training.ddp import unwrap
 from semi2i.training.precision import autocast, use_tf32
-from semi2i.training.schedule import semi2i_learning_rate
+from semi2i.training.schedule import semi2i_learning_rate, semi2i_step_learning_rate
 
 StyleReducer = Callable[[Tensor], Tensor]
 
@@ -88,18 +88,37 @@ class Eq3Schedule:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     epoch: int
+    step: int
+    #: set by the training loop; ``lr_schedule: step`` needs it to place a step on Eq. 3's line
+    steps_per_epoch: int | None = None
 
     @property
     def lr(self) -> float:
         return self.opt_g.param_groups[0]["lr"]
 
     def set_epoch(self, epoch: int) -> None:
-        """Enter ``epoch`` (0-based): both optimizers take Eq. 3's learning rate."""
-        lr = semi2i_learning_rate(epoch, self.cfg.lr, self.cfg.epochs, self.cfg.decay_epoch)
+        """Enter ``epoch`` (0-based): both optimizers take Eq. 3's learning rate (``lr_schedule: step``:
+        the rate of the epoch's first step; :meth:`begin_step` moves it at every step)."""
+        self.epoch = epoch
+        if self.cfg.lr_schedule == "step" and self.steps_per_epoch:
+            self.begin_step()
+            return
+        self._set_lr(semi2i_learning_rate(epoch, self.cfg.lr, self.cfg.epochs, self.cfg.decay_epoch))
+
+    def begin_step(self) -> None:
+        """Before each update: with ``lr_schedule: step``, Eq. 3's rate at this step (:func:`semi2i_step_learning_rate`)."""
+        if self.cfg.lr_schedule != "step":
+            return
+        if not self.steps_per_epoch:
+            raise RuntimeError("lr_schedule 'step' needs the loop to set steps_per_epoch before training")
+        spe = self.steps_per_epoch
+        self._set_lr(semi2i_step_learning_rate(min(self.step, self.cfg.epochs * spe - 1), self.cfg.lr,
+                                               self.cfg.epochs * spe, self.cfg.decay_epoch * spe))
+
+    def _set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        self.epoch = epoch
 
 
 class SemI2IStep(Eq3Schedule):
@@ -153,6 +172,7 @@ class SemI2IStep(Eq3Schedule):
 
         Returns every loss term of Eq. 1-2 as floats, plus ``lr``.
         """
+        self.begin_step()
         device = next(unwrap(self.generator).parameters()).device
         a, b = a.to(device), b.to(device)
         d_a, d_b = unwrap(self.disc_a), unwrap(self.disc_b)

@@ -79,6 +79,7 @@ def train_semi2i(
     total = cfg.epochs * per_epoch
     stop = total if max_steps is None else min(total, max_steps)
     step = SemI2IStep.create(cfg, device)
+    step.steps_per_epoch = per_epoch  # Eq. 3 per step with lr_schedule: step
     ckpt = checkpoint_path(run_dir)
     if ckpt.exists():
         step.load(ckpt)
