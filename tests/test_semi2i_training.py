@@ -70,20 +70,18 @@ def test_step_schedule_moves_the_rate_at_every_update_and_needs_the_loop_s_epoch
     step = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1, lr_schedule="step"))
     with pytest.raises(RuntimeError, match="steps_per_epoch"):
         step(a[0], b[0])
-    step = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1, lr_schedule="step"))
-    step.steps_per_epoch = 2
-    rates = []
-    for i in range(6):
-        step.set_epoch(i // 2)
-        rates.append(step(a[i], b[i])["lr"])
-    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-12)
-    paper = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1))
-    paper.steps_per_epoch = 2
-    per_epoch = []
-    for i in range(6):
-        paper.set_epoch(i // 2)
-        per_epoch.append(paper(a[i], b[i])["lr"])
-    assert per_epoch == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-12)
+
+    def rates(schedule: str) -> list[float]:
+        step = SemI2IStep.create(tiny_cfg(epochs=3, decay_epoch=1, lr_schedule=schedule))
+        step.steps_per_epoch = 2
+        out = []
+        for i in range(6):
+            step.set_epoch(i // 2)
+            out.append(step(a[i], b[i])["lr"])
+        return out
+
+    assert rates("step") == pytest.approx([1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-12)
+    assert rates("epoch") == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-12)
 
 
 # --- the U-net fine-tune's cosine decay ----------------------------------------------------------
