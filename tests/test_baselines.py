@@ -292,6 +292,12 @@ def test_finetune_schedule_per_profile_and_checked():
         load_profile("quick", overrides={"unet.finetune_lr_schedule": "step"})
 
 
+def test_semi2i_schedule_per_profile():
+    paper, quick = load_profile("paper").semi2i, load_profile("quick").semi2i
+    assert (paper.lr_schedule, paper.decay_epoch) == ("epoch", 15)  # the paper's Eq. 3, once per epoch
+    assert (quick.lr_schedule, quick.decay_epoch) == ("step", 0)  # ours: a straight line to ~0 over every step
+
+
 # --- Ray Train: 2 workers, a lost worker group restarts from the checkpoint --------------------------
 @pytest.mark.slow
 @pytest.mark.ray
