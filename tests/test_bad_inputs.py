@@ -9,6 +9,7 @@ must succeed (warnings, --resample, the 3 -> 1 band adaptation) follow the table
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -414,6 +415,13 @@ def _adapt_resume(w: World, capsys, mutate: Callable[[World], None], expect: str
     assert sorted(p for p in w.p("run").rglob("*")) == before  # nothing trained, nothing written
 
 
+def _semi2i_settings(w: World, **changes) -> dict:
+    """The SemI2I settings this World's config resolves to (as a checkpoint stores them), with ``changes``."""
+    from semi2i.adapt_config import load_adapt_config
+
+    return {**dataclasses.asdict(load_adapt_config(w.p("cfg.yaml")).profile.semi2i), **changes}
+
+
 def _four_classes(w: World) -> None:
     """The config (and its classes file) now say 4 classes; the stores were ingested with 5."""
     four = w.p("classes4.json")
@@ -433,7 +441,12 @@ def _four_classes(w: World) -> None:
      r"unet_source\.pt: trained on classes"),
     (lambda w: torch.save({"class_names": CLASSES5, "in_bands": 4}, w.p("run", "unet_source.pt")), r"unet_source\.pt: takes 4 band"),
     (lambda w: torch.save({"config": {"in_bands_a": 3, "in_bands_b": 1}}, w.p("run", "semi2i.pt")), r"semi2i\.pt: trained for 3 -> 1 bands"),
-], ids=["config-classes", "store-classes", "file-changed", "other-images", "unet-classes", "unet-bands", "gan-bands"])
+    (lambda w: torch.save({"config": _semi2i_settings(w, decay_epoch=3, lr_schedule="epoch", seed=5, log_every=1)},
+                          w.p("run", "semi2i_seed1.pt")),  # the quick profile's schedule before 2026-12-03
+     r"semi2i_seed1\.pt: trained with other SemI2I settings \(decay_epoch: 3 there, 0 now; lr_schedule: 'epoch' there, "
+     r"'step' now\); a resumed run would reuse it"),
+], ids=["config-classes", "store-classes", "file-changed", "other-images", "unet-classes", "unet-bands", "gan-bands",
+        "semi2i-settings"])
 def test_resumed_adapt_revalidates_what_it_skips_on(mutate, expect, tmp_path, capsys):
     _adapt_resume(World(tmp_path), capsys, mutate, expect)
 

@@ -3,7 +3,8 @@
 A fresh run: every glob matches, images pair with labels, headers agree (sizes, bands, CRS), and the
 class list of each palette/classes file is the config's. A resumed run: whatever a stage would skip on
 (the ingested stores, the trained U-nets and GANs) still matches the config: same classes, same band
-counts, ingested from the same files, unchanged since. So no run trains on settings refused once.
+counts, ingested from the same files, unchanged since; SemI2I generators trained with the same settings. So no run
+trains on settings refused once, nor resumes on a generator of other settings.
 
 Which methods apply to a source/target pair (:func:`not_applicable`) lives here too: with different
 band counts the per-band baselines cannot run, and the source-only U-net cannot read the target.
@@ -150,6 +151,26 @@ def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) ->
         if None not in bands and bands != (source.num_bands, target.num_bands):
             raise ConfigError(f"{path}: trained for {bands[0]} -> {bands[1]} bands, but the stores have "
                               f"{source.num_bands} -> {target.num_bands}{hint}")
+    for path in sorted(run_dir.glob("semi2i*.pt")):  # semi2i.pt and semi2i_seed<k>.pt
+        _check_semi2i_settings(path, _load(path, load_checkpoint).get("config") or {}, cfg.profile.semi2i, run_dir)
+
+
+#: SemI2I settings that do not change the trained generator (or are set per run and per seed)
+_BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every", "preview_every", "log_every"}
+
+
+def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path) -> None:
+    """A generator trained with other SemI2I settings (e.g. a profile's default changed since) would be
+    resumed on silently, with everything stylized, fine-tuned and mapped from it: refuse instead."""
+    import dataclasses
+
+    differs = [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
+               for f in dataclasses.fields(current) if f.name not in _BOOKKEEPING
+               and stored.get(f.name, f.default) != getattr(current, f.name)]
+    if differs:
+        raise ConfigError(f"{path}: trained with other SemI2I settings ({'; '.join(differs)}); a resumed run would "
+                          f"reuse it and what was made from it: use another --run-dir (--reuse-from {run_dir} "
+                          "keeps what does not depend on SemI2I)")
 
 
 def _load(path: Path, load: Any) -> dict:
