@@ -12,6 +12,7 @@ band counts the per-band baselines cannot run, and the source-only U-net cannot 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -142,17 +143,15 @@ def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) ->
                               f"{expected}{hint}")
     if source is None or target is None:
         return
-    for name in ("semi2i", "cyclegan", "colormapgan"):
-        path = run_dir / f"{name}.pt"
-        if not path.exists():
-            continue
+    semi2i = sorted(run_dir.glob("semi2i*.pt"))  # semi2i.pt and semi2i_seed<k>.pt
+    for path in semi2i + [p for p in (run_dir / "cyclegan.pt", run_dir / "colormapgan.pt") if p.exists()]:
         config = _load(path, load_checkpoint).get("config") or {}
         bands = (config.get("in_bands_a"), config.get("in_bands_b"))
         if None not in bands and bands != (source.num_bands, target.num_bands):
             raise ConfigError(f"{path}: trained for {bands[0]} -> {bands[1]} bands, but the stores have "
                               f"{source.num_bands} -> {target.num_bands}{hint}")
-    for path in sorted(run_dir.glob("semi2i*.pt")):  # semi2i.pt and semi2i_seed<k>.pt
-        _check_semi2i_settings(path, _load(path, load_checkpoint).get("config") or {}, cfg.profile.semi2i, run_dir)
+        if path in semi2i:
+            _check_semi2i_settings(path, config, cfg.profile.semi2i, run_dir)
 
 
 #: SemI2I settings that do not change the trained generator (or are set per run and per seed)
@@ -162,8 +161,6 @@ _BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every",
 def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path) -> None:
     """A generator trained with other SemI2I settings (e.g. a profile's default changed since) would be
     resumed on silently, with everything stylized, fine-tuned and mapped from it: refuse instead."""
-    import dataclasses
-
     differs = [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
                for f in dataclasses.fields(current) if f.name not in _BOOKKEEPING
                and stored.get(f.name, f.default) != getattr(current, f.name)]
