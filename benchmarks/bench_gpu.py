@@ -110,7 +110,7 @@ def semi2i_row(mode: str, device: torch.device, args, profile) -> dict:
     precision, tf32 = set_mode(mode, device)
     cfg = dataclasses.replace(profile.semi2i, in_bands_a=3, in_bands_b=3, precision=precision, tf32=tf32,
                               **(TINY["semi2i"] if args.tiny else {}))
-    step = SemI2IStep.create(cfg, device)
+    step = SemI2IStep.create(cfg, device, steps_per_epoch=cfg.max_steps_per_epoch or 1)  # the rate does not change the time
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.rand(args.semi2i_batch, 3, cfg.patch_size, cfg.patch_size, generator=gen).mul(2).sub(1).to(device)
             for _ in range(2))

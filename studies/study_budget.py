@@ -215,10 +215,9 @@ def main() -> None:
 
     if args.semi2i_steps:
         cfg = dataclasses.replace(prof.semi2i, seed=args.seed)
-        step = SemI2IStep.create(cfg, device=device)
-        pa, pb = Patches(source, cfg.patch_size, args.seed + 2), Patches(target, cfg.patch_size, args.seed + 3)
         spe = max(1, args.semi2i_steps // cfg.epochs)
-        step.steps_per_epoch = spe  # Eq. 3 per step with --override semi2i.lr_schedule=step
+        step = SemI2IStep.create(cfg, device=device, steps_per_epoch=spe)
+        pa, pb = Patches(source, cfg.patch_size, args.seed + 2), Patches(target, cfg.patch_size, args.seed + 3)
         name = "semi2i" + (f"_{args.tag}" if args.tag else "")
 
         def stylized_source(gen, style):

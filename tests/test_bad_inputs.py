@@ -451,6 +451,20 @@ def test_resumed_adapt_revalidates_what_it_skips_on(mutate, expect, tmp_path, ca
     _adapt_resume(World(tmp_path), capsys, mutate, expect)
 
 
+def test_semi2i_settings_check_ignores_the_arithmetic_and_names_what_changes_the_generator(tmp_path):
+    """A run resumes in either precision (fp32 weights and statistics in both): bf16/TF32 there, fp32 now passes;
+    a changed loss weight does not."""
+    from semi2i.config import ConfigError, load_profile
+    from semi2i.preflight import _check_semi2i_settings
+
+    current = load_profile("quick").semi2i
+    stored = dataclasses.asdict(current) | {"precision": "bf16", "tf32": True, "seed": 7, "log_every": 1}
+    _check_semi2i_settings(tmp_path / "semi2i.pt", stored, current, tmp_path)
+    with pytest.raises(ConfigError, match=r"semi2i\.pt: trained with other SemI2I settings \(lambda_grad: 10\.0 there, "
+                                          r"20\.0 now\)"):
+        _check_semi2i_settings(tmp_path / "semi2i.pt", stored | {"lambda_grad": 10.0}, current, tmp_path)
+
+
 def test_adapt_error_found_in_pixels_is_one_line(tmp_path, capsys, monkeypatch):
     """An unknown mask colour is only found while ingesting (after Ray started): still one line, exit 2, no store."""
     w = World(tmp_path)

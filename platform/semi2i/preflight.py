@@ -154,8 +154,10 @@ def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) ->
             _check_semi2i_settings(path, config, cfg.profile.semi2i, run_dir)
 
 
-#: SemI2I settings that do not change the trained generator (or are set per run and per seed)
-_BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every", "preview_every", "log_every"}
+#: SemI2I settings that do not change the trained generator (or are set per run and per seed). The arithmetic
+#: (precision, tf32) is among them: weights and statistics are fp32 in either, so a run resumes in either (README).
+_BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every", "preview_every", "log_every",
+                "precision", "tf32"}
 
 
 def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path) -> None:

@@ -157,10 +157,16 @@ class SemI2IStep(Eq3Schedule):
             self.style_ema = copy.deepcopy(style)
 
     @classmethod
-    def create(cls, cfg: SemI2IConfig, device: torch.device | str = "cpu", **kwargs: Any) -> "SemI2IStep":
-        """Build fresh models from ``cfg`` (single process) and wrap them in a step."""
+    def create(cls, cfg: SemI2IConfig, device: torch.device | str = "cpu", steps_per_epoch: int | None = None,
+               **kwargs: Any) -> "SemI2IStep":
+        """Build fresh models from ``cfg`` (single process) and wrap them in a step. ``steps_per_epoch`` places
+        each step on Eq. 3's line, which ``lr_schedule: step`` (the quick profile's) needs before the first step."""
         m = build_models(cfg).to(device)
-        return cls(cfg, m.generator, m.disc_a, m.disc_b, m.style, **kwargs)
+        step = cls(cfg, m.generator, m.disc_a, m.disc_b, m.style, **kwargs)
+        if steps_per_epoch is not None:
+            step.steps_per_epoch = steps_per_epoch
+            step.set_epoch(step.epoch)
+        return step
 
     @property
     def models(self) -> SemI2IModels:

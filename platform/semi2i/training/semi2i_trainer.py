@@ -78,8 +78,7 @@ def train_semi2i(
     per_epoch = steps_per_epoch(cfg, num_patches_a, num_patches_b)
     total = cfg.epochs * per_epoch
     stop = total if max_steps is None else min(total, max_steps)
-    step = SemI2IStep.create(cfg, device)
-    step.steps_per_epoch = per_epoch  # Eq. 3 per step with lr_schedule: step
+    step = SemI2IStep.create(cfg, device, steps_per_epoch=per_epoch)
     ckpt = checkpoint_path(run_dir)
     if ckpt.exists():
         step.load(ckpt)
