@@ -197,6 +197,32 @@ def test_built_in_demo_is_the_shipped_demo_config():
     assert built_in.profile == shipped.profile and built_in.profile.unet.train_steps == 200
 
 
+def test_segment_stage_maps_in_the_unets_arithmetic(tmp_path, monkeypatch):
+    """unet.precision and unet.tf32 reach the target mapping: a bf16 profile maps in bf16 too."""
+    import dataclasses
+    import types
+
+    import semi2i.mapping
+    import semi2i.pipeline
+    from semi2i.config import load_profile
+
+    calls = []
+    monkeypatch.setattr(semi2i.mapping, "map_region", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(semi2i.pipeline, "score_maps", lambda target, maps: {"miou": 0.5})
+    quick = load_profile("quick")
+    for precision, tf32 in (("fp32", False), ("bf16", True)):
+        profile = dataclasses.replace(quick, unet=dataclasses.replace(quick.unet, precision=precision, tf32=tf32))
+        run_dir = tmp_path / precision
+        run = types.SimpleNamespace(cfg=types.SimpleNamespace(profile=profile, workers=1, gpu=False),
+                                    store=lambda name: types.SimpleNamespace(path=tmp_path / "target.zarr"),
+                                    _available_methods=lambda: ["semi2i"], not_applicable=lambda method: None,
+                                    path=run_dir.joinpath, unet_path=lambda method: tmp_path / f"unet_{method}.pt")
+        AdaptRun.stage_segment(run)
+        assert (calls[-1]["precision"], calls[-1]["tf32"]) == (precision, tf32)
+        assert json.loads((run_dir / "scores" / "semi2i.json").read_text())["miou"] == 0.5
+    assert len(calls) == 2
+
+
 def test_run_dir_default_and_ephemeral_copy_refused(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -329,11 +329,12 @@ class AdaptRun(RunFolder):
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]
 
-    # 6. segment the target (and score where it has labels): the region-mapping job's code path
+    # 6. segment the target (and score where it has labels): the region-mapping job's code path, in the U-nets'
+    # arithmetic (unet.precision, unet.tf32: a bf16 profile maps in bf16 too, where it pays most)
     def stage_segment(self) -> None:
         from semi2i.mapping import map_region
 
-        target = self.store("target")
+        target, unet = self.store("target"), self.cfg.profile.unet
         for method in self._available_methods():
             score_path = self.path("scores", f"{method}.json")
             if score_path.exists() or self.not_applicable(method):
@@ -341,7 +342,8 @@ class AdaptRun(RunFolder):
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
-                           use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else None)
+                           use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else None,
+                           precision=unet.precision, tf32=unet.tf32)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
 
