@@ -451,6 +451,31 @@ def test_resumed_adapt_revalidates_what_it_skips_on(mutate, expect, tmp_path, ca
     _adapt_resume(World(tmp_path), capsys, mutate, expect)
 
 
+def test_a_recopied_input_is_not_a_changed_one_but_a_same_size_edit_is(tmp_path):
+    """A dataset copied again (new mtime, same bytes) keeps its stores usable, so a resumed run or --reuse-from
+    does not redo everything; an edit that keeps the file's size is still refused, by its SHA-256."""
+    import shutil
+
+    from semi2i.config import ConfigError
+    from semi2i.data.ingest import ingest_city
+    from semi2i.preflight import _check_store_provenance
+
+    w = World(tmp_path)
+    images, labels = w.city("src")
+    store = ingest_city(images, w.p("src.zarr"), labels=labels, classes=w.classes(), progress=False, min_size=32)
+    pairs = [(w.p("src", "img", f"r{i}.tif"), w.p("src", "lbl", f"r{i}.tif")) for i in range(2)]
+    raster = w.p("src", "img", "r0.tif")
+    shutil.copyfile(raster, w.p("copy.tif"))  # the same bytes with a new mtime, as a re-provisioned dataset has
+    os.replace(w.p("copy.tif"), raster)
+    os.utime(raster, ns=(time.time_ns(), time.time_ns() + 10**9))
+    _check_store_provenance(CityStore(store.path), "source", pairs)
+    data = bytearray(raster.read_bytes())
+    data[-1] ^= 0xFF  # one byte flipped: same size, new mtime
+    raster.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"src/img/r0\.tif: changed since it was ingested into .*src\.zarr"):
+        _check_store_provenance(CityStore(store.path), "source", pairs)
+
+
 def test_semi2i_settings_check_ignores_the_arithmetic_and_names_what_changes_the_generator(tmp_path):
     """A run resumes in either precision (fp32 weights and statistics in both): bf16/TF32 there, fp32 now passes;
     a changed loss weight does not."""

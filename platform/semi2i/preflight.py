@@ -118,8 +118,16 @@ def _check_store_provenance(store: CityStore, role: str, pairs: list[tuple[Path,
             st = p.stat()
         except OSError:
             raise ConfigError(f"{p}: ingested into {store_path} but no longer readable{hint}") from None
-        if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
+        if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]) and not _same_bytes(p, st.st_size, entry):
             raise ConfigError(f"{p}: changed since it was ingested into {store_path}{hint}")
+
+
+def _same_bytes(path: Path, size: int, entry: dict) -> bool:
+    """A file with a new mtime but the size and SHA-256 recorded at ingest (stores since 2026-12-03) is the same
+    file copied again, not an edited one."""
+    from semi2i.data.ingest import file_sha256
+
+    return "sha256" in entry and size == entry["size"] and file_sha256(path) == entry["sha256"]
 
 
 def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) -> None:

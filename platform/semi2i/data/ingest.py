@@ -156,13 +156,24 @@ def ingest_city(
 
 
 def _local_fingerprints(sources: list[RasterSource]) -> list[dict]:
-    """Size and mtime of every local input file: a resumed adapt run refuses a store whose files changed."""
+    """Size, mtime and SHA-256 of every local input file: a resumed adapt run refuses a store whose files
+    changed. The hash tells a re-copied file (new mtime, same bytes: a dataset restored or synced again) from
+    an edited one, so the copy does not cost a re-ingest and every stage after it."""
     out = []
     for p in [s.image for s in sources] + [s.label for s in sources if s.label is not None]:
         if isinstance(p, Path):
             st = p.stat()
-            out.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            out.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(p)})
     return out
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
