@@ -185,6 +185,8 @@ CASES = [
     Case("ingest-truncated-label (7)", "ingest", lambda w: _ingest(w, str(write_raster(w.p("ok", "trunc.tif"), _img(256, 256))),
          "--labels", w.truncated(bands=1), "--classes", w.classes()), r"bad/trunc\.tif: cannot read the label raster's pixels"),
     Case("ingest-chunk-size-0 (8)", "ingest", lambda w: _ingest(w, _write(w, "a.tif", _img()), "--chunk-size", "0"), r"--chunk-size must be"),
+    Case("ingest-compressor", "ingest", lambda w: _ingest(w, _write(w, "a.tif", _img()), "--compressor", "gzip"),
+         r"--compressor must be one of lz4, zstd, got 'gzip'"),
     Case("ingest-ignore-index-300 (8)", "ingest", lambda w: _ingest(w, _write(w, "a.tif", _img()), "--ignore-index", "300"),
          r"--ignore-index must be in 0\.\.255"),
     Case("ingest-min-size-0", "ingest", lambda w: _ingest(w, _write(w, "a.tif", _img()), "--min-size", "0"), r"--min-size must be >= 1"),

@@ -238,3 +238,22 @@ def test_real_dubai_tile_2(shared_data, tmp_path):
     shares = np.bincount(labels, minlength=256)[:5] / (labels != 255).sum()
     # the README's class shares for tile 2: 12/13/6/7/60 % (building/road/vegetation/water/land)
     np.testing.assert_allclose(shares * 100, [12, 13, 6, 7, 60], atol=2.5)
+
+
+def test_both_compressors_store_the_same_pixels_and_name_their_codec(tmp_path, write):
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 4000, size=(2, 80, 70)).astype(np.uint16)
+    lbl = rng.integers(0, 3, size=(80, 70)).astype(np.uint8)
+    write(tmp_path / "img" / "a.tif", img)
+    write(tmp_path / "lbl" / "a.tif", lbl)
+    reads = {}
+    for name in ("lz4", "zstd"):
+        store = ingest_city(str(tmp_path / "img/*.tif"), tmp_path / f"{name}.zarr", labels=str(tmp_path / "lbl/*.tif"),
+                            classes=["a", "b", "c"], min_size=32, compressor=name)
+        rid = store.rasters[0].id
+        reads[name] = store.read_window(rid, 0, 0, 80, 70)
+        meta = json.loads((tmp_path / f"{name}.zarr" / "rasters" / rid / "image" / "zarr.json").read_text())
+        assert [c["configuration"]["cname"] for c in meta["codecs"] if c["name"] == "blosc"] == [name]
+    for name, (image, label) in reads.items():
+        np.testing.assert_array_equal(image, img)
+        np.testing.assert_array_equal(label, lbl)

@@ -133,3 +133,51 @@ def test_read_patches_stats_override(city):
     w = Window(str(store.path), "a", 20, 20, 32)
     out = read_patches(window_columns([w]), "zscore", stats.to_attrs())
     np.testing.assert_allclose(out["image"][0], img[:, 20:52, 20:52].astype(np.float32))
+
+
+def test_a_batch_prefetch_decodes_each_cold_chunk_once_and_reads_the_same_pixels(tmp_path, write):
+    """read_patches fetches a batch's cold chunks in one request: afterwards every window is served from the
+    cache (no further decode), and the pixels equal the raster's."""
+    from semi2i.data.store import CHUNK_CACHE
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(2, 100, 120)).astype(np.uint8)
+    lbl = rng.integers(0, 4, size=(100, 120)).astype(np.uint8)
+    write(tmp_path / "img" / "a.tif", img)
+    write(tmp_path / "lbl" / "a.tif", lbl)
+    store = ingest_city(str(tmp_path / "img/*.tif"), tmp_path / "c.zarr", labels=str(tmp_path / "lbl/*.tif"),
+                        classes=["a", "b", "c", "d"], min_size=32, chunk_size=32)  # 4 x 4 chunks per array
+    rid = store.rasters[0].id
+    # chunks of 32 px: rows 0-1 x cols 0-1, rows 1-3 x cols 2-3, rows 0-1 x cols 0-1 again: 4 + 6 distinct chunks
+    windows = [(rid, 5, 7, 40, 40), (rid, 60, 70, 40, 40), (rid, 10, 12, 40, 40)]
+    CHUNK_CACHE.clear()
+    misses = CHUNK_CACHE.misses
+    store.prefetch(windows)
+    assert CHUNK_CACHE.misses == misses  # put directly, no per-chunk load
+    assert sum(key[0] == store._token for key in CHUNK_CACHE._values) == 2 * 10  # image and label chunks, each once
+    for rid_, y, x, h, w in windows:
+        image, label = store.read_window(rid_, y, x, h, w)
+        np.testing.assert_array_equal(image, img[:, y : y + h, x : x + w])
+        np.testing.assert_array_equal(label, lbl[y : y + h, x : x + w])
+    assert CHUNK_CACHE.misses == misses  # every chunk came from the prefetch
+    batch = read_patches(window_columns([Window(str(store.path), rid, 60, 70, 40)]), normalize="raw")
+    np.testing.assert_array_equal(batch["image"][0], img[:, 60:100, 70:110])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_normalising_into_a_given_array_equals_the_formulas(dtype):
+    from semi2i.data.normalize import BandStats
+
+    rng = np.random.default_rng(2)
+    stats = BandStats.from_pixels((rng.random((3, 4000)) * 250).astype(dtype))
+    image = (rng.random((3, 9, 11)) * 255).astype(dtype)
+    as_float = image.astype(np.float32)
+    mean, std = stats.mean.astype(np.float32)[:, None, None], stats.std.astype(np.float32)[:, None, None]
+    out = np.full(image.shape, np.nan, dtype=np.float32)
+    assert stats.zscore(image, out=out) is out
+    np.testing.assert_array_equal(out, (as_float - mean) / std)
+    low, high = stats.low.astype(np.float32)[:, None, None], stats.high.astype(np.float32)[:, None, None]
+    np.testing.assert_array_equal(stats.to_unit_range(image, out=out), np.clip(2.0 * (as_float - low) / (high - low) - 1.0, -1, 1))
+    np.testing.assert_array_equal(stats.to_unit_range(image), out)
+    with pytest.raises(ValueError, match="float32"):
+        stats.zscore(image, out=np.empty(image.shape, dtype=np.float64))

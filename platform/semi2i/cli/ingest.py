@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodata", type=float, help="image nodata value (default: the rasters' own)")
     p.add_argument("--min-size", type=int, default=256, help="refuse rasters smaller than one patch of this size")
     p.add_argument("--chunk-size", type=int, default=512, help="zarr chunk edge in pixels")
+    p.add_argument("--compressor", default="lz4", help="lz4 (fastest to read; default) or zstd (smaller stores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     return p.parse_args(argv)
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             nodata=args.nodata,
             min_size=args.min_size,
             chunk_size=args.chunk_size,
+            compressor=args.compressor,
             overwrite=args.overwrite,
         )
     except IngestError as exc:

@@ -49,14 +49,20 @@ WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 _OBJ = np.empty((0, 0), dtype=object)
 #: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
 _STRIP_PIXELS = 16_000_000
-#: Every array's codec: Blosc zstd at level 1 with byte shuffle (a no-op for 8-bit data, it groups the high
-#: bytes of 16-bit bands). Measured on a 512 x 512 x 3 chunk of the Dubai sensor-D imagery (JPEG-compressed
-#: at the source, so noisy) against the earlier zstd 3 with bit shuffle: compression 1.32 vs 1.36, encoding
-#: 1.9 vs 10.7 ms, decoding 1.4 vs 2.0 ms; for a label chunk 219 vs 167, decoding 0.08 vs 0.34 ms. Bit
-#: shuffling helps smooth data, and photographs are not; a higher zstd level costs 5-10x the encoding time
-#: for a few per cent. Stores written with the earlier codec read as before (the codec is in each array's
-#: metadata).
-STORE_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+#: The arrays' codecs (``compressor=``; each array's metadata names its codec, so every store reads the same).
+#: ``lz4`` (the default; Blosc LZ4 level 5, byte shuffle: zarr-python 2's default) decodes a 512 x 512 x 3 chunk
+#: of the Dubai sensor-D imagery in 0.025 ms against zstd level 1's 1.0 ms (numcodecs, one thread), so a cold
+#: patch read is bound by I/O, not by decompression: benchmarks/bench_data.py read 400 random 256² patches at
+#: 1.07x rasterio's windows with lz4 against 0.92x with zstd (2026-12-03). ``zstd`` (level 1, byte shuffle: the
+#: default before 2026-12-04) writes that city in 60 instead of 80 MiB (this JPEG-compressed imagery barely
+#: compresses; labels compress either way): the choice where stores travel over a network more than they are
+#: read. Byte shuffle groups the high bytes of 16-bit bands (a no-op on 8-bit data); bit shuffle and higher
+#: zstd levels cost 5-10x the encoding time for a few per cent.
+STORE_CODECS = {
+    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
+}
+STORE_CODEC = STORE_CODECS["lz4"]
 
 
 def ingest_city(
@@ -71,6 +77,7 @@ def ingest_city(
     nodata: float | None = None,
     min_size: int = 256,
     chunk_size: int = 512,
+    compressor: str = "lz4",
     overwrite: bool = False,
     progress: bool = True,
 ) -> CityStore:
@@ -78,11 +85,12 @@ def ingest_city(
 
     ``classes`` is a class list or a JSON file (``{"classes": [{"index", "name"}]}``; a palette file
     works too) for class-index labels; with ``palette`` the class names come from the palette.
+    ``compressor`` is a key of :data:`STORE_CODECS`.
     """
     out_loc = locations.location(out)
     out = out_loc.path or out_loc  # messages name the user's path or URL
     ingest_checks.check_options(chunk_size=chunk_size, ignore_index=ignore_index, min_size=min_size, palette=palette,
-                                classes=classes, fail=IngestError)
+                                classes=classes, compressor=compressor, compressors=STORE_CODECS, fail=IngestError)
     if out_loc.published() and not overwrite:
         raise IngestError(f"{out}: output store already exists (pass --overwrite to replace it)")
     pal = load_palette(palette, ignore_index)
@@ -107,7 +115,7 @@ def ingest_city(
         ids = raster_ids([s.image for s in sources])
         # one piece per raster (a Ray task on a cluster: placement.run_each), each writing its own group
         write = functools.partial(_ingest_raster, Path(tmp).resolve(), pal, class_names, ignore_index, chunk_size,
-                                  name if progress else None, len(sources))
+                                  STORE_CODECS[compressor], name if progress else None, len(sources))
         pieces = [(i, rid, _absolute(src)) for i, (rid, src) in enumerate(zip(ids, sources))]
         for info, stats, raster_max in placement.run_each(write, pieces, stage="ingest"):
             totals.merge(stats)
@@ -186,14 +194,14 @@ def _absolute(src: RasterSource) -> RasterSource:
     return dataclasses.replace(src, **absolute)
 
 
-def _ingest_raster(store: Path, pal: Palette | None, class_names: list[str], ignore_index: int, chunk: int,
+def _ingest_raster(store: Path, pal: Palette | None, class_names: list[str], ignore_index: int, chunk: int, codec: BloscCodec,
                    progress_name: str | None, total: int, piece: tuple[int, str, RasterSource]
                    ) -> tuple[RasterInfo, StatsAccumulator, int]:
     """Write one raster into the store's ``rasters/<rid>`` group: one piece of :func:`ingest_city`."""
     i, rid, src = piece
     t0 = time.perf_counter()
     try:
-        result = _write_raster(store, rid, src, pal, class_names, ignore_index, chunk)
+        result = _write_raster(store, rid, src, pal, class_names, ignore_index, chunk, codec)
     except RasterioError as exc:  # a truncated or corrupt file: its header read, its pixels do not
         files = [(src.image, "image")] + ([(src.label, "label")] if src.label else [])
         raise ingest_checks.unreadable(files, exc, IngestError) from None
@@ -223,7 +231,7 @@ def _read_blocks(src: RasterSource, chunk: int, threads: int) -> dict[str, int]:
 
 
 def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None, class_names: list[str],
-                  ignore_index: int, chunk: int) -> tuple[RasterInfo, StatsAccumulator, int]:
+                  ignore_index: int, chunk: int, codec: BloscCodec) -> tuple[RasterInfo, StatsAccumulator, int]:
     whole = src.driver in WHOLE_FILE_DRIVERS
     blocks = _read_blocks(src, chunk, placement.task_threads())
     image = _read_lazy(src.image, blocks, whole).data
@@ -259,10 +267,9 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     ds = ds.rio.write_transform(src.transform)
     ds = ds.assign_coords(_pixel_centres(src))
     ds = ds.rio.write_grid_mapping("spatial_ref")
-    codec = (STORE_CODEC,)
-    ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=codec)
+    ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=(codec,))
     if "label" in ds:
-        ds["label"].encoding.update(chunks=(chunk, chunk), compressors=codec)
+        ds["label"].encoding.update(chunks=(chunk, chunk), compressors=(codec,))
     # xarray writes the metadata and coordinates now; the pixels are written below, strip by strip
     ds.to_zarr(str(store), group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
     group = zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")

@@ -25,7 +25,7 @@ _TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9_.-]+?)-(?P<pi
 
 
 def check_options(*, chunk_size: int, ignore_index: int, min_size: int, palette: object, classes: object,
-                  fail: type[Exception]) -> None:
+                  compressor: str, compressors: dict, fail: type[Exception]) -> None:
     """Option values that would otherwise fail deep inside the pixel pass (ZeroDivisionError,
     OverflowError) or silently mean something else."""
     if palette is not None and classes is not None:
@@ -36,6 +36,8 @@ def check_options(*, chunk_size: int, ignore_index: int, min_size: int, palette:
         raise fail(f"--ignore-index must be in 0..255 (labels are stored as uint8), got {ignore_index}")
     if not isinstance(min_size, int) or min_size < 1:
         raise fail(f"--min-size must be >= 1, got {min_size}")
+    if compressor not in compressors:
+        raise fail(f"--compressor must be one of {', '.join(compressors)}, got {compressor!r}")
 
 
 def tmp_store_name(out: Path) -> Path:

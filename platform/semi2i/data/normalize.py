@@ -41,16 +41,24 @@ class BandStats:
         return np.array([np.interp(q, QUANTILE_LEVELS, row) for row in self.quantiles])
 
     # --- the two normalisations (and the inverse of the GAN one) -------------------------------
-    def zscore(self, image: np.ndarray) -> np.ndarray:
-        """(bands, H, W) raw -> float32 z-scores per band (the U-net's input)."""
+    def zscore(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, H, W) raw -> float32 z-scores per band (the U-net's input), into ``out`` if given (no
+        temporaries: patch readers normalise straight into their batch array)."""
         mean, std = _col(self.mean), _col(np.maximum(self.std, 1e-6))
-        return ((image.astype(np.float32) - mean) / std).astype(np.float32)
+        out = _float32_like(image, out)
+        np.subtract(image, mean, out=out, dtype=np.float32)
+        out /= std
+        return out
 
-    def to_unit_range(self, image: np.ndarray) -> np.ndarray:
-        """(bands, H, W) raw -> float32 in [-1, 1] (the GAN's input; tanh's output range)."""
+    def to_unit_range(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, H, W) raw -> float32 in [-1, 1] (the GAN's input; tanh's output range), into ``out`` if given."""
         low, high = _col(self.low), _col(self.high)
-        scaled = 2.0 * (image.astype(np.float32) - low) / np.maximum(high - low, 1e-6) - 1.0
-        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+        out = _float32_like(image, out)
+        np.subtract(image, low, out=out, dtype=np.float32)
+        out *= 2.0
+        out /= np.maximum(high - low, 1e-6)
+        out -= 1.0
+        return np.clip(out, -1.0, 1.0, out=out)
 
     def from_unit_range(self, values: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_unit_range`: [-1, 1] -> raw value scale (float32)."""
@@ -86,6 +94,14 @@ class BandStats:
             std=pixels.std(axis=1),
             quantiles=np.quantile(pixels, QUANTILE_LEVELS, axis=1).T,
         )
+
+
+def _float32_like(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return np.empty(image.shape, dtype=np.float32)
+    if out.shape != image.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {image.shape}, got {out.dtype} {out.shape}")
+    return out
 
 
 def _col(values: np.ndarray) -> np.ndarray:

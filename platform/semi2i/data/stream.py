@@ -36,6 +36,9 @@ def read_patches(batch: dict[str, np.ndarray], normalize: Normalize = "zscore", 
         raise ValueError(f"normalize must be 'zscore', 'unit' or 'raw', got {normalize!r}")
     n = len(batch["y"])
     stores = {str(p): open_store(str(p)) for p in dict.fromkeys(batch["store"])}  # one open (stat) per store
+    for path, store in stores.items():  # the batch's cold chunks in one request per store, not one per chunk
+        store.prefetch((str(r), int(y), int(x), int(size), int(size))
+                       for s, r, y, x, size in zip(batch["store"], batch["raster"], batch["y"], batch["x"], batch["size"]) if str(s) == path)
     images, labels, raster_index = None, None, np.empty(n, dtype=np.int64)
     for i, (store_path, raster, y, x, size) in enumerate(zip(batch["store"], batch["raster"], batch["y"], batch["x"], batch["size"])):
         store = stores[str(store_path)]
@@ -47,9 +50,9 @@ def read_patches(batch: dict[str, np.ndarray], normalize: Normalize = "zscore", 
         all_valid = bool(valid.all())
         band_stats = override or store.band_stats
         if normalize == "zscore":
-            images[i] = band_stats.zscore(image)
+            band_stats.zscore(image, out=images[i])
         elif normalize == "unit":
-            images[i] = band_stats.to_unit_range(image)
+            band_stats.to_unit_range(image, out=images[i])
         else:
             images[i] = image
         if label is None:
