@@ -12,7 +12,8 @@ run's source U-net with the run's own fine-tune settings (steps, batch, cosine r
 stylized and the original source windows (half of each, the two stores having the same windows), maps the
 target and scores it as adapt does. ``--variants plain`` redoes the product's own fine-tune (stylized only)
 as a check that the rest is comparable. Results go to ``<out>/results.jsonl``, one line per (run, method,
-variant); a re-run skips what is there.
+variant); a re-run skips what is there. ``--variants histmatched`` / ``meanmatched`` fine-tune on the stylized source after a
+per-band quantile / mean match to the target (:func:`recalibrated`).
 
     python studies/study_mix.py --runs runs/s38/bright-to-dark-s0 --methods semi2i colormapgan --out runs/mix
 """
@@ -42,7 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, type=Path, help="finished adapt run folders")
     p.add_argument("--methods", nargs="+", default=["semi2i", "colormapgan"])
-    p.add_argument("--variants", nargs="+", default=["mixed"], choices=["mixed", "plain", "mixed_bn"])
+    p.add_argument("--variants", nargs="+", default=["mixed"], choices=["mixed", "plain", "mixed_bn", "histmatched", "meanmatched"])
     p.add_argument("--bn-batches", type=int, default=50, help="mixed_bn: batches of stylized patches for the statistics")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
@@ -67,6 +68,9 @@ def main() -> None:
             if (args.out / f"unet_{tag}_{method}_{variant}.pt").exists():
                 continue
             stylized = str((run / "stylized" / method / "store.zarr").resolve())
+            if variant in ("histmatched", "meanmatched"):
+                stylized = str(recalibrated(Path(stylized), run / "stores" / "target.zarr", args.out / "stylized" / f"{tag}_{method}_{variant}",
+                                            variant))
             stores = [stylized, source] if variant == "mixed" else [stylized]
             jobs.append(unet_job(unet, stores, stage=f"{tag}_{method}_{variant}", output=f"unet_{tag}_{method}_{variant}.pt",
                                  init=run / "unet_source.pt", steps=unet.finetune_steps, overlap=cfg.profile.overlap,
@@ -91,6 +95,24 @@ def main() -> None:
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info("%s %s %s: mIoU %.2f (run's report: %.2f)", run, method, variant, row["miou"], row["report_miou"])
+
+
+def recalibrated(stylized: Path, target: Path, out_dir: Path, variant: str) -> Path:
+    """The stylized source city with each band mapped onto the target city's distribution: ``histmatched``
+    matches the quantiles (the histogram-matching baseline applied to a stylizer's output), ``meanmatched``
+    scales each band to the target's mean (gray world's von Kries gain). Why: a GAN trained with L1
+    reconstruction terms regresses towards the mean, and SemI2I's stylized city was lower in contrast or
+    offset against the target in its per-class colours; these restore the target's per-band statistics while
+    keeping the stylizer's class-dependent (non-monotone) mapping."""
+    from semi2i.stylize import stylize_city
+    from semi2i.stylizers import GrayWorldStylizer, HistogramMatchingStylizer
+
+    if (out_dir / "store.zarr").exists():
+        return out_dir / "store.zarr"
+    src, tgt = CityStore(stylized), CityStore(target)
+    kind = HistogramMatchingStylizer if variant == "histmatched" else GrayWorldStylizer
+    return Path(stylize_city(src, kind(src.band_stats, tgt.band_stats), out_dir,
+                             target_dtype=tgt.dataset(tgt.rasters[0].id).image.dtype).path)
 
 
 def stylized_bn(checkpoint: Path, stylized: Path, out: Path, unet, batches: int, seed: int) -> None:
