@@ -53,7 +53,7 @@ _STRIP_PIXELS = 16_000_000
 #: ``lz4`` (the default; Blosc LZ4 level 5, byte shuffle: zarr-python 2's default) decodes a 512 x 512 x 3 chunk
 #: of the Dubai sensor-D imagery in 0.025 ms against zstd level 1's 1.0 ms (numcodecs, one thread), so a cold
 #: patch read is bound by I/O, not by decompression: benchmarks/bench_data.py read 400 random 256² patches at
-#: 1.07x rasterio's windows with lz4 against 0.92x with zstd (2026-12-03). ``zstd`` (level 1, byte shuffle: the
+#: 1.23x rasterio's windows with lz4 against 0.91x with zstd (2026-12-04). ``zstd`` (level 1, byte shuffle: the
 #: default before 2026-12-04) writes that city in 60 instead of 80 MiB (this JPEG-compressed imagery barely
 #: compresses; labels compress either way): the choice where stores travel over a network more than they are
 #: read. Byte shuffle groups the high bytes of 16-bit bands (a no-op on 8-bit data); bit shuffle and higher
