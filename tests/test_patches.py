@@ -181,3 +181,29 @@ def test_normalising_into_a_given_array_equals_the_formulas(dtype):
     np.testing.assert_array_equal(stats.to_unit_range(image), out)
     with pytest.raises(ValueError, match="float32"):
         stats.zscore(image, out=np.empty(image.shape, dtype=np.float64))
+
+
+def test_a_prefetch_the_cache_cannot_hold_is_skipped_and_reads_stay_right(tmp_path, write, monkeypatch):
+    """With a cache too small for a batch's chunks (or none: SEMI2I_CHUNK_CACHE_MB=0), prefetching would decode
+    every chunk twice; it is skipped, and the pixels are still the raster's."""
+    import semi2i.data.store as store_module
+    from semi2i.data.store import CHUNK_CACHE
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, size=(2, 64, 64)).astype(np.uint8)
+    write(tmp_path / "img" / "a.tif", img)
+    store = ingest_city(str(tmp_path / "img/*.tif"), tmp_path / "c.zarr", min_size=16, chunk_size=16)
+    rid = store.rasters[0].id
+    gathered = []
+    real_sync = store_module.zarr_sync
+    monkeypatch.setattr(store_module, "zarr_sync", lambda coro: gathered.append(1) or real_sync(coro))
+    CHUNK_CACHE.clear()
+    store.read_window(rid, 3, 5, 40, 40)  # 3 x 3 chunks of 16 px: a prefetch while the cache has room
+    assert gathered == [1]
+    monkeypatch.setattr(CHUNK_CACHE, "max_bytes", 0)
+    CHUNK_CACHE.clear()
+    misses = CHUNK_CACHE.misses
+    image, _ = store.read_window(rid, 3, 5, 40, 40)
+    np.testing.assert_array_equal(image, img[:, 3:43, 5:45])
+    assert gathered == [1]  # no second prefetch ...
+    assert CHUNK_CACHE.misses - misses == 9  # ... each chunk decoded once, by the read itself

@@ -233,6 +233,9 @@ class CityStore:
                         missing[key] = (arr, r, c)
         if len(missing) < 2:
             return  # nothing to overlap: read_window decodes it on first use
+        nbytes = sum(int(np.prod(arr.chunks)) * arr.dtype.itemsize for arr, _, _ in missing.values())
+        if nbytes > CHUNK_CACHE.max_bytes // 2:
+            return  # the cache could not keep them until they are read: they would be decoded twice
         blocks = zarr_sync(_gather([arr.async_array.getitem(_chunk_selection(arr, r, c)) for arr, r, c in missing.values()]))
         for key, block in zip(missing, blocks):
             CHUNK_CACHE.put(key, np.asarray(block))
