@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from semi2i.data.ingest import IngestError, ingest_city
+from semi2i.data.ingest import DEFAULT_COMPRESSOR, STORE_CODECS, IngestError, ingest_city
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodata", type=float, help="image nodata value (default: the rasters' own)")
     p.add_argument("--min-size", type=int, default=256, help="refuse rasters smaller than one patch of this size")
     p.add_argument("--chunk-size", type=int, default=512, help="zarr chunk edge in pixels")
-    p.add_argument("--compressor", default="lz4", help="lz4 (fastest to read; default) or zstd (smaller stores)")
+    p.add_argument("--compressor", default=DEFAULT_COMPRESSOR,
+                   help=f"{' or '.join(STORE_CODECS)} (default {DEFAULT_COMPRESSOR}: fastest to read; zstd: smaller stores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     return p.parse_args(argv)
 

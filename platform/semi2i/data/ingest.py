@@ -62,7 +62,8 @@ STORE_CODECS = {
     "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     "zstd": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
 }
-STORE_CODEC = STORE_CODECS["lz4"]
+DEFAULT_COMPRESSOR = "lz4"
+STORE_CODEC = STORE_CODECS[DEFAULT_COMPRESSOR]
 
 
 def ingest_city(
@@ -77,7 +78,7 @@ def ingest_city(
     nodata: float | None = None,
     min_size: int = 256,
     chunk_size: int = 512,
-    compressor: str = "lz4",
+    compressor: str = DEFAULT_COMPRESSOR,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CityStore:
@@ -176,12 +177,9 @@ def _local_fingerprints(sources: list[RasterSource]) -> list[dict]:
 
 
 def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
+    """The hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
