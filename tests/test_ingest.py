@@ -64,6 +64,10 @@ def test_round_trip_pixels_crs_transform_nodata(tmp_path, write):
     expected_label = lbl.copy()
     expected_label[:3, :5] = 255  # nodata pixels become ignore
     np.testing.assert_array_equal(ds.label.values, expected_label)
+    # the direct whole-raster reads equal the dataset's, strided too
+    np.testing.assert_array_equal(reopened.read(info.id), img)
+    np.testing.assert_array_equal(reopened.read(info.id, "label", step=3), expected_label[::3, ::3])
+    np.testing.assert_array_equal(reopened.read(info.id, step=4), img[:, ::4, ::4])
     assert reopened.nodata == 0 and ds.image.attrs["nodata"] == 0
     assert reopened.class_names == ["a", "b", "c"] and reopened.ignore_index == 255
     assert reopened.meta["provenance"]["images"][0].endswith("a.tif")

@@ -42,5 +42,5 @@ def tone_order(pairs: Iterable[tuple[np.ndarray, np.ndarray]], source_stats: Ban
 
 def store_tone_order(source, fake, stride: int = 4) -> float:
     """:func:`tone_order` of a stylized city store (rasters named as the source's) against its source."""
-    pairs = ((source.dataset(r.id).image.values, fake.dataset(r.id).image.values) for r in source.rasters)
-    return tone_order(pairs, source.band_stats, fake.band_stats, stride)
+    pairs = ((source.read(r.id, step=stride), fake.read(r.id, step=stride)) for r in source.rasters)
+    return tone_order(pairs, source.band_stats, fake.band_stats, stride=1)

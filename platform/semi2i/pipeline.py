@@ -389,5 +389,5 @@ def raster_confusion(target_path: Path, maps: Path, raster: str) -> np.ndarray:
     from semi2i.metrics import confusion_matrix
 
     target = CityStore(target_path)
-    return confusion_matrix(read_classes(maps, raster), target.dataset(raster).label.values, target.num_classes,
+    return confusion_matrix(read_classes(maps, raster), target.read(raster, "label"), target.num_classes,
                             target.ignore_index)

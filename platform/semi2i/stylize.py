@@ -83,14 +83,13 @@ def _stylize_raster(stylizer: Stylizer | Callable[[], Stylizer], store_path: Pat
         raise ValueError(f"{stylizer!r} expects {stylizer.in_bands} bands, {source.path} has {source.num_bands}")
     started = time.perf_counter()
     info = source.raster(raster)
-    ds = source.dataset(raster)
-    raw = ds.image.values
+    raw = source.read(raster)
     fake = _to_dtype(stylizer.stylize(raw), dtype)
     _keep_nodata(fake, source.valid_mask(raw), source.nodata)
     image = str(write_geotiff(tmp / "images" / f"{raster}.tif", fake, info, nodata=source.nodata))
     label = None
     if source.has_labels:
-        label = str(write_geotiff(tmp / "labels" / f"{raster}.tif", ds.label.values, info, nodata=source.ignore_index))
+        label = str(write_geotiff(tmp / "labels" / f"{raster}.tif", source.read(raster, "label"), info, nodata=source.ignore_index))
     mpx = info.height * info.width / 1e6
     log.info("stylize %s (%s): %s %.2f Mpx, %.2f Mpx/s", city, stylizer.name, raster, mpx,
              mpx / max(time.perf_counter() - started, 1e-9))

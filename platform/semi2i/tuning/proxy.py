@@ -55,8 +55,8 @@ def proxy_metrics(source, fake, target) -> dict:
     style = style_distance(fake.band_stats, target.band_stats)
     total, weight = 0.0, 0
     for info in source.rasters:
-        src = source.dataset(info.id).image.values
-        loss, n = structure_loss(src, fake.dataset(info.id).image.values, source.band_stats, fake.band_stats,
+        src = source.read(info.id)
+        loss, n = structure_loss(src, fake.read(info.id), source.band_stats, fake.band_stats,
                                  source.valid_mask(src))
         total, weight = total + loss * n, weight + n
     structure = total / weight if weight else 1.0
