@@ -1,6 +1,6 @@
 """Per-band statistics of the ingest pass: exact histograms for <=16-bit integers, a strided sample otherwise.
 
-Mergeable per block (dask) and per raster. Valid float pixels that are +-inf are counted, not summed:
+Mergeable per strip and per raster. Valid float pixels that are +-inf are counted, not summed:
 one infinite pixel would make the mean infinite and the std NaN, so ingest refuses such rasters.
 """
 
@@ -13,16 +13,6 @@ from .normalize import QUANTILE_LEVELS, BandStats
 #: Above this many bits, per-block histograms are replaced by a strided sample for quantiles.
 _MAX_HIST_BITS = 16
 _SAMPLE_PER_BAND = 2_000_000
-
-
-def stats_block(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    # no gather (a copy of the block) when every pixel is valid, the usual case
-    pixels = image.reshape(image.shape[0], -1) if valid.all() else image[:, valid]
-    part = StatsAccumulator(image.shape[0], image.dtype)
-    part.add(pixels)
-    out = np.empty((1, 1), dtype=object)
-    out[0, 0] = part
-    return out
 
 
 class StatsAccumulator:
