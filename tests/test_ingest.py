@@ -151,6 +151,34 @@ def test_label_colour_not_in_palette(tmp_path, write, palette_file):
                   labels=labels, palette=palette_file)
 
 
+def test_strips_are_only_for_memory(tmp_path, write, palette_file, monkeypatch):
+    """A raster written in several strips is the one-strip store, statistics included, and the colours
+    a strip cannot decode are counted over every strip."""
+    import semi2i.data.ingest as ingest
+
+    rng = np.random.default_rng(8)
+    img = _image(rng, h=40, w=48)
+    img[:, 30:, :6] = 0  # nodata in the last strip only
+    lbl = rng.integers(0, 3, size=(40, 48)).astype(np.uint8)
+    write(tmp_path / "img" / "a.tif", img, nodata=0)
+    write(tmp_path / "lbl" / "a.tif", lbl)
+    kw = dict(labels=str(tmp_path / "lbl" / "*.tif"), classes=["a", "b", "c"], min_size=32, chunk_size=16)
+    whole = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "whole.zarr", **kw)
+    monkeypatch.setattr(ingest, "_STRIP_PIXELS", 16 * 48)  # one chunk row per strip: 16 + 16 + 8 rows
+    strips = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "strips.zarr", **kw)
+    np.testing.assert_array_equal(strips.read("a"), whole.read("a"))
+    np.testing.assert_array_equal(strips.read("a", "label"), whole.read("a", "label"))
+    assert (strips.read("a", "label")[30:, :6] == 255).all()
+    assert strips.band_stats.to_attrs() == whole.band_stats.to_attrs() and strips.rasters == whole.rasters
+
+    mask = np.zeros((3, 40, 48), np.uint8)
+    mask[:] = np.array([60, 16, 152], np.uint8)[:, None, None]
+    mask[:, 10:20, :2] = np.array([9, 8, 7], np.uint8)[:, None, None]  # 20 px of an unknown colour, over 2 strips
+    images, labels = _pair(tmp_path / "rgb", write, _image(rng, dtype=np.uint8), mask)
+    _expect_error(r"lbl/r\.tif: 1 colour\(s\) not in the palette \(\(9, 8, 7\): 20 px\)", tmp_path, images,
+                  labels=labels, palette=palette_file, chunk_size=16)
+
+
 def test_label_index_out_of_range(tmp_path, write):
     rng = np.random.default_rng(5)
     lbl = np.zeros((40, 48), np.uint8)
