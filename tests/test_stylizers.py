@@ -136,6 +136,19 @@ def test_semi2i_stylizer_is_deterministic_and_survives_a_checkpoint_round_trip(t
     assert np.array_equal(first, reloaded.stylize(image))
 
 
+def test_semi2i_stylizer_in_bf16_is_close_to_fp32_and_not_the_same_arithmetic(trained):
+    step, path, source, target = trained
+    image = np.random.default_rng(6).uniform(0, 255, (3, 45, 70))
+    fp32 = load_stylizer("semi2i", source_stats=source, target_stats=target, checkpoint=path, overlap=8).stylize(image)
+    bf16 = load_stylizer("semi2i", source_stats=source, target_stats=target, checkpoint=path, overlap=8,
+                         precision="bf16").stylize(image)
+    unit = (target.from_unit_range(np.ones((4, 1, 1), np.float32)) - target.from_unit_range(-np.ones((4, 1, 1), np.float32)))
+    gap = np.abs(bf16 - fp32) / unit  # as a fraction of the output range
+    assert bf16.dtype == np.float32 and 0 < gap.max() < 0.05 and gap.mean() < 0.01
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_stylizer("semi2i", source_stats=source, target_stats=target, checkpoint=path, overlap=8, precision="fp16")
+
+
 def test_semi2i_stylizer_reverse_direction(trained):
     step, path, source, target = trained
     reverse = SemI2IStylizer.from_checkpoint(path, target, source, source="b", tile_size=32, overlap=8)

@@ -271,6 +271,8 @@ class AdaptRun(RunFolder):
             trained = base_method(method) in GAN_METHODS
             options = {"checkpoint": self.path(f"{method}.pt"), "overlap": self.cfg.profile.overlap,
                        "device": "cuda" if self.cfg.gpu else "cpu"} if trained else {}
+            if base_method(method) in ("semi2i", "cyclegan"):  # generators stylize in their training arithmetic
+                options["precision"] = getattr(self.cfg.profile, base_method(method)).precision
             # built where each raster is stylized (a GPU worker with --gpu), not here
             stylizer = functools.partial(load_stylizer, base_method(method), source_stats=source.band_stats,
                                          target_stats=target.band_stats, **options)

@@ -59,7 +59,7 @@ class ChunkMapper:
                                                                  WindowCache().max_bytes)
         self.out = zarr.open_group(locations.location(job["zarr"]).zarr_store(), mode="r+")
         self.done_dir = locations.location(job["done_dir"])  # a folder, or a prefix on object storage
-        self.stylizer = _load_stylizer(job["stylize"], self.device) if job.get("stylize") else None
+        self.stylizer = _load_stylizer(job["stylize"], self.device, "bf16" if self.bf16 else "fp32") if job.get("stylize") else None
 
     def _run_batches(self, fn, batches: list) -> list:
         if self.pool is None or len(batches) < 2:
@@ -88,7 +88,7 @@ class ChunkMapper:
             ry, rx, rh, rw = _union(sty_grid.support(sy, sx, sh, sw), (sy, sx, sh, sw))
             raw, _ = self.store.read_window(chunk.raster, ry, rx, rh, rw)
             fake = blend_box(raw, (ry, rx), sty_grid, (sy, sx, sh, sw),
-                             lambda t: sty.generator.stylize(t, sty.source, sty.style), sty.out_bands,
+                             sty.generate, sty.out_bands,
                              batch_tiles=sty.batch_tiles, prepare=sty.source_stats.to_unit_range, device=self.device,
                              cache=self.cache, cache_key=(chunk.raster, "stylize"))
             pixels = sty.target_stats.from_unit_range(fake)
@@ -172,10 +172,10 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _load_stylizer(spec: dict, device: torch.device):
+def _load_stylizer(spec: dict, device: torch.device, precision: str):
     from semi2i.data.normalize import BandStats
     from semi2i.stylizers.semi2i import SemI2IStylizer
 
     return SemI2IStylizer.from_checkpoint(spec["checkpoint"], BandStats.from_attrs(spec["source_stats"]),
                                           BandStats.from_attrs(spec["target_stats"]), source=spec["source"],
-                                          overlap=int(spec.get("overlap", 32)), device=device)
+                                          overlap=int(spec.get("overlap", 32)), device=device, precision=precision)

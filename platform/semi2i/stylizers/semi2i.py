@@ -21,6 +21,7 @@ from semi2i.data.normalize import BandStats
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
 from semi2i.stylizers.base import Stylizer
 from semi2i.tiling import blend_tiles
+from semi2i.training.precision import autocast
 
 
 class SemI2IStylizer(Stylizer):
@@ -40,6 +41,7 @@ class SemI2IStylizer(Stylizer):
         overlap: int = 32,
         batch_tiles: int = 4,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
     ):
         if source not in ("a", "b"):
             raise ValueError(f"source must be 'a' or 'b', got {source!r}")
@@ -55,6 +57,8 @@ class SemI2IStylizer(Stylizer):
         self.style = style.to(self.device)
         self.source, self.source_stats, self.target_stats = source, source_stats, target_stats
         self.tile_size, self.overlap, self.batch_tiles = tile_size, overlap, batch_tiles
+        self.precision = precision
+        autocast(self.device, precision)  # refuses an unknown precision here, not at the first tile
 
     @classmethod
     def from_checkpoint(
@@ -68,6 +72,7 @@ class SemI2IStylizer(Stylizer):
         overlap: int = 32,
         batch_tiles: int = 4,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
     ) -> "SemI2IStylizer":
         """From a SemI2I training checkpoint; tiles default to the training patch size."""
         from semi2i.checkpoints import load_stylizing_models
@@ -76,12 +81,20 @@ class SemI2IStylizer(Stylizer):
         return cls(
             generator, style, source_stats, target_stats, source=source,
             tile_size=tile_size or cfg.patch_size, overlap=overlap, batch_tiles=batch_tiles, device=device,
+            precision=precision,
         )
+
+    def generate(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Unit-range source tiles -> unit-range target-styled tiles, in the stylizer's arithmetic (``precision``:
+        ``"bf16"`` autocasts, as the generator trained with ``semi2i.precision: bf16``; 2x faster on a CPU with
+        AMX, a mean change of 0.1 DN on 8-bit output)."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.generator.stylize(tiles, self.source, self.style).float()
 
     def _stylize(self, image: np.ndarray) -> np.ndarray:
         fake = blend_tiles(
             image,
-            lambda tiles: self.generator.stylize(tiles, self.source, self.style),
+            self.generate,
             self.out_bands,
             tile=self.tile_size,
             overlap=self.overlap,

@@ -75,7 +75,8 @@ def evaluate_rung(sweep: Sweep, config: dict, rung: int, trial_dir: Path) -> dic
     def stylize() -> None:  # (a subset of) the source
         device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only with driver_gpus > 0
         stylizer = load_stylizer("semi2i", source_stats=source.band_stats, target_stats=target.band_stats,
-                                 checkpoint=trial_dir / "semi2i.pt", overlap=p.overlap, device=device)
+                                 checkpoint=trial_dir / "semi2i.pt", overlap=p.overlap, device=device,
+                                 precision=cfg.precision)
         made["stylized"] = stylize_city(subset, stylizer, rung_dir / "stylized", target_dtype=target.dtype,
                                         name=f"{source.name}-semi2i", overwrite=True)
 
