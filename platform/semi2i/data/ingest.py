@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # (a Ray task's), where a thread-local catch_warnings would not reach, hence a module-wide filter.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
-#: Drivers without efficient windowed access: read such rasters as one chunk (they are small by nature).
+#: Drivers without efficient windowed access: read such rasters as one strip (they are small by nature).
 WHOLE_FILE_DRIVERS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 #: Pixels per streaming strip: what one raster pass holds in memory at most (times bands and dtype).
 _STRIP_PIXELS = 16_000_000
@@ -234,7 +234,7 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next is
     # read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer. Plain
     # rasterio reads and numpy: a dask graph per raster cost more than the pixels on rasters of a few Mpx
-    # (bench_data.py: 2.50 -> 1.6 s for Dubai sensor-D's 27 GeoTIFFs, 2026-12-04).
+    # (bench_data.py: 2.50 -> 1.82 s for Dubai sensor-D's 27 GeoTIFFs, 2026-12-04).
     with rasterio.open(io_paths.gdal_path(src.image)) as image_file, \
             (rasterio.open(io_paths.gdal_path(src.label)) if src.label is not None else contextlib.nullcontext()) as label_file:
         for y0 in range(0, src.height, step):
