@@ -21,7 +21,7 @@ from semi2i.data.normalize import BandStats
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
 from semi2i.stylizers.base import Stylizer
 from semi2i.tiling import blend_tiles
-from semi2i.training.precision import autocast
+from semi2i.models.precision import autocast
 
 
 class SemI2IStylizer(Stylizer):

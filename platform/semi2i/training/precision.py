@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from semi2i.config import PRECISIONS
+from semi2i.models.precision import autocast
 
-
-def autocast(device: torch.device | str, precision: str) -> torch.autocast:
-    """The context for a step's forward passes and losses: bf16 autocast when ``precision == "bf16"``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+__all__ = ["autocast", "use_tf32"]  # autocast lives below training and inference (semi2i.models.precision)
 
 
 def use_tf32(enabled: bool, device: torch.device | str) -> None:
