@@ -231,6 +231,8 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     colours: dict[int, int] = {}  # colours not in the palette (and "__wide__": label values that do not fit uint8)
     hist = np.zeros(256, dtype=np.int64)
     step = _strip_rows(src, chunk)
+    image_out = group["image"]
+    label_out = group["label"] if src.label is not None else None
     # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next is
     # read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer. Plain
     # rasterio reads and numpy: a dask graph per raster cost more than the pixels on rasters of a few Mpx
@@ -242,12 +244,12 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
             image = image_file.read(window=window)
             valid = valid_mask(image, src.nodata)
             stats.add(image.reshape(src.count, -1) if valid.all() else image[:, valid])
-            group["image"][:, y0 : y0 + window.height, :] = image
+            image_out[:, y0 : y0 + window.height, :] = image
             if label_file is not None:
                 label = _read_labels(label_file, window, src, pal, ignore_index, colours)
                 label[~valid] = ignore_index
                 hist += np.bincount(label.ravel(), minlength=256)
-                group["label"][y0 : y0 + window.height, :] = label
+                label_out[y0 : y0 + window.height, :] = label
 
     if stats.nonfinite:
         allowed = "NaN" + (f" or the nodata value {src.nodata}" if src.nodata is not None else "")

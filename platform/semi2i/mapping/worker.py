@@ -24,6 +24,7 @@ import torch
 import zarr
 
 from semi2i import locations
+from semi2i.models.precision import autocast
 from semi2i.segment import SegmentationModel
 from semi2i.tiling import default_batch_windows, default_window
 
@@ -48,7 +49,7 @@ class ChunkMapper:
         self.overlap = int(job["overlap"])
         self.window = int(job.get("window") or default_window(self.model.patch_size))
         self.batch_tiles = int(job.get("batch_tiles") or default_batch_windows(self.window, self.device))
-        self.bf16 = (job.get("precision") or "fp32") == "bf16"
+        self.precision = job.get("precision") or "fp32"
         self.channels_last = job.get("channels_last") is not False
         if not self.channels_last:
             self.model.model.to(memory_format=torch.contiguous_format)
@@ -59,7 +60,7 @@ class ChunkMapper:
                                                                  WindowCache().max_bytes)
         self.out = zarr.open_group(locations.location(job["zarr"]).zarr_store(), mode="r+")
         self.done_dir = locations.location(job["done_dir"])  # a folder, or a prefix on object storage
-        self.stylizer = _load_stylizer(job["stylize"], self.device, "bf16" if self.bf16 else "fp32") if job.get("stylize") else None
+        self.stylizer = _load_stylizer(job["stylize"], self.device, self.precision) if job.get("stylize") else None
 
     def _run_batches(self, fn, batches: list) -> list:
         if self.pool is None or len(batches) < 2:
@@ -67,7 +68,7 @@ class ChunkMapper:
         return list(self.pool.map(_inference(fn), batches))
 
     def _segment(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with autocast(self.device, self.precision):
             return self.model.model(x)
 
     # -- compute -------------------------------------------------------------------------------

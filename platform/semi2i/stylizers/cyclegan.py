@@ -14,9 +14,9 @@ import torch
 
 from semi2i.data.normalize import BandStats
 from semi2i.models.cyclegan import ResnetGenerator
+from semi2i.models.precision import autocast, check_precision
 from semi2i.stylizers.base import Stylizer
 from semi2i.tiling import blend_tiles
-from semi2i.models.precision import autocast
 
 
 class CycleGANStylizer(Stylizer):
@@ -35,8 +35,7 @@ class CycleGANStylizer(Stylizer):
         self.generator = generator.to(self.device).eval()
         self.source_stats, self.target_stats = source_stats, target_stats
         self.tile_size, self.overlap, self.batch_tiles = tile_size, overlap, batch_tiles
-        self.precision = precision
-        autocast(self.device, precision)  # refuses an unknown precision here, not at the first tile
+        self.precision = check_precision(precision)  # refused here, not at the first tile
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, source_stats: BandStats, target_stats: BandStats, *,

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from semi2i.data.normalize import BandStats
+from semi2i.models.precision import autocast, check_precision
 from semi2i.models.semi2i import GlobalStyleStats, SemI2IGenerator
 from semi2i.stylizers.base import Stylizer
 from semi2i.tiling import blend_tiles
-from semi2i.models.precision import autocast
 
 
 class SemI2IStylizer(Stylizer):
@@ -57,8 +57,7 @@ class SemI2IStylizer(Stylizer):
         self.style = style.to(self.device)
         self.source, self.source_stats, self.target_stats = source, source_stats, target_stats
         self.tile_size, self.overlap, self.batch_tiles = tile_size, overlap, batch_tiles
-        self.precision = precision
-        autocast(self.device, precision)  # refuses an unknown precision here, not at the first tile
+        self.precision = check_precision(precision)  # refused here, not at the first tile
 
     @classmethod
     def from_checkpoint(
