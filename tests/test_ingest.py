@@ -179,6 +179,29 @@ def test_strips_are_only_for_memory(tmp_path, write, palette_file, monkeypatch):
                   labels=labels, palette=palette_file, chunk_size=16)
 
 
+def test_rasters_ingested_side_by_side_give_the_same_store(tmp_path, write):
+    """Rasters written on several threads (the default here) give the store one thread writes, document for
+    document and chunk for chunk; only the name (from the path) and the time of ingest differ."""
+    import json
+
+    rng = np.random.default_rng(9)
+    for k, (h, w) in enumerate([(40, 48), (33, 50), (64, 40), (40, 48), (36, 36)]):
+        write(tmp_path / "img" / f"r{k}.tif", _image(rng, h=h, w=w), nodata=0)
+        write(tmp_path / "lbl" / f"r{k}.tif", rng.integers(0, 3, size=(h, w)).astype(np.uint8))
+    kw = dict(labels=str(tmp_path / "lbl" / "*.tif"), classes=["a", "b", "c"], min_size=32, chunk_size=16)
+    one = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "one" / "city.zarr", threads=1, **kw).path
+    many = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "many" / "city.zarr", threads=3, **kw).path
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(many) for p in many.rglob("*") if p.is_file()) and len(files) > 50
+    for rel in files:
+        a, b = (one / rel).read_bytes(), (many / rel).read_bytes()
+        if str(rel) == "zarr.json":
+            a, b = json.loads(a), json.loads(b)
+            for doc in (a, b):
+                doc["attributes"]["semi2i"]["provenance"].pop("ingested_at")
+        assert a == b, rel
+
+
 def test_label_index_out_of_range(tmp_path, write):
     rng = np.random.default_rng(5)
     lbl = np.zeros((40, 48), np.uint8)

@@ -31,6 +31,35 @@ def test_pieces_run_here_in_order_and_are_recorded_once_per_process(monkeypatch)
         placement.run_each(functools.partial(_square, 0), [2, -1], stage="a")
 
 
+def test_pieces_on_local_threads_keep_their_order_and_the_first_failure(monkeypatch):
+    """``local_threads``: the items' order whatever finishes first; on a failure the pieces not yet started
+    never run, the running ones finish before the error reaches the caller, and the first failed piece in
+    the items' order is the one raised."""
+    import threading
+    import time
+
+    monkeypatch.setattr(placement, "ray_up", lambda: False)
+    started, finished, lock = [], [], threading.Lock()
+
+    def piece(x):
+        with lock:
+            started.append(x)
+        time.sleep(0.05 if x in (0, 2) else 0.01 if x > 2 else 0.0)  # 0 and 2 finish after 1 and 3
+        if x < 0:
+            raise ValueError(f"piece {x} failed")
+        with lock:
+            finished.append(x)
+        return 10 * x
+
+    assert placement.run_each(piece, [0, 1, 2, 3, 4], stage="a", local_threads=3) == [0, 10, 20, 30, 40]
+    assert finished != sorted(finished)  # they did run side by side
+    started.clear(), finished.clear()
+    with pytest.raises(ValueError, match="piece -1 failed"):
+        placement.run_each(piece, [0, -1, -2] + list(range(3, 40)), stage="a", local_threads=2)
+    assert 0 in finished  # the running piece finished before the error was raised
+    assert len(started) < 40  # the pieces after the failure were cancelled
+
+
 def test_the_cluster_is_used_from_when_ray_comes_up(monkeypatch):
     """A mapping job enters on_cluster before it starts Ray (its input is checked first): the pieces that
     follow must still go to the cluster."""

@@ -6,7 +6,7 @@ no CPUs for tasks at all) only plans and commits. Every stage that touches pixel
 pieces (a raster, a run of map chunks) and hands them to :func:`run_each`. Inside :func:`on_cluster` (the
 adapt and multi-city runs and a mapping job with Ray enter it), while Ray is up, each piece is a Ray task
 that asks for what it needs (a CPU; a GPU with ``--gpu``), so it runs on a worker node; anywhere else (library calls,
-unit tests) the pieces run here, one after another, with the same code.
+unit tests) the pieces run here, one after another (or on a few threads where a stage asks), with the same code.
 
 Each piece reports the node and process it ran on (:func:`here`). A :func:`recording` collects the
 reports by stage: the adapt run keeps them in ``placement.json`` and a mapping job in its ``job.json``,
@@ -15,6 +15,7 @@ so anyone can check that the driver did none of the pixel work.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -188,16 +189,19 @@ def task_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_each(fn: Callable[[Any], Any], items: Iterable[Any], *, stage: str, num_cpus: float = 1, num_gpus: float = 0) -> list:
+def run_each(fn: Callable[[Any], Any], items: Iterable[Any], *, stage: str, num_cpus: float = 1, num_gpus: float = 0,
+             local_threads: int = 1) -> list:
     """``[fn(item) for item in items]``, as Ray tasks of ``num_cpus``/``num_gpus`` each under
     :func:`on_cluster`, else here. ``fn`` and the items must be picklable (module-level functions,
     ``functools.partial``) and carry absolute paths: tasks run in other working directories. A failed
-    piece cancels the others and its own exception is raised here."""
+    piece cancels the others and its own exception is raised here. ``local_threads`` > 1 runs the pieces
+    here on that many threads (for pieces that spend their time in code that releases the GIL: GDAL reads,
+    codecs, zarr I/O), as a cluster runs them side by side; the results keep the items' order."""
     items = list(items)
     if not items:
         return []
     if not on_cluster_now():
-        results = [fn(item) for item in items]
+        results = _run_here(fn, items, local_threads)
         record(stage, [here()])
         return results
     import ray
@@ -227,6 +231,25 @@ def run_each(fn: Callable[[Any], Any], items: Iterable[Any], *, stage: str, num_
             log.info("%s: %d/%d pieces done in %.0f s", stage, len(refs) - len(pending), len(refs), last - started)
     record(stage, places)
     return results
+
+
+def _run_here(fn: Callable[[Any], Any], items: list, threads: int) -> list:
+    """The pieces in this process, on ``threads`` threads at most. A failure cancels the pieces not started;
+    the first failed piece's exception (in the items' order) is raised once the running ones are done, so the
+    caller's clean-up never races with a piece still writing."""
+    threads = min(max(1, int(threads)), len(items))
+    if threads == 1:
+        return [fn(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="semi2i-piece") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            for f in futures:
+                f.cancel()
+            concurrent.futures.wait(futures)
+            raise failed[0].exception()
+        return [f.result() for f in futures]
 
 
 def run_one(fn: Callable[[], Any], *, stage: str, num_cpus: float = 1, num_gpus: float = 0) -> Any:
