@@ -14,7 +14,8 @@ The machine may be shared, so every number is the median of ``--repeats`` rounds
 the end-to-end job, the naive loop and the references one after the other (interleaved: background load
 hits all alike); the ratios are taken within the run. References: ``forward_alone_mpx_s`` (the model on
 in-memory batches of 8 patches, torch's default threads) and ``forward_alone_threads_mpx_s`` (the same,
-laid out as the mapping runs it: one forward per chunk thread, one torch thread each). The load average
+laid out as the mapping runs it: one forward per chunk thread, one torch thread each). The references and the
+naive loop run in the job's ``--precision``, so every ratio compares one arithmetic. The load average
 (``os.getloadavg()``) before and after is part of each row.
 """
 
@@ -47,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are reported)")
     p.add_argument("--window", type=int, help="mapping window edge (default: the job's, twice the model's patch size)")
     p.add_argument("--threads", type=int, help="chunk threads of the in-process path (default: torch's threads)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
     p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # internal: run one size, print JSON
     return p.parse_args(argv)
 
@@ -89,7 +90,7 @@ def _synthetic_raster(path: Path, side: int) -> Path:
     return path
 
 
-def _forward_alone(model, seconds: float = 3.0, threads: int = 0) -> float:
+def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str = "fp32") -> float:
     """Mpx/s of the model on in-memory normalised patches (batches of 8): the compute ceiling.
 
     ``threads`` > 0: that many Python threads forward at once with one torch thread each (the way the
@@ -98,12 +99,14 @@ def _forward_alone(model, seconds: float = 3.0, threads: int = 0) -> float:
 
     import torch
 
+    from semi2i.models.precision import autocast
+
     x = torch.randn(8, model.in_bands, model.patch_size, model.patch_size).contiguous(memory_format=torch.channels_last)
     counts = []
 
     def loop():
         n, t0 = 0, time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast("cpu", precision):
             model.model(x)
             while time.perf_counter() - t0 < seconds:
                 model.model(x)
@@ -128,12 +131,13 @@ def _forward_alone(model, seconds: float = 3.0, threads: int = 0) -> float:
         torch.set_num_threads(before)
 
 
-def _naive_loop(ckpt: Path, raster: Path, out: Path) -> float:
+def _naive_loop(ckpt: Path, raster: Path, out: Path, precision: str = "fp32") -> float:
     """rasterio window by window (no overlap, no blending), torch one window at a time: Mpx/s."""
     import rasterio
     import torch
     from rasterio.windows import Window
 
+    from semi2i.models.precision import autocast
     from semi2i.segment import SegmentationModel
 
     model = SegmentationModel(ckpt)
@@ -141,7 +145,7 @@ def _naive_loop(ckpt: Path, raster: Path, out: Path) -> float:
     t0 = time.perf_counter()
     with rasterio.open(raster) as src:
         profile = dict(src.profile, count=1, dtype="uint8", nodata=255)
-        with rasterio.open(out, "w", **profile) as dst, torch.no_grad():
+        with rasterio.open(out, "w", **profile) as dst, torch.no_grad(), autocast("cpu", precision):
             for y in range(0, src.height, t):
                 for x in range(0, src.width, t):
                     win = Window(x, y, min(t, src.width - x), min(t, src.height - y))
@@ -194,9 +198,10 @@ def run_one(args) -> dict:
                    use_ray=args.ray, workers=args.workers, overwrite=True, window=args.window, threads=args.threads,
                    precision=args.precision)
         runs["raster"].append(mpx / (time.perf_counter() - t0))
-        runs["naive"].append(_naive_loop(ckpt, raster, work / f"naive_{side}.tif"))
-        runs["forward"].append(_forward_alone(model))
-        runs["forward_threads"].append(_forward_alone(model, threads=threads) if threads > 1 else runs["forward"][-1])
+        runs["naive"].append(_naive_loop(ckpt, raster, work / f"naive_{side}.tif", args.precision))
+        runs["forward"].append(_forward_alone(model, precision=args.precision))
+        runs["forward_threads"].append(_forward_alone(model, threads=threads, precision=args.precision)
+                                       if threads > 1 else runs["forward"][-1])
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1), "repeats": args.repeats,

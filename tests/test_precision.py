@@ -46,8 +46,8 @@ def test_bad_precision_and_tf32_are_refused_with_their_keys():
     with pytest.raises(ConfigError) as err:
         load_profile("quick", {"semi2i.precision": "fp16", "unet.precision": "half", "cyclegan.tf32": "yes"})
     text = str(err.value)
-    assert "semi2i.precision: must be one of ['fp32', 'bf16'], got 'fp16'" in text
-    assert "unet.precision: must be one of ['fp32', 'bf16'], got 'half'" in text
+    assert "semi2i.precision: must be one of ['fp32', 'bf16', 'auto'], got 'fp16'" in text
+    assert "unet.precision: must be one of ['fp32', 'bf16', 'auto'], got 'half'" in text
     assert "cyclegan.tf32: expected bool" in text
     p = load_profile("paper", {"semi2i.precision": "bf16", "unet.tf32": True})
     assert (p.semi2i.precision, p.unet.tf32, p.unet.precision, p.colormapgan.precision) == ("bf16", True, "fp32", "fp32")
@@ -57,6 +57,29 @@ def test_bad_precision_and_tf32_are_refused_with_their_keys():
         assert not any(s.tf32 for s in (p.semi2i, p.unet, p.colormapgan, p.cyclegan))
     with pytest.raises(ValueError, match="precision must be one of"):
         UNetStep(UNet(3, 4, 8, 2), precision="fp16")
+
+
+def test_auto_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
+    """``auto`` resolves on the device that runs the network: bf16 on a CPU with AMX tiles (or CUDA >= sm80),
+    fp32 elsewhere; the step's arithmetic follows (an AMX-less CPU runs the plain fp32 step)."""
+    from semi2i.models import precision as prec
+
+    for amx, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(prec, "_cpu_has_amx", lambda amx=amx: amx)
+        assert prec.resolve_precision("cpu", "auto") == expected
+        assert prec.autocast("cpu", "auto").fast_dtype == torch.bfloat16
+        with prec.autocast("cpu", "auto"):
+            assert torch.is_autocast_enabled("cpu") is (expected == "bf16")
+        assert prec.resolve_precision("cpu", "fp32") == "fp32" and prec.resolve_precision("cpu", "bf16") == "bf16"
+        model = UNet(3, 4, 8, 2)
+        x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+        torch.manual_seed(0)
+        auto = UNetStep(copy.deepcopy(model), precision="auto").step(x, y)["loss"]
+        torch.manual_seed(0)
+        same = UNetStep(copy.deepcopy(model), precision=expected).step(x, y)["loss"]
+        assert auto == same
+    assert prec.native_bf16("meta") is False
+    assert load_profile("quick", {"semi2i.precision": "auto"}).semi2i.precision == "auto"
 
 
 def test_semi2i_bf16_step_learns_and_keeps_fp32_state():

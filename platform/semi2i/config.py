@@ -27,9 +27,10 @@ STYLE_PATHS = ("normalised", "carried")
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
 #: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
 SEMI2I_LR_SCHEDULES = ("epoch", "step")
-#: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (for GPUs;
-#: weights, optimizer states and EMAs stay fp32, see semi2i.training.precision).
-PRECISIONS = ("fp32", "bf16")
+#: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (weights,
+#: optimizer states and EMAs stay fp32, see semi2i.training.precision); "auto" is bf16 on a device with bf16
+#: matrix units (CUDA compute capability >= 8, a CPU with AMX), fp32 elsewhere (semi2i.models.precision).
+PRECISIONS = ("fp32", "bf16", "auto")
 Precision = Annotated[Str, one_of(PRECISIONS)]
 
 #: a GAN's training patch: two stride-2 convolutions, and the 70x70 PatchGAN needs 32 px

@@ -20,6 +20,7 @@ import logging
 import sys
 
 from semi2i import locations
+from semi2i.config import PRECISIONS
 from semi2i.data.store import CityStore, StoreError
 from semi2i.mapping import MappingError, default_device, map_region
 
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "thread each; 2 on a GPU)")
     p.add_argument("--window", type=int, help="window edge in px (default: twice the model's patch size; larger windows "
                    "waste less compute on overlaps, their logits differ slightly at window borders)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (GPUs, CPUs with bf16 units)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: autocast; auto: bf16 where the device has bf16 units (CUDA >= sm80, AMX CPUs), else fp32")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW inference (channels_last is the default)")
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls/convolutions on CUDA")
     p.add_argument("--no-cog", action="store_true", help="skip the COGs (zarr and quicklook only)")

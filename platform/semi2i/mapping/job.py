@@ -41,6 +41,7 @@ import zarr
 from semi2i import io_paths, locations, placement
 from semi2i.data.store import CityStore
 from semi2i.checkpoints import load_checkpoint
+from semi2i.config import PRECISIONS
 from semi2i.tiling import default_window
 
 from .inputs import (
@@ -107,15 +108,15 @@ def _map_region(
 
     Inference options (defaults: fp32, windows of twice the model's patch size, channels_last on CPU, see
     :mod:`.worker`): ``window`` (window edge in px), ``batch_tiles`` (windows per forward pass; default
-    :func:`semi2i.tiling.default_batch_windows` of the device the chunks run on), ``precision`` (``"fp32"`` | ``"bf16"`` autocast), ``channels_last``,
+    :func:`semi2i.tiling.default_batch_windows` of the device the chunks run on), ``precision`` (``"fp32"`` | ``"bf16"`` autocast | ``"auto"``: bf16 on devices with bf16 units, decided by each piece), ``channels_last``,
     ``tf32`` (CUDA). ``threads``: chunk threads on the in-process path (default :func:`.local.default_threads`).
     """
     out = locations.location(out)
     checkpoint = locations.location(checkpoint)
     _check_numbers(chunk_size=chunk_size, overlap=overlap, batch_tiles=batch_tiles, workers=workers, window=window,
                    threads=threads)
-    if precision not in ("fp32", "bf16"):
-        raise MappingError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise MappingError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if stylize is not None:
         stylize = {"overlap": overlap, **stylize}
     if not checkpoint.is_file():

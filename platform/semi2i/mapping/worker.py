@@ -9,7 +9,7 @@ Inference options (job keys, all optional): ``window`` (window edge, default
 folded batch norms, so larger windows are valid and waste less of each pass on overlaps; their logits
 differ slightly at window borders), ``batch_tiles`` (windows per forward pass, default
 :func:`semi2i.tiling.default_batch_windows`: what fits a CPU's caches, 8 on a GPU),
-``precision`` (``"fp32"`` or ``"bf16"``: bf16 autocast, for GPUs and CPUs with bf16 units),
+``precision`` (``"fp32"``, ``"bf16"``: bf16 autocast, or ``"auto"``: bf16 where this device has bf16 units),
 ``channels_last`` (NHWC weights and batches; default on, 1.27x on this CPU), ``tf32`` (TF32 matmuls
 and convolutions on CUDA).
 """

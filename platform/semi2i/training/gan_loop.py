@@ -22,6 +22,7 @@ from semi2i.checkpoints import COLORMAPGAN_CHECKPOINT, CYCLEGAN_CHECKPOINT, SEMI
 from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
+from semi2i.models.precision import resolve_precision
 from semi2i.training.progress import Progress
 from semi2i.training.step_data import StepPlan, StepReaders
 from semi2i.training.ray_worker import allgather, allreduce_mean, crash_once, report_checkpoint, restored_state, setup_worker, wrap
@@ -114,6 +115,8 @@ def gan_worker_loop(config: dict) -> dict:
         step.steps_per_epoch = spe
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress(name, run_dir, rank, total, step.step, "steps", 1)
+    if rank == 0:
+        log.info("%s: %s on %s (precision: %s)", name, resolve_precision(device, cfg.precision), device, cfg.precision)
     plan = StepPlan(((tuple(windows_a), cfg.seed), (tuple(windows_b), cfg.seed + 1_000_003)), rank, world, 1, "unit")
     readers = StepReaders(config)
     losses: dict[str, float] = {}

@@ -4,6 +4,7 @@ the other in one group; and what a U-net checkpoint carries besides its weights 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ from semi2i.checkpoints import UNET_CHECKPOINT
 from semi2i.config import UNetTrainConfig
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
+from semi2i.models.precision import resolve_precision
 from semi2i.training.progress import Progress
 from semi2i.training.ray_worker import average_buffers, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 from semi2i.training.schedule import cosine_learning_rate
 from semi2i.training.step_data import StepPlan, StepReaders
+
+log = logging.getLogger(__name__)
 
 
 def unet_worker_loop(config: dict) -> dict:
@@ -86,6 +90,9 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     per_worker = max(1, cfg.batch_size // world)
     total = config["steps"]
     progress = Progress(config["stage"], run_dir, rank, total, step.iteration, "samples", per_worker * world)
+    if rank == 0:
+        log.info("%s: %s on %s (precision: %s)", config["stage"], resolve_precision(device, cfg.precision), device,
+                 cfg.precision)
 
     def state() -> dict:
         saved = step.state_dict()
