@@ -51,9 +51,9 @@ def test_bad_precision_and_tf32_are_refused_with_their_keys():
     assert "cyclegan.tf32: expected bool" in text
     p = load_profile("paper", {"semi2i.precision": "bf16", "unet.tf32": True})
     assert (p.semi2i.precision, p.unet.tf32, p.unet.precision, p.colormapgan.precision) == ("bf16", True, "fp32", "fp32")
-    for name in ("paper", "quick"):  # the shipped profiles train in fp32
+    for name, arithmetic in (("paper", "fp32"), ("quick", "auto")):  # the paper in fp32, quick in the native one
         p = load_profile(name)
-        assert {s.precision for s in (p.semi2i, p.unet, p.colormapgan, p.cyclegan)} == {"fp32"}
+        assert {s.precision for s in (p.semi2i, p.unet, p.colormapgan, p.cyclegan)} == {arithmetic}
         assert not any(s.tf32 for s in (p.semi2i, p.unet, p.colormapgan, p.cyclegan))
     with pytest.raises(ValueError, match="precision must be one of"):
         UNetStep(UNet(3, 4, 8, 2), precision="fp16")
