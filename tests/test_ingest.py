@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 from conftest import REPO
 from semi2i.data.ingest import IngestError, ingest_city
@@ -200,6 +200,44 @@ def test_rasters_ingested_side_by_side_give_the_same_store(tmp_path, write):
             for doc in (a, b):
                 doc["attributes"]["semi2i"]["provenance"].pop("ingested_at")
         assert a == b, rel
+
+
+@pytest.mark.parametrize("dtype,nodata,crs", [(np.uint16, 0, CRS.from_epsg(32631)), (np.float32, float("nan"), None)])
+def test_raster_groups_are_what_xarray_writes_for_the_whole_dataset(tmp_path, write, dtype, nodata, crs):
+    """Ingest has xarray write only the georeferencing and zarr create the pixel arrays: the documents must equal
+    the ones ``Dataset.to_zarr`` writes for the georeferenced Dataset with its pixel variables."""
+    import dask.array as da
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    from semi2i.data.ingest import STORE_CODEC
+
+    h, w = 40, 48
+    # a raster without a CRS (a plain image) has the identity transform
+    transform = from_origin(500123.25, 4100456.5, 0.3, 0.3) if crs is not None else Affine.identity()
+    write(tmp_path / "img" / "a.tif", _image(np.random.default_rng(1), h=h, w=w, dtype=dtype), crs=crs,
+          transform=transform, nodata=nodata)
+    write(tmp_path / "lbl" / "a.tif", np.zeros((h, w), np.uint8), crs=crs, transform=transform)
+    store = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "city.zarr", labels=str(tmp_path / "lbl" / "*.tif"),
+                        classes=["a"], min_size=32, chunk_size=16)
+    codec = STORE_CODEC
+    ds = xr.Dataset({"image": (("band", "y", "x"), da.empty((3, h, w), dtype=dtype, chunks=-1),
+                               {"nodata": nodata, "band_names": ["b1", "b2", "b3"], "long_name": "image"}),
+                     "label": (("y", "x"), da.empty((h, w), dtype=np.uint8, chunks=-1),
+                               {"ignore_index": 255, "long_name": "class index"})},
+                    coords={"band": [1, 2, 3], "x": transform.c + transform.a * (np.arange(w) + 0.5),
+                            "y": transform.f + transform.e * (np.arange(h) + 0.5)})
+    ds = (ds.rio.write_crs(crs) if crs is not None else ds).rio.write_transform(transform).rio.write_grid_mapping("spatial_ref")
+    ds["image"].encoding.update(chunks=(3, 16, 16), compressors=(codec,))
+    ds["label"].encoding.update(chunks=(16, 16), compressors=(codec,))
+    ds.to_zarr(tmp_path / "xarray.zarr", group="a", compute=False, zarr_format=3, consolidated=False)
+    ours, theirs = store.path / "rasters" / "a", tmp_path / "xarray.zarr" / "a"
+    for name in ["image", "label", "band", "x", "y", "spatial_ref"]:
+        assert json.loads((ours / name / "zarr.json").read_bytes()) == json.loads((theirs / name / "zarr.json").read_bytes()), name
+    group = json.loads((ours / "zarr.json").read_bytes())
+    assert group["attributes"].keys() == {"semi2i"} and json.loads((theirs / "zarr.json").read_bytes())["attributes"] == {}
+    for name in ["band", "x", "y"]:  # the coordinates' values too
+        assert (ours / name / "c" / "0").read_bytes() == (theirs / name / "c" / "0").read_bytes(), name
 
 
 def test_label_index_out_of_range(tmp_path, write):

@@ -11,6 +11,7 @@ into place only when complete, so a failure never leaves a partial store behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -22,7 +23,6 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-import dask.array as da
 import numpy as np
 import rasterio
 import rioxarray  # noqa: F401  (the .rio accessor that writes the CRS and transform)
@@ -283,29 +283,44 @@ def _create_raster_group(store: Path, rid: str, src: RasterSource, chunk: int, c
                          ignore_index: int) -> zarr.Group:
     """The raster's group with xarray's and rioxarray's metadata (dimensions, coordinates, CRS, transform), so
     ``xr.open_zarr(..., decode_coords="all")`` gives a georeferenced Dataset; its pixels are written after.
-    xarray writes the metadata into memory (dask placeholders: no pixels), and the documents go to the store in
-    one request: xarray rewrites each array's zarr.json several times, 26 ms per raster on a local disk
-    against 15 ms this way."""
-    shape = (src.height, src.width)
-    data_vars = {"image": (("band", "y", "x"), da.empty((src.count, *shape), dtype=src.dtype, chunks=-1),
-                           {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})}
-    with_label = src.label is not None
-    if with_label:
-        data_vars["label"] = (("y", "x"), da.empty(shape, dtype=np.uint8, chunks=-1),
-                              {"ignore_index": ignore_index, "long_name": "class index"})
-    ds = xr.Dataset(data_vars, coords={"band": np.arange(1, src.count + 1)})
+
+    xarray writes the georeferencing (the ``band``/``y``/``x`` coordinates and rioxarray's ``spatial_ref``); zarr
+    creates the two pixel arrays with the names, dimensions and attributes xarray would give them (no dask
+    placeholder graph to build and tokenize per raster; test_raster_groups_are_what_xarray_writes_for_the_whole_dataset
+    holds the documents equal to xarray's own). Both go to memory first and to the store in one request (xarray
+    rewrites each array's zarr.json several times). Sensor-D's 27 GeoTIFFs, medians of 5 (2026-12-04): 2.27 -> 1.99 s,
+    0.70 -> 0.80 of a raw rasterio-to-zarr copy."""
+    coords = xr.Dataset(coords={"band": np.arange(1, src.count + 1), **_pixel_centres(src)})
     if src.crs is not None:
-        ds = ds.rio.write_crs(src.crs)
-    ds = ds.rio.write_transform(src.transform)
-    ds = ds.assign_coords(_pixel_centres(src))
-    ds = ds.rio.write_grid_mapping("spatial_ref")
-    ds["image"].encoding.update(chunks=(src.count, chunk, chunk), compressors=(codec,))
-    if with_label:
-        ds["label"].encoding.update(chunks=(chunk, chunk), compressors=(codec,))
+        coords = coords.rio.write_crs(src.crs)
+    coords = coords.rio.write_transform(src.transform)
     memory = zarr.storage.MemoryStore()
-    ds.to_zarr(memory, group=f"rasters/{rid}", mode="w-", compute=False, zarr_format=3, consolidated=False)
+    coords.to_zarr(memory, group=f"rasters/{rid}", mode="w-", zarr_format=3, consolidated=False)
+    group = zarr.open_group(memory, path=f"rasters/{rid}", mode="r+")
+    # a Dataset without data variables lists its non-index coordinates on the group; the pixel arrays' grid_mapping
+    # names spatial_ref instead, as in a store xarray writes with the pixel variables (the same documents, byte-wise)
+    group.attrs.pop("coordinates", None)
+    shape = (src.height, src.width)
+    _create_pixel_array(group, "image", (src.count, *shape), np.dtype(src.dtype), (src.count, chunk, chunk), codec,
+                        ("band", "y", "x"), {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})
+    if src.label is not None:
+        _create_pixel_array(group, "label", shape, np.dtype(np.uint8), (chunk, chunk), codec, ("y", "x"),
+                            {"ignore_index": ignore_index, "long_name": "class index"})
     zarr_sync(_copy_documents(memory, zarr.storage.LocalStore(str(store)), f"rasters/{rid}/"))
     return zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
+
+
+def _create_pixel_array(group: zarr.Group, name: str, shape: tuple, dtype: np.dtype, chunks: tuple, codec: BloscCodec,
+                        dims: tuple, attrs: dict) -> None:
+    """A pixel array as ``Dataset.to_zarr`` creates it: dimension names, ``grid_mapping`` (rioxarray's link to the
+    CRS variable) and, for floats, xarray's NaN fill value with its base64 ``_FillValue`` attribute."""
+    attrs = {**attrs, "grid_mapping": "spatial_ref"}
+    fill = 0
+    if dtype.kind == "f":
+        fill = np.nan
+        attrs["_FillValue"] = base64.standard_b64encode(np.array(np.nan, dtype=np.float64).tobytes()).decode()
+    group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=(codec,), fill_value=fill,
+                       dimension_names=dims, attributes=attrs)
 
 
 async def _copy_documents(source: Store, target: Store, prefix: str) -> None:
