@@ -60,12 +60,14 @@ def test_bad_precision_and_tf32_are_refused_with_their_keys():
 
 
 def test_auto_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
-    """``auto`` resolves on the device that runs the network: bf16 on a CPU with AMX tiles (or CUDA >= sm80),
-    fp32 elsewhere; the step's arithmetic follows (an AMX-less CPU runs the plain fp32 step)."""
+    """``auto`` resolves on the device that runs the network: bf16 on a CPU with AMX tiles or AVX512-BF16 (or
+    CUDA >= sm80), fp32 elsewhere; the step's arithmetic follows (an AVX2-only CPU runs the plain fp32 step)."""
     from semi2i.models import precision as prec
 
-    for amx, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(prec, "_cpu_has_amx", lambda amx=amx: amx)
+    for probes, expected in (((True, False), "bf16"), ((False, True), "bf16"), ((False, False), "fp32")):
+        prec._cpu_has_bf16.cache_clear()
+        for name, answer in zip(("_is_amx_tile_supported", "_is_avx512_bf16_supported"), probes):
+            monkeypatch.setattr(torch.cpu, name, lambda answer=answer: answer)
         assert prec.resolve_precision("cpu", "auto") == expected
         assert prec.autocast("cpu", "auto").fast_dtype == torch.bfloat16
         with prec.autocast("cpu", "auto"):
@@ -78,6 +80,7 @@ def test_auto_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
         torch.manual_seed(0)
         same = UNetStep(copy.deepcopy(model), precision=expected).step(x, y)["loss"]
         assert auto == same
+    prec._cpu_has_bf16.cache_clear()  # the real machine's answer again for the tests after this one
     assert prec.native_bf16("meta") is False
     assert load_profile("quick", {"semi2i.precision": "auto"}).semi2i.precision == "auto"
 
