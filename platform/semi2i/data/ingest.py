@@ -288,8 +288,9 @@ def _create_raster_group(store: Path, rid: str, src: RasterSource, chunk: int, c
     creates the two pixel arrays with the names, dimensions and attributes xarray would give them (no dask
     placeholder graph to build and tokenize per raster; test_raster_groups_are_what_xarray_writes_for_the_whole_dataset
     holds the documents equal to xarray's own). Both go to memory first and to the store in one request (xarray
-    rewrites each array's zarr.json several times). Sensor-D's 27 GeoTIFFs, medians of 5 (2026-12-04): 2.27 -> 1.99 s,
-    0.70 -> 0.80 of a raw rasterio-to-zarr copy."""
+    rewrites each array's zarr.json several times). Sensor-D's 27 GeoTIFFs on a 2-core Zen 4 host, before and after in
+    one run (2026-12-04, medians of 5 and 7): 2.27 -> 1.99 s and 2.35 -> 2.09 s, 0.70 -> 0.80 and 0.61 -> 0.69 of a
+    raw rasterio-to-zarr copy."""
     coords = xr.Dataset(coords={"band": np.arange(1, src.count + 1), **_pixel_centres(src)})
     if src.crs is not None:
         coords = coords.rio.write_crs(src.crs)
