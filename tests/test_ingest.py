@@ -210,7 +210,7 @@ def test_raster_groups_are_what_xarray_writes_for_the_whole_dataset(tmp_path, wr
     import rioxarray  # noqa: F401
     import xarray as xr
 
-    from semi2i.data.ingest import STORE_CODEC
+    from semi2i.data.ingest import STORE_CODEC as codec
 
     h, w = 40, 48
     # a raster without a CRS (a plain image) has the identity transform
@@ -220,7 +220,6 @@ def test_raster_groups_are_what_xarray_writes_for_the_whole_dataset(tmp_path, wr
     write(tmp_path / "lbl" / "a.tif", np.zeros((h, w), np.uint8), crs=crs, transform=transform)
     store = ingest_city(str(tmp_path / "img" / "*.tif"), tmp_path / "city.zarr", labels=str(tmp_path / "lbl" / "*.tif"),
                         classes=["a"], min_size=32, chunk_size=16)
-    codec = STORE_CODEC
     ds = xr.Dataset({"image": (("band", "y", "x"), da.empty((3, h, w), dtype=dtype, chunks=-1),
                                {"nodata": nodata, "band_names": ["b1", "b2", "b3"], "long_name": "image"}),
                      "label": (("y", "x"), da.empty((h, w), dtype=np.uint8, chunks=-1),

@@ -64,23 +64,25 @@ def test_auto_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
     CUDA >= sm80), fp32 elsewhere; the step's arithmetic follows (an AVX2-only CPU runs the plain fp32 step)."""
     from semi2i.models import precision as prec
 
-    for probes, expected in (((True, False), "bf16"), ((False, True), "bf16"), ((False, False), "fp32")):
-        prec._cpu_has_bf16.cache_clear()
-        for name, answer in zip(("_is_amx_tile_supported", "_is_avx512_bf16_supported"), probes):
-            monkeypatch.setattr(torch.cpu, name, lambda answer=answer: answer)
-        assert prec.resolve_precision("cpu", "auto") == expected
-        assert prec.autocast("cpu", "auto").fast_dtype == torch.bfloat16
-        with prec.autocast("cpu", "auto"):
-            assert torch.is_autocast_enabled("cpu") is (expected == "bf16")
-        assert prec.resolve_precision("cpu", "fp32") == "fp32" and prec.resolve_precision("cpu", "bf16") == "bf16"
-        model = UNet(3, 4, 8, 2)
-        x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
-        torch.manual_seed(0)
-        auto = UNetStep(copy.deepcopy(model), precision="auto").step(x, y)["loss"]
-        torch.manual_seed(0)
-        same = UNetStep(copy.deepcopy(model), precision=expected).step(x, y)["loss"]
-        assert auto == same
-    prec._cpu_has_bf16.cache_clear()  # the real machine's answer again for the tests after this one
+    try:
+        for probes, expected in (((True, False), "bf16"), ((False, True), "bf16"), ((False, False), "fp32")):
+            prec._cpu_has_bf16.cache_clear()
+            for name, answer in zip(("_is_amx_tile_supported", "_is_avx512_bf16_supported"), probes):
+                monkeypatch.setattr(torch.cpu, name, lambda answer=answer: answer)
+            assert prec.resolve_precision("cpu", "auto") == expected
+            assert prec.autocast("cpu", "auto").fast_dtype == torch.bfloat16
+            with prec.autocast("cpu", "auto"):
+                assert torch.is_autocast_enabled("cpu") is (expected == "bf16")
+            assert prec.resolve_precision("cpu", "fp32") == "fp32" and prec.resolve_precision("cpu", "bf16") == "bf16"
+            model = UNet(3, 4, 8, 2)
+            x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+            torch.manual_seed(0)
+            auto = UNetStep(copy.deepcopy(model), precision="auto").step(x, y)["loss"]
+            torch.manual_seed(0)
+            same = UNetStep(copy.deepcopy(model), precision=expected).step(x, y)["loss"]
+            assert auto == same
+    finally:
+        prec._cpu_has_bf16.cache_clear()  # the real machine's answer again for the tests after this one, even after a failure
     assert prec.native_bf16("meta") is False
     assert load_profile("quick", {"semi2i.precision": "auto"}).semi2i.precision == "auto"
 
