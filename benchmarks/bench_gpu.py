@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--map-mpx", type=float, default=25.0, help="synthetic region size in Mpx")
     p.add_argument("--chunk-size", type=int, default=1024, help="map_region chunk size")
     p.add_argument("--batch-tiles", type=int, default=8, help="map_region windows per forward")
+    p.add_argument("--map-threads", type=int, nargs="+", default=[0],
+                   help="map_region chunk threads, one mapping row each (0: the job's default on this device)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (training does not set it)")
     p.add_argument("--threads", type=int, help="torch threads (CPU runs)")
     p.add_argument("--work", type=Path, help="scratch folder for the mapping (default: a temporary one)")
@@ -169,17 +171,19 @@ def map_rows(modes: list[str], device: torch.device, args, work: Path) -> list[d
     rows = []
     for mode in modes:
         precision, tf32 = set_mode(mode, device)
-        t0 = time.perf_counter()
-        summary = map_region(str(store.path), ckpt, work / f"map_{mode}", overwrite=True, device=str(device),
-                             precision=precision, tf32=tf32, overlap=shape.patch // 8, chunk_size=args.chunk_size,
-                             batch_tiles=args.batch_tiles)
-        total = time.perf_counter() - t0
         forward = forward_alone(model, device, precision, args.batch_tiles)
-        mpx = side * side / 1e6
-        rows.append({"check": "map", "mode": mode, "precision": precision, "tf32": tf32, "mpx": round(mpx, 3),
-                     "patch": shape.patch, "width": shape.base_width, "end_to_end_mpx_s": mpx / total,
-                     "mapping_mpx_s": summary["computed_mpx"] / summary["seconds"], "forward_alone_mpx_s": forward,
-                     "end_to_end_vs_forward": mpx / total / forward})
+        for threads in args.map_threads:
+            t0 = time.perf_counter()
+            summary = map_region(str(store.path), ckpt, work / f"map_{mode}_{threads}", overwrite=True,
+                                 device=str(device), precision=precision, tf32=tf32, overlap=shape.patch // 8,
+                                 chunk_size=args.chunk_size, batch_tiles=args.batch_tiles, threads=threads or None)
+            total = time.perf_counter() - t0
+            mpx = side * side / 1e6
+            rows.append({"check": "map", "mode": mode, "precision": precision, "tf32": tf32, "mpx": round(mpx, 3),
+                         "patch": shape.patch, "width": shape.base_width, "threads": threads or "default",
+                         "end_to_end_mpx_s": mpx / total, "mapping_mpx_s": summary["computed_mpx"] / summary["seconds"],
+                         "forward_alone_mpx_s": forward, "end_to_end_vs_forward": mpx / total / forward})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -231,7 +235,7 @@ def print_table(rows: list[dict]) -> None:
         if r["check"] == "matmul_ceiling":
             print(f"| matmul ceiling | {r['mode']} | {r['n']}³ | | | {r['tflops']:.3g} | 1 |")
         elif r["check"] == "map":
-            print(f"| map_region | {r['mode']} | w{r['width']} {r['patch']}² | {r['mpx']} Mpx | "
+            print(f"| map_region ({r['threads']} threads) | {r['mode']} | w{r['width']} {r['patch']}² | {r['mpx']} Mpx | "
                   f"{r['end_to_end_mpx_s']:.2f} Mpx/s (forward alone {r['forward_alone_mpx_s']:.2f}) | | |")
         else:
             rate = f"{r['steps_s']:.2f} steps/s" if "steps_s" in r else f"{r['samples_s']:.1f} samples/s"

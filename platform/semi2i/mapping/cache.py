@@ -8,7 +8,8 @@ it (a reference count over the chunks still to do), and lets concurrent chunk th
 window that another thread is computing instead of computing it again.
 
 Memory stays bounded whatever the region's size: the cache holds at most ``max_bytes`` (the oldest
-entries go first; a window evicted too early is simply computed again, with the same result).
+entries go first; a window evicted too early is simply computed again, with the same result). The values
+are tensors on the model's device (GPU memory on a GPU: the outputs are blended there).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Iterable
 
-import numpy as np
+import torch
 
 from .windows import Chunk
 
@@ -36,7 +37,7 @@ class WindowCache:
         self.chunk_size = chunk_size
         self._todo = {(c.raster, c.row, c.col) for c in todo}
         self._lock = threading.Lock()
-        self._values: OrderedDict[Key, np.ndarray] = OrderedDict()
+        self._values: OrderedDict[Key, torch.Tensor] = OrderedDict()
         self._left: dict[Key, int] = {}  # consumers still to come, for the keys in _values
         self._pending: dict[Key, Future] = {}
         self.bytes = 0
@@ -51,7 +52,7 @@ class WindowCache:
         return sum((raster, r, q) in self._todo
                    for r in range(y // c, (y + h - 1) // c + 1) for q in range(x // c, (x + w - 1) // c + 1))
 
-    def claim(self, keys: list[Key]) -> tuple[dict[Key, np.ndarray], dict[Key, Future], list[Key]]:
+    def claim(self, keys: list[Key]) -> tuple[dict[Key, torch.Tensor], dict[Key, Future], list[Key]]:
         """Split ``keys`` into (ready values, futures another thread will fill, keys the caller must compute).
 
         The caller must :meth:`put` (or :meth:`fail`) every key it got to compute, and :meth:`release`
@@ -72,7 +73,7 @@ class WindowCache:
                     self.misses += 1
         return ready, waiting, mine
 
-    def put(self, key: Key, value: np.ndarray) -> None:
+    def put(self, key: Key, value: torch.Tensor) -> None:
         with self._lock:
             future = self._pending.pop(key, None)
             try:

@@ -5,7 +5,7 @@ forward threads, which on CPU run the network with one torch thread each (inter-
 intra-op parallelism: no barrier between the cores after every layer, which matters for narrow U-nets
 whose layers take milliseconds, and even more on a shared machine, where a preempted OpenMP thread
 stalls its partner); so one chunk alone keeps every core busy, and reading or writing one chunk
-overlaps the forward passes of another. On a GPU the threads overlap I/O with the device's work. Chunks are handed out in row-major order,
+overlaps the forward passes of another. On a GPU the threads overlap their CPU work with the device's. Chunks are handed out in row-major order,
 so neighbours run together and share the windows on their common border through the cache.
 
 A chunk is recorded as finished (its marker) here, in the calling thread, after its data is written
@@ -16,6 +16,7 @@ other threads finished meanwhile are simply not recorded and are redone by the n
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
@@ -30,9 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def default_threads(device: str | None) -> int:
-    """One chunk thread per torch CPU thread (2 on this machine); 2 on a GPU (overlap I/O and compute)."""
+    """One chunk thread per torch CPU thread (2 on this machine); on a GPU up to 8, the CPUs permitting: there
+    the chunks' CPU work (reading, normalising, writing) is what limits, and 8 threads mapped 1.8x as fast as 2
+    (H200, paper U-net, 25 Mpx, bf16: 21.5 against 11.9 Mpx/s; 4 threads: 15.1)."""
     if device and torch.device(device).type != "cpu":
-        return 2
+        return max(1, min(8, os.cpu_count() or 1))
     return max(1, torch.get_num_threads())
 
 

@@ -117,11 +117,14 @@ def blend_box(
     cache_key: tuple = (),
     channels_last: bool = False,
     run_batches: Callable[[Callable, list[torch.Tensor]], list[torch.Tensor]] | None = None,
-) -> np.ndarray:
+) -> torch.Tensor:
     """Blended network output over ``box`` (y, x, h, w) of the raster, as the whole-raster blend gives it.
 
     ``image`` holds raster pixels starting at raster coordinates ``origin`` and must cover
-    ``grid.support(*box)``. Returns (out_channels, h, w) float32. ``prepare`` must be pixel-wise (it
+    ``grid.support(*box)``. Returns an (out_channels, h, w) float32 tensor on ``device``: the window outputs
+    never leave the device and are blended there (on a GPU, copying every window's logits back and blending
+    them on the CPU cost several times the forward pass); the same float32 multiply-adds in the same order
+    as the whole-raster blend, so on a CPU the numbers are the same. ``prepare`` must be pixel-wise (it
     runs once over ``image``, not per window). With a ``cache`` (:class:`.cache.WindowCache`), windows
     shared with other chunks are computed once; their keys are ``(*cache_key, y, x, h, w)``, so
     ``cache_key`` must name the raster and everything else that changes a window's output.
@@ -141,7 +144,7 @@ def blend_box(
         ready, waiting, todo = cache.claim(keys)
     else:
         ready, waiting, todo = {}, {}, keys
-    outputs: dict[tuple, np.ndarray] = dict(ready)
+    outputs: dict[tuple, torch.Tensor] = dict(ready)
     if todo:
         try:
             pixels = prepare(image) if prepare is not None else image
@@ -159,13 +162,13 @@ def blend_box(
                     inputs.append(torch.from_numpy(tiles))
             del pixels
 
-            def forward(x: torch.Tensor) -> np.ndarray:
-                return fn(x.to(device)).float().cpu().numpy()
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return fn(x.to(device)).float()
 
             results = run_batches(forward, inputs) if run_batches is not None else [forward(x) for x in inputs]
             for batch, out in zip(batches, results):
                 for key, result in zip(batch, out):
-                    result = np.ascontiguousarray(result)
+                    result = result.contiguous()
                     outputs[key] = result
                     if cache is not None:
                         cache.put(key, result)
@@ -175,9 +178,9 @@ def blend_box(
             raise
     for key, future in waiting.items():
         outputs[key] = future.result()
-    weight = grid.weight()
-    acc = np.zeros((out_channels, bh, bw), dtype=np.float32)
-    total = np.zeros((bh, bw), dtype=np.float32)
+    weight = torch.from_numpy(grid.weight()).to(device)
+    acc = torch.zeros((out_channels, bh, bw), dtype=torch.float32, device=device)
+    total = torch.zeros((bh, bw), dtype=torch.float32, device=device)
     for key in keys:  # the whole-raster blend's order: rows outer, columns inner
         ty, tx = key[-4], key[-3]
         # intersection of the window with the box, in window and in box coordinates
