@@ -96,6 +96,26 @@ def test_chunk_logits_match_whole_blend_and_forward(tmp_path, write, checkpoint)
     assert np.abs(whole[inner] - forward[inner]).mean() < 0.05 * np.abs(forward[inner]).mean() + 1e-3
 
 
+def test_windows_prepared_on_the_device_give_the_same_logits(tmp_path, write, checkpoint):
+    """The GPU path (raw pixels copied as they are, normalised and cut into windows on the device), run on
+    the CPU, gives the host path's logits bit for bit: it is the same float32 arithmetic."""
+    src = write(tmp_path / "in" / "tile.tif", _image(83, 101))
+    out = tmp_path / "out"
+    map_region(str(src), checkpoint, out, chunk_size=24, overlap=8, cog=False, quicklook=False)
+    job = {"checkpoint": str(checkpoint), "input": {"rasters": [str(src)]}, "zarr": str(out / "maps.zarr"),
+           "done_dir": str(tmp_path / "done"), "overlap": 8, "batch_tiles": 3}
+    host, device = ChunkMapper(job), ChunkMapper(job)
+    assert host._zscore_on_device is None  # a CPU job prepares its windows in numpy
+    device._zscore_on_device = device.model.stats.zscore_tensor
+    for chunk in plan_chunks("tile", 83, 101, 24):
+        a, b = host.compute(chunk), device.compute(chunk)
+        assert torch.equal(a["logits"], b["logits"]) and (a["classes"] == b["classes"]).all()
+    stats = BandStats.from_pixels(np.random.default_rng(0).uniform(0, 4000, (3, 500)))
+    for image in (_image(9, 7), _image(9, 7).astype(np.uint16) * 15, _image(9, 7).astype(np.float32) / 3):
+        raw = torch.from_numpy(image.astype(np.int32) if image.dtype == np.uint16 else image)
+        assert torch.equal(stats.zscore_tensor(raw), torch.from_numpy(stats.zscore(image)))
+
+
 def test_cog_keeps_crs_transform_and_nodata(tmp_path, write, checkpoint):
     image = _image(70, 90)
     image[:, :10, :] = 0  # a nodata band across the top

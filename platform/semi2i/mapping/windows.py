@@ -117,6 +117,7 @@ def blend_box(
     cache_key: tuple = (),
     channels_last: bool = False,
     run_batches: Callable[[Callable, list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    prepare_tensor: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Blended network output over ``box`` (y, x, h, w) of the raster, as the whole-raster blend gives it.
 
@@ -130,7 +131,9 @@ def blend_box(
     ``cache_key`` must name the raster and everything else that changes a window's output.
     ``channels_last`` hands the network NHWC-strided batches (no layout conversion in its first layer).
     ``run_batches(fn, batches)`` runs ``fn`` over the list of batches and returns the outputs in order
-    (e.g. on several threads); by default one after the other.
+    (e.g. on several threads); by default one after the other. ``prepare_tensor`` (instead of ``prepare``):
+    the raw pixels go to ``device`` as they are and are prepared and cut into windows there (for GPUs,
+    where the CPU's share of the work is what limits the mapping).
     """
     by, bx, bh, bw = box
     oy, ox = origin
@@ -147,20 +150,11 @@ def blend_box(
     outputs: dict[tuple, torch.Tensor] = dict(ready)
     if todo:
         try:
-            pixels = prepare(image) if prepare is not None else image
-            pixels = pixels.astype(np.float32, copy=False)
-            if channels_last:  # (H, W, C): every window slice stacks into an NHWC batch
-                pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-            batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
-            inputs = []
-            for batch in batches:
-                if channels_last:
-                    tiles = np.stack([pixels[k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
-                    inputs.append(torch.from_numpy(tiles).permute(0, 3, 1, 2))
-                else:
-                    tiles = np.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
-                    inputs.append(torch.from_numpy(tiles))
-            del pixels
+            if prepare_tensor is not None:
+                inputs, batches = _device_batches(image, origin, todo, (th, tw), batch_tiles, prepare_tensor, device,
+                                                  channels_last)
+            else:
+                inputs, batches = _host_batches(image, origin, todo, (th, tw), batch_tiles, prepare, channels_last)
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 return fn(x.to(device)).float()
@@ -193,3 +187,37 @@ def blend_box(
         if cache is not None:
             cache.release(key)
     return acc / total
+
+
+def _host_batches(image, origin, todo, size, batch_tiles, prepare, channels_last):
+    """(batches of windows as CPU tensors, their keys): ``prepare`` runs once over ``image`` in numpy."""
+    (oy, ox), (th, tw) = origin, size
+    pixels = prepare(image) if prepare is not None else image
+    pixels = pixels.astype(np.float32, copy=False)
+    if channels_last:  # (H, W, C): every window slice stacks into an NHWC batch
+        pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
+    inputs = []
+    for batch in batches:
+        if channels_last:
+            tiles = np.stack([pixels[k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+            inputs.append(torch.from_numpy(tiles).permute(0, 3, 1, 2))
+        else:
+            tiles = np.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+            inputs.append(torch.from_numpy(tiles))
+    return inputs, batches
+
+
+def _device_batches(image, origin, todo, size, batch_tiles, prepare_tensor, device, channels_last):
+    """(batches of windows as tensors on ``device``, their keys): the raw pixels are copied once, in their own
+    dtype, and prepared and cut into windows on the device."""
+    (oy, ox), (th, tw) = origin, size
+    raw = np.ascontiguousarray(image)
+    if raw.dtype.kind == "u" and raw.dtype.itemsize > 1:  # torch's uint16/uint32 support few operations
+        raw = raw.astype(np.int64 if raw.dtype.itemsize > 2 else np.int32)
+    pixels = prepare_tensor(torch.from_numpy(raw).to(device))
+    batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    inputs = [torch.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+              .contiguous(memory_format=layout) for batch in batches]
+    return inputs, batches

@@ -61,6 +61,8 @@ class ChunkMapper:
         self.out = zarr.open_group(locations.location(job["zarr"]).zarr_store(), mode="r+")
         self.done_dir = locations.location(job["done_dir"])  # a folder, or a prefix on object storage
         self.stylizer = _load_stylizer(job["stylize"], self.device, self.precision) if job.get("stylize") else None
+        # on a GPU the raw pixels are normalised and cut into windows there (the CPU is what limits)
+        self._zscore_on_device = self.model.stats.zscore_tensor if self.device.type != "cpu" else None
 
     def _run_batches(self, fn, batches: list) -> list:
         if self.pool is None or len(batches) < 2:
@@ -103,7 +105,7 @@ class ChunkMapper:
             logits = blend_box(pixels, origin, seg_grid, box, self._segment, self.model.num_classes,
                                batch_tiles=self.batch_tiles, prepare=self.model.stats.zscore, device=self.device,
                                cache=self.cache, cache_key=(chunk.raster, "segment"), channels_last=self.channels_last,
-                               run_batches=self._run_batches)
+                               run_batches=self._run_batches, prepare_tensor=self._zscore_on_device)
         if self.stylizer is None:
             raw_chunk = pixels[:, chunk.y - sy : chunk.y - sy + chunk.h, chunk.x - sx : chunk.x - sx + chunk.w]
         valid = self.store.valid_mask(raw_chunk)
