@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--map-threads", type=int, nargs="+", default=[0],
                    help="map_region chunk threads, one mapping row each (0: the job's default on this device)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (training does not set it)")
+    p.add_argument("--unet-channels-last", action="store_true",
+                   help="U-net weights and batches NHWC (the profiles' unet.channels_last; default: the profile's)")
     p.add_argument("--threads", type=int, help="torch threads (CPU runs)")
     p.add_argument("--work", type=Path, help="scratch folder for the mapping (default: a temporary one)")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
@@ -131,13 +133,17 @@ def unet_row(mode: str, device: torch.device, args, profile) -> dict:
     cfg = dataclasses.replace(profile.unet, **(TINY["unet"] if args.tiny else {}))
     bands, classes, size, batch = 3, 6, cfg.patch_size, cfg.batch_size
     torch.manual_seed(0)
-    step = UNetStep(UNet(bands, classes, cfg.base_width, cfg.depth).to(device), lr=cfg.lr, precision=precision, tf32=tf32)
+    channels_last = args.unet_channels_last or cfg.channels_last
+    model = UNet(bands, classes, cfg.base_width, cfg.depth).to(device)
+    if channels_last:  # as training.unet_loop does: the step then hands the batches over in NHWC too
+        model.to(memory_format=torch.channels_last)
+    step = UNetStep(model, lr=cfg.lr, precision=precision, tf32=tf32)
     x = torch.randn(batch, bands, size, size, device=device)
     y = torch.randint(0, classes, (batch, size, size), device=device)
     flops = bench_unet.count_flops(cfg.base_width, bands, classes, cfg.depth, batch, size, backward=True)
     seconds = median_seconds(lambda: step.step(x, y), device, args.warmup, args.steps)
     return {"check": "unet_train", "mode": mode, "precision": precision, "tf32": tf32, "patch": size,
-            "width": cfg.base_width, "batch": batch, "s_per_step": seconds, "samples_s": batch / seconds,
+            "width": cfg.base_width, "batch": batch, "channels_last": bool(channels_last), "s_per_step": seconds, "samples_s": batch / seconds,
             "gflop_per_step": flops / 1e9, "tflops": flops / seconds / 1e12}
 
 
