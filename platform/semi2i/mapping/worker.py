@@ -74,7 +74,7 @@ class ChunkMapper:
             return self.model.model(x)
 
     # -- compute -------------------------------------------------------------------------------
-    def compute(self, chunk: Chunk) -> dict[str, np.ndarray]:
+    def compute(self, chunk: Chunk) -> dict:
         """The chunk's class map (uint8, ``NODATA_CLASS`` on nodata), logits (a tensor on the model's device)
         and, with --stylize, the stylized pixels."""
         info = self.store.raster(chunk.raster)
