@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="mapping tasks at once (default: one per GPU, else one per CPU)")
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
     p.add_argument("--threads", type=int, help="with --local: chunk and forward threads (default: torch's CPU threads, 1 torch "
-                   "thread each; 2 on a GPU)")
+                   "thread each; on a GPU up to 8, the CPUs permitting)")
     p.add_argument("--window", type=int, help="window edge in px (default: twice the model's patch size; larger windows "
                    "waste less compute on overlaps, their logits differ slightly at window borders)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
