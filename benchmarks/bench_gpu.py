@@ -58,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--map-threads", type=int, nargs="+", default=[0],
                    help="map_region chunk threads, one mapping row each (0: the job's default on this device)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (training does not set it)")
-    p.add_argument("--unet-channels-last", action="store_true",
-                   help="U-net weights and batches NHWC (the profiles' unet.channels_last; default: the profile's)")
+    p.add_argument("--unet-layout", choices=("profile", "nchw", "nhwc"), default="profile",
+                   help="U-net weights and batches in training: the profile's unet.channels_last (default), or forced")
     p.add_argument("--threads", type=int, help="torch threads (CPU runs)")
     p.add_argument("--work", type=Path, help="scratch folder for the mapping (default: a temporary one)")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
@@ -133,7 +133,7 @@ def unet_row(mode: str, device: torch.device, args, profile) -> dict:
     cfg = dataclasses.replace(profile.unet, **(TINY["unet"] if args.tiny else {}))
     bands, classes, size, batch = 3, 6, cfg.patch_size, cfg.batch_size
     torch.manual_seed(0)
-    channels_last = args.unet_channels_last or cfg.channels_last
+    channels_last = cfg.channels_last if args.unet_layout == "profile" else args.unet_layout == "nhwc"
     model = UNet(bands, classes, cfg.base_width, cfg.depth).to(device)
     if channels_last:  # as training.unet_loop does: the step then hands the batches over in NHWC too
         model.to(memory_format=torch.channels_last)
