@@ -150,11 +150,11 @@ def blend_box(
     outputs: dict[tuple, torch.Tensor] = dict(ready)
     if todo:
         try:
+            batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
             if prepare_tensor is not None:
-                inputs, batches = _device_batches(image, origin, todo, (th, tw), batch_tiles, prepare_tensor, device,
-                                                  channels_last)
+                inputs = _device_batches(image, origin, batches, (th, tw), prepare_tensor, device, channels_last)
             else:
-                inputs, batches = _host_batches(image, origin, todo, (th, tw), batch_tiles, prepare, channels_last)
+                inputs = _host_batches(image, origin, batches, (th, tw), prepare, channels_last)
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 return fn(x.to(device)).float()
@@ -189,14 +189,13 @@ def blend_box(
     return acc / total
 
 
-def _host_batches(image, origin, todo, size, batch_tiles, prepare, channels_last):
-    """(batches of windows as CPU tensors, their keys): ``prepare`` runs once over ``image`` in numpy."""
+def _host_batches(image, origin, batches, size, prepare, channels_last):
+    """The batches of window keys as CPU tensors: ``prepare`` runs once over ``image`` in numpy."""
     (oy, ox), (th, tw) = origin, size
     pixels = prepare(image) if prepare is not None else image
     pixels = pixels.astype(np.float32, copy=False)
     if channels_last:  # (H, W, C): every window slice stacks into an NHWC batch
         pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-    batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
     inputs = []
     for batch in batches:
         if channels_last:
@@ -205,19 +204,17 @@ def _host_batches(image, origin, todo, size, batch_tiles, prepare, channels_last
         else:
             tiles = np.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
             inputs.append(torch.from_numpy(tiles))
-    return inputs, batches
+    return inputs
 
 
-def _device_batches(image, origin, todo, size, batch_tiles, prepare_tensor, device, channels_last):
-    """(batches of windows as tensors on ``device``, their keys): the raw pixels are copied once, in their own
-    dtype, and prepared and cut into windows on the device."""
+def _device_batches(image, origin, batches, size, prepare_tensor, device, channels_last):
+    """The batches of window keys as tensors on ``device``: the raw pixels are copied once, in their own dtype,
+    and prepared and cut into windows on the device."""
     (oy, ox), (th, tw) = origin, size
     raw = np.ascontiguousarray(image)
     if raw.dtype.kind == "u" and raw.dtype.itemsize > 1:  # torch's uint16/uint32 support few operations
         raw = raw.astype(np.int64 if raw.dtype.itemsize > 2 else np.int32)
     pixels = prepare_tensor(torch.from_numpy(raw).to(device))
-    batches = [todo[first : first + batch_tiles] for first in range(0, len(todo), batch_tiles)]
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    inputs = [torch.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
-              .contiguous(memory_format=layout) for batch in batches]
-    return inputs, batches
+    return [torch.stack([pixels[:, k[-4] - oy : k[-4] - oy + th, k[-3] - ox : k[-3] - ox + tw] for k in batch])
+            .contiguous(memory_format=layout) for batch in batches]
