@@ -28,12 +28,14 @@ import rasterio
 import rioxarray  # noqa: F401  (the .rio accessor that writes the CRS and transform)
 import xarray as xr
 import zarr
+import zarr.api.asynchronous
 import zarr.storage
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync as zarr_sync
 
 from semi2i import io_paths, locations, placement
@@ -242,7 +244,9 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     # Bounded memory: each strip of chunk rows is read, checked, summarised and written before the next is
     # read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer. Plain
     # rasterio reads and numpy: a dask graph per raster cost more than the pixels on rasters of a few Mpx
-    # (bench_data.py: 2.50 -> 1.82 s for Dubai sensor-D's 27 GeoTIFFs, 2026-12-04).
+    # (bench_data.py: 2.50 -> 1.82 s for Dubai sensor-D's 27 GeoTIFFs, 2026-12-04). Image and label go to zarr in one
+    # call (one round trip into zarr's event loop instead of two; with the group change below, bench_data.py's ingest
+    # went from 0.78-0.79 to 0.84-0.87 of its raw copy, three interleaved runs each, Zen 4, 2026-12-04).
     with rasterio.open(io_paths.gdal_path(src.image)) as image_file, \
             (rasterio.open(io_paths.gdal_path(src.label)) if src.label is not None else contextlib.nullcontext()) as label_file:
         for y0 in range(0, src.height, step):
@@ -250,12 +254,14 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
             image = image_file.read(window=window)
             valid = valid_mask(image, src.nodata)
             stats.add(image.reshape(src.count, -1) if valid.all() else image[:, valid])
-            image_out[:, y0 : y0 + window.height, :] = image
+            rows = slice(y0, y0 + window.height)
+            writes = [image_out.async_array.setitem((slice(None), rows, slice(None)), image)]
             if label_file is not None:
                 label = _read_labels(label_file, window, src, pal, ignore_index, colours)
                 label[~valid] = ignore_index
                 hist += np.bincount(label.ravel(), minlength=256)
-                label_out[y0 : y0 + window.height, :] = label
+                writes.append(label_out.async_array.setitem((rows, slice(None)), label))
+            zarr_sync(_gather(writes))  # the strip's image and label chunks encoded and written together
 
     if stats.nonfinite:
         allowed = "NaN" + (f" or the nodata value {src.nodata}" if src.nodata is not None else "")
@@ -284,50 +290,59 @@ def _create_raster_group(store: Path, rid: str, src: RasterSource, chunk: int, c
     """The raster's group with xarray's and rioxarray's metadata (dimensions, coordinates, CRS, transform), so
     ``xr.open_zarr(..., decode_coords="all")`` gives a georeferenced Dataset; its pixels are written after.
 
-    xarray writes the georeferencing (the ``band``/``y``/``x`` coordinates and rioxarray's ``spatial_ref``); zarr
-    creates the two pixel arrays with the names, dimensions and attributes xarray would give them (no dask
-    placeholder graph to build and tokenize per raster; test_raster_groups_are_what_xarray_writes_for_the_whole_dataset
-    holds the documents equal to xarray's own). Both go to memory first and to the store in one request (xarray
-    rewrites each array's zarr.json several times). Sensor-D's 27 GeoTIFFs on a 2-core Zen 4 host, before and after in
-    one run (2026-12-04, medians of 5 and 7): 2.27 -> 1.99 s and 2.35 -> 2.09 s, 0.70 -> 0.80 and 0.61 -> 0.69 of a
-    raw rasterio-to-zarr copy."""
+    rioxarray computes the georeferencing (the ``band``/``y``/``x`` coordinates and the CF attributes of
+    ``spatial_ref``); zarr writes every array with the names, dimensions, attributes and codecs ``Dataset.to_zarr``
+    would give it (test_raster_groups_are_what_xarray_writes_for_the_whole_dataset holds the documents equal to
+    xarray's own), each document once, all in one call into zarr's event loop. ``to_zarr`` itself spent most of its
+    time in xarray's bookkeeping: Dubai sensor-D's 27 groups took 0.49 s with it and 0.33 s without, on one core of a
+    Zen 4 host (2026-12-04), where the whole single-threaded ingest takes 1.5 s."""
     coords = xr.Dataset(coords={"band": np.arange(1, src.count + 1), **_pixel_centres(src)})
     if src.crs is not None:
         coords = coords.rio.write_crs(src.crs)
     coords = coords.rio.write_transform(src.transform)
-    memory = zarr.storage.MemoryStore()
-    coords.to_zarr(memory, group=f"rasters/{rid}", mode="w-", zarr_format=3, consolidated=False)
-    group = zarr.open_group(memory, path=f"rasters/{rid}", mode="r+")
-    # a Dataset without data variables lists its non-index coordinates on the group; the pixel arrays' grid_mapping
-    # names spatial_ref instead, as in a store xarray writes with the pixel variables (the same documents, byte-wise)
-    group.attrs.pop("coordinates", None)
+    # zarr's default codecs and one chunk per coordinate: what to_zarr gives variables without an encoding
+    arrays = [dict(name=name, shape=var.shape, dtype=var.dtype, chunks=var.shape, compressors="auto", dims=var.dims,
+                   attrs=dict(var.attrs), data=var.values) for name, var in coords.variables.items()]
     shape = (src.height, src.width)
-    _create_pixel_array(group, "image", (src.count, *shape), np.dtype(src.dtype), (src.count, chunk, chunk), codec,
-                        ("band", "y", "x"), {"nodata": src.nodata, "band_names": src.band_names, "long_name": "image"})
+    # the pixel arrays name the CRS variable (grid_mapping), as in a store xarray writes with them
+    arrays.append(dict(name="image", shape=(src.count, *shape), dtype=np.dtype(src.dtype), chunks=(src.count, chunk, chunk),
+                       compressors=(codec,), dims=("band", "y", "x"), attrs={
+                           "nodata": src.nodata, "band_names": src.band_names, "long_name": "image", "grid_mapping": "spatial_ref"}))
     if src.label is not None:
-        _create_pixel_array(group, "label", shape, np.dtype(np.uint8), (chunk, chunk), codec, ("y", "x"),
-                            {"ignore_index": ignore_index, "long_name": "class index"})
-    zarr_sync(_copy_documents(memory, zarr.storage.LocalStore(str(store)), f"rasters/{rid}/"))
+        arrays.append(dict(name="label", shape=shape, dtype=np.dtype(np.uint8), chunks=(chunk, chunk), compressors=(codec,),
+                           dims=("y", "x"), attrs={"ignore_index": ignore_index, "long_name": "class index",
+                                                   "grid_mapping": "spatial_ref"}))
+    zarr_sync(_create_group(zarr.storage.LocalStore(str(store)), f"rasters/{rid}", arrays))
     return zarr.open_group(str(store), path=f"rasters/{rid}", mode="r+")
 
 
-def _create_pixel_array(group: zarr.Group, name: str, shape: tuple, dtype: np.dtype, chunks: tuple, codec: BloscCodec,
-                        dims: tuple, attrs: dict) -> None:
-    """A pixel array as ``Dataset.to_zarr`` creates it: dimension names, ``grid_mapping`` (rioxarray's link to the
-    CRS variable) and, for floats, xarray's NaN fill value with its base64 ``_FillValue`` attribute."""
-    attrs = {**attrs, "grid_mapping": "spatial_ref"}
+async def _gather(writes: list) -> None:
+    await asyncio.gather(*writes)
+
+
+async def _create_group(store: Store, path: str, arrays: list[dict]) -> None:
+    """Create the group and its arrays in memory, then copy the documents to ``store``: zarr's creation checks and
+    parent documents cost several file reads and atomic writes per array on a local store, in memory nothing."""
+    memory = zarr.storage.MemoryStore()
+    group = await zarr.api.asynchronous.open_group(store=memory, path=path, mode="w-", zarr_format=3)
+    await asyncio.gather(*(_create_array(group, **spec) for spec in arrays))
+    keys = [key async for key in memory.list_prefix(f"{path}/")]
+    buffers = await asyncio.gather(*(memory.get(key, default_buffer_prototype()) for key in keys))
+    await asyncio.gather(*(store.set(key, buffer) for key, buffer in zip(keys, buffers)))
+
+
+async def _create_array(group: AsyncGroup, name: str, shape: tuple, dtype: np.dtype, chunks: tuple, compressors,
+                        dims: tuple, attrs: dict, data: np.ndarray | None = None) -> None:
+    """An array as ``Dataset.to_zarr`` creates it: dimension names, the given attributes and, for floats, xarray's
+    NaN fill value with its base64 ``_FillValue`` attribute; ``data`` is written when given."""
     fill = 0
-    if dtype.kind == "f":
+    if np.dtype(dtype).kind == "f":
         fill = np.nan
-        attrs["_FillValue"] = base64.standard_b64encode(np.array(np.nan, dtype=np.float64).tobytes()).decode()
-    group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=(codec,), fill_value=fill,
-                       dimension_names=dims, attributes=attrs)
-
-
-async def _copy_documents(source: Store, target: Store, prefix: str) -> None:
-    keys = [key async for key in source.list_prefix(prefix)]
-    buffers = await asyncio.gather(*(source.get(key, default_buffer_prototype()) for key in keys))
-    await asyncio.gather(*(target.set(key, buffer) for key, buffer in zip(keys, buffers)))
+        attrs = {**attrs, "_FillValue": base64.standard_b64encode(np.array(np.nan, dtype=np.float64).tobytes()).decode()}
+    array = await group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=compressors,
+                                     fill_value=fill, dimension_names=dims, attributes=attrs)
+    if data is not None:
+        await array.setitem(Ellipsis, data)
 
 
 def _read_labels(file: rasterio.DatasetReader, window: Window, src: RasterSource, pal: Palette | None, ignore_index: int,
