@@ -17,6 +17,13 @@ in-memory batches of 8 patches, torch's default threads) and ``forward_alone_thr
 laid out as the mapping runs it: one forward per chunk thread, one torch thread each). The references and the
 naive loop run in the job's ``--precision``, so every ratio compares one arithmetic. The load average
 (``os.getloadavg()``) before and after is part of each row.
+
+The seamless blend computes every pixel the windows overlap more than once: ``window_pixels_per_pixel`` is the
+pixels of the region's distinct windows over the region's (the window grid's geometry, 1.16 for 256 px windows with
+16 px of overlap on a 5000 px side). ``forward_windows_mpx_s`` runs the model on the job's windows in the job's
+layout (batch, chunk threads), and ``overlap_ceiling_mpx_s`` is that over ``window_pixels_per_pixel``: the fastest
+any seamless job with these windows can map. ``end_to_end_vs_overlap_ceiling`` says how much of it the job reaches
+(what reading, blending, writing and scheduling cost), ``end_to_end_vs_forward`` how much of the bare model.
 """
 
 from __future__ import annotations
@@ -90,8 +97,10 @@ def _synthetic_raster(path: Path, side: int) -> Path:
     return path
 
 
-def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str = "fp32") -> float:
-    """Mpx/s of the model on in-memory normalised patches (batches of 8): the compute ceiling.
+def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str = "fp32", size: int | None = None,
+                   batch: int = 8) -> float:
+    """Mpx/s of the model on in-memory normalised patches (``batch`` of ``size`` px, default the model's patch
+    size): the compute ceiling.
 
     ``threads`` > 0: that many Python threads forward at once with one torch thread each (the way the
     mapping's chunk threads run it)."""
@@ -101,7 +110,8 @@ def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str
 
     from semi2i.models.precision import autocast
 
-    x = torch.randn(8, model.in_bands, model.patch_size, model.patch_size).contiguous(memory_format=torch.channels_last)
+    size = size or model.patch_size
+    x = torch.randn(batch, model.in_bands, size, size).contiguous(memory_format=torch.channels_last)
     counts = []
 
     def loop():
@@ -116,7 +126,7 @@ def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str
     if not threads:
         t0 = time.perf_counter()
         loop()
-        return counts[0] * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+        return counts[0] * size**2 / 1e6 / (time.perf_counter() - t0)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -126,7 +136,7 @@ def _forward_alone(model, seconds: float = 3.0, threads: int = 0, precision: str
             w.start()
         for w in workers:
             w.join()
-        return sum(counts) * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+        return sum(counts) * size**2 / 1e6 / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(before)
 
@@ -156,6 +166,14 @@ def _naive_loop(ckpt: Path, raster: Path, out: Path, precision: str = "fp32") ->
     return pixels / 1e6 / (time.perf_counter() - t0)
 
 
+def window_pixels_per_pixel(side: int, window: int, overlap: int) -> float:
+    """Pixels of the distinct windows the job's grid lays over a ``side`` x ``side`` region, per region pixel."""
+    from semi2i.mapping.windows import WindowGrid
+
+    grid = WindowGrid(side, side, window, overlap, fit=True)
+    return len(grid.origins(0, 0, side, side)) * grid.th * grid.tw / side**2
+
+
 def run_one(args) -> dict:
     import os
     import statistics
@@ -166,6 +184,7 @@ def run_one(args) -> dict:
     from semi2i.mapping import map_region
     from semi2i.mapping.local import default_threads
     from semi2i.segment import SegmentationModel
+    from semi2i.tiling import default_batch_windows, default_window
 
     work = Path(args.work)
     side = int(round((args.one * 1e6) ** 0.5))
@@ -180,7 +199,7 @@ def run_one(args) -> dict:
     threads = args.threads or default_threads(None)
     mpx = side * side / 1e6
     runs: dict[str, list[float]] = {k: [] for k in ("e2e", "raster", "mapping", "publish", "naive", "forward",
-                                                    "forward_threads")}
+                                                    "forward_threads", "forward_windows")}
     rss_map = None
     for _ in range(args.repeats):  # interleaved: each round measures everything once
         t0 = time.perf_counter()
@@ -202,10 +221,15 @@ def run_one(args) -> dict:
         runs["forward"].append(_forward_alone(model, precision=args.precision))
         runs["forward_threads"].append(_forward_alone(model, threads=threads, precision=args.precision)
                                        if threads > 1 else runs["forward"][-1])
+        window = (summary["settings"].get("inference") or {}).get("window") or default_window(model.patch_size)
+        runs["forward_windows"].append(_forward_alone(model, threads=threads if threads > 1 else 0, precision=args.precision,
+                                                      size=window, batch=default_batch_windows(window)))
     med = {k: statistics.median(v) for k, v in runs.items()}
+    per_pixel = window_pixels_per_pixel(side, window, args.overlap)
+    ceiling = med["forward_windows"] / per_pixel
     return {
         "mpx": round(mpx, 2), "side": side, "ingest_s": round(ingest_s, 1), "repeats": args.repeats,
-        "window": (summary["settings"].get("inference") or {}).get("window") or model.patch_size, "overlap": args.overlap, "threads": threads, "precision": args.precision,
+        "window": window, "overlap": args.overlap, "threads": threads, "precision": args.precision,
         "torch_threads": torch.get_num_threads(),
         "end_to_end_mpx_s": round(med["e2e"], 3), "end_to_end_from_raster_mpx_s": round(med["raster"], 3),
         "mapping_mpx_s": round(med["mapping"], 3),
@@ -215,6 +239,8 @@ def run_one(args) -> dict:
         "end_to_end_vs_forward": round(med["e2e"] / med["forward"], 3),
         "end_to_end_vs_forward_threads": round(med["e2e"] / med["forward_threads"], 3),
         "end_to_end_vs_naive": round(med["e2e"] / med["naive"], 3),
+        "window_pixels_per_pixel": round(per_pixel, 4), "forward_windows_mpx_s": round(med["forward_windows"], 3),
+        "overlap_ceiling_mpx_s": round(ceiling, 3), "end_to_end_vs_overlap_ceiling": round(med["e2e"] / ceiling, 3),
         "from_raster_vs_naive": round(med["raster"] / med["naive"], 3),
         "end_to_end_runs_mpx_s": [round(v, 3) for v in runs["e2e"]],
         "peak_rss_mib_before_map": round(rss_before), "peak_rss_mib": round(rss_map),
@@ -247,11 +273,13 @@ def main(argv=None) -> int:
             for f in work.glob("region_*"):
                 subprocess.run(["rm", "-rf", str(f)])
         print("\n| Mpx | window | end-to-end Mpx/s | naive loop | forward alone | forward, chunk-thread layout | "
-              "e2e / forward | e2e / naive | peak RSS MiB | load avg (1 min) before/after |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "e2e / forward | e2e / naive | window px per px | overlap ceiling | e2e / ceiling | peak RSS MiB | "
+              "load avg (1 min) before/after |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['mpx']} | {r['window']} | {r['end_to_end_mpx_s']} | {r['naive_loop_mpx_s']} | {r['forward_alone_mpx_s']} | "
                   f"{r['forward_alone_threads_mpx_s']} | {r['end_to_end_vs_forward']} | {r['end_to_end_vs_naive']} | "
+                  f"{r['window_pixels_per_pixel']} | {r['overlap_ceiling_mpx_s']} | {r['end_to_end_vs_overlap_ceiling']} | "
                   f"{r['peak_rss_mib']} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |")
     return 0
 

@@ -21,3 +21,32 @@ def test_benchmark_runs_one_step_on_the_quick_profile(argv, pattern):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(pattern, out.stdout), out.stdout
+
+
+def test_bench_map_counts_the_pixels_its_windows_compute():
+    """The overlap ceiling's divisor is the window grid's geometry, checked by hand: 2 x 2 windows of 256 px cover
+    a 496 px side (496 = 2 * 256 - 16); a 500 px side needs 3 x 3, fitted to 192 px (3 * 192 - 2 * 16 >= 500)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_map import window_pixels_per_pixel
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert window_pixels_per_pixel(496, 256, 16) == pytest.approx(4 * 256**2 / 496**2)
+    assert window_pixels_per_pixel(500, 256, 16) == pytest.approx(9 * 192**2 / 500**2)
+    assert window_pixels_per_pixel(256, 256, 16) == 1.0
+
+
+def test_bench_map_reports_its_ratios_from_its_own_numbers(tmp_path):
+    """One small region end to end: every ratio in the row is the quotient of the row's own medians."""
+    import json
+
+    out = subprocess.run([sys.executable, "benchmarks/bench_map.py", "--sizes", "0.25", "--repeats", "1", "--base-width", "4",
+                          "--depth", "2", "--work", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout.splitlines()[0])
+    assert row["side"] == 500 and row["window"] == 256
+    assert row["window_pixels_per_pixel"] == pytest.approx(9 * 192**2 / 500**2, abs=1e-4)
+    ceiling = row["forward_windows_mpx_s"] / row["window_pixels_per_pixel"]
+    assert row["overlap_ceiling_mpx_s"] == pytest.approx(ceiling, abs=2e-3)
+    assert row["end_to_end_vs_overlap_ceiling"] == pytest.approx(row["end_to_end_mpx_s"] / ceiling, rel=2e-2)
+    assert row["end_to_end_vs_forward"] == pytest.approx(row["end_to_end_mpx_s"] / row["forward_alone_mpx_s"], rel=2e-2)
