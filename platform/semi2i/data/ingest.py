@@ -245,8 +245,9 @@ def _write_raster(store: Path, rid: str, src: RasterSource, pal: Palette | None,
     # read, whatever the raster's size. Strips are chunk-aligned, so every zarr chunk has one writer. Plain
     # rasterio reads and numpy: a dask graph per raster cost more than the pixels on rasters of a few Mpx
     # (bench_data.py: 2.50 -> 1.82 s for Dubai sensor-D's 27 GeoTIFFs, 2026-12-04). Image and label go to zarr in one
-    # call (one round trip into zarr's event loop instead of two; with the group change below, bench_data.py's ingest
-    # went from 0.78-0.79 to 0.84-0.87 of its raw copy, three interleaved runs each, Zen 4, 2026-12-04).
+    # call (one round trip into zarr's event loop instead of two). With the group change below, sensor-D's ingest went
+    # from 0.78-0.79 to 0.84-0.87 of bench_data.py's raw copy (old and new code run alternately, three times each,
+    # medians of 5; Zen 4, 2026-12-04).
     with rasterio.open(io_paths.gdal_path(src.image)) as image_file, \
             (rasterio.open(io_paths.gdal_path(src.label)) if src.label is not None else contextlib.nullcontext()) as label_file:
         for y0 in range(0, src.height, step):
