@@ -26,11 +26,12 @@ def test_benchmark_runs_one_step_on_the_quick_profile(argv, pattern):
 def test_bench_map_counts_the_pixels_its_windows_compute():
     """The overlap ceiling's divisor is the window grid's geometry, checked by hand: 2 x 2 windows of 256 px cover
     a 496 px side (496 = 2 * 256 - 16); a 500 px side needs 3 x 3, fitted to 192 px (3 * 192 - 2 * 16 >= 500)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from bench_map import window_pixels_per_pixel
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_map", REPO / "benchmarks" / "bench_map.py")
+    bench_map = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_map)
+    window_pixels_per_pixel = bench_map.window_pixels_per_pixel
     assert window_pixels_per_pixel(496, 256, 16) == pytest.approx(4 * 256**2 / 496**2)
     assert window_pixels_per_pixel(500, 256, 16) == pytest.approx(9 * 192**2 / 500**2)
     assert window_pixels_per_pixel(256, 256, 16) == 1.0
