@@ -137,6 +137,31 @@ def test_cog_keeps_crs_transform_and_nodata(tmp_path, write, checkpoint):
     assert not (out / ".partial").exists() and json.loads((out / "job.json").read_text())["chunks"] == 9
 
 
+def test_cog_is_deflated_with_overviews_that_decimate_the_classes(tmp_path):
+    """write_cog's staged GeoTIFF (fast deflate) leaves no trace: the COG holds the classes, deflated, with
+    nearest-neighbour overviews, and nothing else is left in its folder."""
+    import zarr
+    from affine import Affine
+    from rasterio.enums import Compression
+
+    from semi2i.data.store import RasterInfo
+    from semi2i.mapping.output import write_cog
+
+    blocks = np.random.default_rng(0).integers(0, CLASSES, (150, 130), dtype=np.uint8)
+    classes = np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)  # 600 x 520 in 4 px blocks: any decimation agrees
+    array = zarr.create_array(zarr.storage.MemoryStore(), shape=classes.shape, chunks=(256, 256), dtype="uint8")
+    array[:] = classes
+    info = RasterInfo("r", 600, 520, None, Affine(0.5, 0, 1000.0, 0, -0.5, 2000.0), "r.tif", None, 600 * 520)
+    dest = tmp_path / "cog" / "r.tif"
+    write_cog(array, info, dest, nodata=NODATA_CLASS)
+    assert [p.name for p in dest.parent.iterdir()] == ["r.tif"]
+    with rasterio.open(dest) as cog:
+        assert cog.compression == Compression.deflate and cog.overviews(1) == [2, 4]
+        np.testing.assert_array_equal(cog.read(1), classes)
+        np.testing.assert_array_equal(cog.read(1, out_shape=(300, 260)), classes[::2, ::2])
+        np.testing.assert_array_equal(cog.read(1, out_shape=(150, 130)), blocks)
+
+
 def test_kill_and_resume_gives_identical_output(tmp_path, write, checkpoint):
     image = _image(56, 44)
     src = write(tmp_path / "in" / "a.tif", image)
