@@ -51,10 +51,9 @@ def target_patches(store: CityStore, stats: BandStats, size: int) -> torch.Tenso
     return torch.from_numpy(np.stack(patches))
 
 
-def adabn_checkpoint(src: Path, dest: Path, store: CityStore, batch: int, seed: int) -> dict:
-    """``src`` with every BatchNorm's running statistics re-estimated on the target (cumulative averages
-    over shuffled batches of ``batch`` patches)."""
-    state = load_checkpoint(src)
+def target_statistics_model(state: dict, store: CityStore, batch: int, seed: int) -> UNet:
+    """The checkpoint's U-net with every BatchNorm's running statistics re-estimated on the target (cumulative
+    averages over shuffled batches of ``batch`` patches), in eval mode."""
     unet = state["unet"]
     model = UNet(int(state["in_bands"]), int(state["num_classes"]), unet["base_width"], unet["depth"])
     model.load_state_dict(state["model"])
@@ -68,8 +67,15 @@ def adabn_checkpoint(src: Path, dest: Path, store: CityStore, batch: int, seed: 
     with torch.no_grad():
         for first in range(0, len(order) - batch + 1, batch):
             model(patches[order[first : first + batch]])
+    return model.eval()
+
+
+def adabn_checkpoint(src: Path, dest: Path, store: CityStore, batch: int, seed: int) -> dict:
+    """``src`` with the target's batch-norm statistics (:func:`target_statistics_model`), saved to ``dest``."""
+    state = load_checkpoint(src)
+    model = target_statistics_model(state, store, batch, seed)
     save_checkpoint(dest, {**state, "model": model.state_dict()})
-    return {"patches": len(patches)}
+    return {}
 
 
 def main(argv=None) -> int:
