@@ -51,3 +51,16 @@ def test_bench_map_reports_its_ratios_from_its_own_numbers(tmp_path):
     assert row["overlap_ceiling_mpx_s"] == pytest.approx(ceiling, abs=2e-3)
     assert row["end_to_end_vs_overlap_ceiling"] == pytest.approx(row["end_to_end_mpx_s"] / ceiling, rel=2e-2)
     assert row["end_to_end_vs_forward"] == pytest.approx(row["end_to_end_mpx_s"] / row["forward_alone_mpx_s"], rel=2e-2)
+
+
+def test_bench_cog_finds_the_staging_level_changes_no_byte_of_the_cog(tmp_path):
+    """The COG benchmark's premise, checked on a small map: both staging levels give the same COG bytes (it exits 1
+    otherwise), and its speed-up is the quotient of its own medians."""
+    import json
+
+    out = subprocess.run([sys.executable, "benchmarks/bench_cog.py", "--side", "600", "--repeats", "1", "--json",
+                          str(tmp_path / "cog.json")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    row = json.loads((tmp_path / "cog.json").read_text())
+    assert row["same_cog_bytes"] is True and row["mpx"] == 0.36 and row["cog_bytes"] > 0
+    assert row["speedup"] == pytest.approx(row["stage_level6_s"] / row["stage_level1_s"], abs=2e-3)

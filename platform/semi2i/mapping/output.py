@@ -56,15 +56,15 @@ def write_cog(array: zarr.Array, info: RasterInfo, dest: Path | locations.Locati
 
 
 def _write_cog(array: zarr.Array, info: RasterInfo, path: Path, *, nodata: float | None, block: int,
-               resampling: Resampling) -> None:
+               resampling: Resampling, stage_zlevel: int = 1) -> None:
     bands = 1 if array.ndim == 2 else array.shape[0]
     height, width = array.shape[-2:]
     # NUM_THREADS: GDAL deflates the tiles on every core (each tile alone, so the bytes do not change).
-    # ZLEVEL 1: the stage is read once by the COG copy, which re-encodes every tile at the default level, so its
-    # own level changes no byte of the COG; 100 Mpx of classes: 3.3-3.7 s -> 2.4-2.5 s on 2 cores (uncompressed:
-    # 2.0-2.2 s, at a scratch file of the raw size).
+    # stage_zlevel 1: the stage is read once by the COG copy, which re-encodes every tile at the default level, so
+    # its own level changes no byte of the COG, only the time (benchmarks/bench_cog.py; uncompressed would be a
+    # little faster still, at a scratch file of the raw size).
     profile = {**geotiff_profile(info, count=bands, dtype=str(array.dtype), nodata=nodata, block=512),
-               "num_threads": "ALL_CPUS", "zlevel": 1}
+               "num_threads": "ALL_CPUS", "zlevel": stage_zlevel}
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = path.with_name(f".{path.stem}.stage-{os.getpid()}.tif")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
