@@ -70,12 +70,19 @@ def target_statistics_model(state: dict, store: CityStore, batch: int, seed: int
     return model.eval()
 
 
-def adabn_checkpoint(src: Path, dest: Path, store: CityStore, batch: int, seed: int) -> dict:
+def adabn_checkpoint(src: Path, dest: Path, store: CityStore, batch: int, seed: int) -> None:
     """``src`` with the target's batch-norm statistics (:func:`target_statistics_model`), saved to ``dest``."""
     state = load_checkpoint(src)
-    model = target_statistics_model(state, store, batch, seed)
-    save_checkpoint(dest, {**state, "model": model.state_dict()})
-    return {}
+    save_checkpoint(dest, {**state, "model": target_statistics_model(state, store, batch, seed).state_dict()})
+
+
+def emit(row: dict, rows: list[dict], jsonl: Path | None) -> None:
+    """Keep a study row, print it, and append it to ``jsonl`` as it arrives (long studies keep what they did)."""
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if jsonl:
+        with jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def main(argv=None) -> int:
@@ -99,16 +106,12 @@ def main(argv=None) -> int:
             for variant, ckpt in (("as_run", src), ("adabn", args.out / run.name / f"{method}_adabn.pt")):
                 t0 = time.perf_counter()
                 if variant == "adabn":
-                    row.update(adabn_checkpoint(src, ckpt, store, args.batch, seed=0))
+                    adabn_checkpoint(src, ckpt, store, args.batch, seed=0)
                 out = args.out / run.name / f"maps_{method}_{variant}"
                 map_region(store.path, ckpt, out, overlap=overlap, precision="auto", overwrite=True)
                 row[f"{variant}_miou"] = round(score_maps(store, out)["miou"], 2)
                 row[f"{variant}_s"] = round(time.perf_counter() - t0, 1)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, rows, args.jsonl)
     print("\n| run | method | as run | AdaBN | change |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {Path(r['run']).name} | {r['method']} | {r['as_run_miou']:.2f} | {r['adabn_miou']:.2f} | "

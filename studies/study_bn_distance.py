@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from semi2i.checkpoints import load_checkpoint
 from semi2i.data.store import CityStore
 
-from study_adabn import CHECKPOINTS, target_statistics_model  # the sibling study (this script's folder)
+from study_adabn import CHECKPOINTS, emit, target_statistics_model  # the sibling study (this script's folder)
 
 
 def bn_distance(state: dict, store: CityStore, batch: int, seed: int = 0) -> float:
@@ -63,11 +63,7 @@ def main(argv=None) -> int:
             m = report["methods"][method]
             row = {"run": str(run), "method": method, "miou": m.get("miou"), "label_free": m.get("label_free"),
                    "bn_score": -d}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, rows, args.jsonl)
     print("\n| score | points | Spearman ρ with mIoU | pick loss, mean | pick loss, worst |\n|---|---|---|---|---|")
     for key in ("bn_score", "label_free"):
         pts = [r for r in rows if r[key] is not None and r["miou"] is not None]
