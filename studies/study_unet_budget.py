@@ -1,19 +1,24 @@
-"""Does a longer-trained source U-net narrow the methods' seed spread? (issues 18 and 24)
+"""Does a longer-trained (or a rate-decayed) source U-net narrow the methods' seed spread? (issues 18 and 24)
 
 ``study_union.py`` found that much of SemI2I's seed spread on the main Dubai pair belongs to the
 quick profile's source U-net (300 steps): one generator scored 41.5, 42.4 and 28.9 mIoU with three
 source U-nets. This study retrains each finished run's source U-net with ``--steps`` steps (same seed,
 same data, same settings otherwise), fine-tunes it on the run's own stylized sources (``--methods``,
 the run's fine-tune settings) and scores the target as adapt does, so each method's spread over the
-runs can be compared at both U-net budgets. Results: ``<out>/results.jsonl``, one line per (run, method).
+runs can be compared at both U-net budgets. ``--train-schedule cosine`` trains the source U-net (and, with
+``--oracle``, the target oracle) with ``unet.train_lr_schedule: cosine`` instead of the run's setting.
+Results: ``<out>/results.jsonl``, one line per (run, method).
 
     python studies/study_unet_budget.py --config jobs/configs/dubai-bright-to-sensor.yaml --steps 900 \\
         --runs runs/speed/ema-seed1000 runs/speed/ema-s1 runs/s18/main-s2 --out runs/unet-budget
+    python studies/study_unet_budget.py --config jobs/configs/dubai-bright-to-sensor.yaml --steps 300 \\
+        --train-schedule cosine --oracle --runs RUN_S0 RUN_S1 RUN_S2 --out runs/unet-cosine
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -36,6 +41,8 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", required=True, type=Path, help="finished adapt run folders of that pair")
     p.add_argument("--steps", type=int, required=True, help="source U-net training steps")
     p.add_argument("--methods", nargs="+", default=["semi2i", "colormapgan"], help="stylized sources to fine-tune on")
+    p.add_argument("--train-schedule", choices=["constant", "cosine"], help="unet.train_lr_schedule (default: the profile's)")
+    p.add_argument("--oracle", action="store_true", help="also retrain and score the target oracle")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -45,25 +52,34 @@ def main() -> None:
     for run in args.runs:
         seed = yaml.safe_load((run / "config.resolved.yaml").read_text())["seed"]
         p_ = load_adapt_config(args.config, seed=seed).profile
+        unet = p_.unet if args.train_schedule is None else dataclasses.replace(p_.unet, train_lr_schedule=args.train_schedule)
+        tag = f"s{seed}_{args.steps}_{unet.train_lr_schedule}"
         source, target = CityStore(run / "stores" / "source.zarr"), CityStore(run / "stores" / "target.zarr")
-        src = f"unet_source_s{seed}_{args.steps}.pt"
+        src = f"unet_source_{tag}.pt"
         t0 = time.perf_counter()
         if not (args.out / src).exists():
-            fit_unet(p_.unet, [source.path], args.out, stage=f"source_s{seed}_{args.steps}", output=src, steps=args.steps,
+            fit_unet(unet, [source.path], args.out, stage=f"source_{tag}", output=src, steps=args.steps,
                      overlap=p_.overlap, seed=seed, checkpoint_every=max(1, args.steps // 4), scaling=Scaling(num_workers=1))
-        log.info("source U-net of seed %d, %d steps: %.0f s", seed, args.steps, time.perf_counter() - t0)
-        names = {m: f"unet_s{seed}_{args.steps}_{m}.pt" for m in args.methods}
-        jobs = [unet_job(p_.unet, [run / "stylized" / m / "store.zarr"], stage=f"s{seed}_{args.steps}_{m}", output=out,
+        log.info("source U-net of seed %d, %d steps (%s rate): %.0f s", seed, args.steps, unet.train_lr_schedule,
+                 time.perf_counter() - t0)
+        names = {m: f"unet_{tag}_{m}.pt" for m in args.methods}
+        jobs = [unet_job(unet, [run / "stylized" / m / "store.zarr"], stage=f"{tag}_{m}", output=out,
                          init=args.out / src, steps=p_.unet.finetune_steps, overlap=p_.overlap, seed=seed,
                          checkpoint_every=max(1, p_.unet.finetune_steps // 2)) for m, out in names.items()]
-        fit_unets(jobs, args.out, f"finetune_s{seed}_{args.steps}", Scaling(num_workers=1))
+        if args.oracle:  # as adapt trains it: from scratch on the target, the run's train_steps
+            names["target_oracle"] = f"unet_{seed}_{unet.train_lr_schedule}_target_oracle.pt"
+            jobs.append(unet_job(unet, [target.path], stage=f"oracle_{tag}", output=names["target_oracle"],
+                                 overlap=p_.overlap, seed=seed, checkpoint_every=max(1, unet.train_steps // 4)))
+        fit_unets(jobs, args.out, f"finetune_{tag}", Scaling(num_workers=1))
         for method, ckpt in {"source_only": src, **names}.items():
             if (str(run), method) in done:
                 continue
-            maps = args.out / "maps" / f"s{seed}_{args.steps}_{method}"
-            map_region(target.path, args.out / ckpt, maps, overlap=p_.overlap, overwrite=True)
+            maps = args.out / "maps" / f"{tag}_{method}"
+            map_region(target.path, args.out / ckpt, maps, overlap=p_.overlap, overwrite=True,
+                       precision=unet.precision, tf32=unet.tf32)  # adapt's arithmetic
             s = score_maps(target, maps)
-            row = {"run": str(run), "seed": seed, "steps": args.steps, "method": method, "miou": round(s["miou"], 2), "iou": s["iou"]}
+            row = {"run": str(run), "seed": seed, "steps": args.steps, "train_lr_schedule": unet.train_lr_schedule,
+                   "method": method, "miou": round(s["miou"], 2), "iou": s["iou"]}
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info("seed %d, %d-step source U-net, %s: mIoU %.2f", seed, args.steps, method, row["miou"])

@@ -424,6 +424,13 @@ def _semi2i_settings(w: World, **changes) -> dict:
     return {**dataclasses.asdict(load_adapt_config(w.p("cfg.yaml")).profile.semi2i), **changes}
 
 
+def _unet_settings(w: World, **changes) -> dict:
+    """The U-net settings this World's config resolves to (as a U-net checkpoint stores them), with ``changes``."""
+    from semi2i.adapt_config import load_adapt_config
+
+    return {**dataclasses.asdict(load_adapt_config(w.p("cfg.yaml")).profile.unet), **changes}
+
+
 def _four_classes(w: World) -> None:
     """The config (and its classes file) now say 4 classes; the stores were ingested with 5."""
     four = w.p("classes4.json")
@@ -447,8 +454,11 @@ def _four_classes(w: World) -> None:
                           w.p("run", "semi2i_seed1.pt")),  # the quick profile's schedule before 2026-12-03
      r"semi2i_seed1\.pt: trained with other SemI2I settings \(decay_epoch: 3 there, 0 now; lr_schedule: 'epoch' there, "
      r"'step' now\); a resumed run would reuse it"),
+    (lambda w: torch.save({"class_names": CLASSES5, "in_bands": 3, "unet": _unet_settings(w, train_steps=7, tf32=True)},
+                          w.p("run", "unet_source.pt")),
+     r"unet_source\.pt: trained with other U-net settings \(train_steps: 7 there, \d+ now\); a resumed run would reuse it"),
 ], ids=["config-classes", "store-classes", "file-changed", "other-images", "unet-classes", "unet-bands", "gan-bands",
-        "semi2i-settings"])
+        "semi2i-settings", "unet-settings"])
 def test_resumed_adapt_revalidates_what_it_skips_on(mutate, expect, tmp_path, capsys):
     _adapt_resume(World(tmp_path), capsys, mutate, expect)
 
@@ -490,6 +500,28 @@ def test_semi2i_settings_check_ignores_the_arithmetic_and_names_what_changes_the
     with pytest.raises(ConfigError, match=r"semi2i\.pt: trained with other SemI2I settings \(lambda_grad: 10\.0 there, "
                                           r"20\.0 now\)"):
         _check_semi2i_settings(tmp_path / "semi2i.pt", stored | {"lambda_grad": 10.0}, current, tmp_path)
+
+
+def test_unet_settings_check_knows_which_settings_shaped_which_unet(tmp_path):
+    """The arithmetic and layout never count; the fine-tune's budget and schedule count for a fine-tuned U-net
+    only; a checkpoint from before ``train_lr_schedule`` existed was trained at a constant rate."""
+    from semi2i.config import ConfigError, load_profile
+    from semi2i.preflight import _check_unet_settings
+
+    current = load_profile("quick").unet
+    stored = dataclasses.asdict(current) | {"precision": "fp32", "tf32": True, "channels_last": False}
+    for name in ("unet_source.pt", "unet_target_oracle.pt", "unet_semi2i.pt"):
+        _check_unet_settings(tmp_path / name, stored, current)
+    _check_unet_settings(tmp_path / "unet_source.pt", stored | {"finetune_steps": 7}, current)
+    with pytest.raises(ConfigError, match=r"unet_semi2i\.pt: trained with other U-net settings \(finetune_steps: 7 there, "
+                                          r"100 now\)"):
+        _check_unet_settings(tmp_path / "unet_semi2i.pt", stored | {"finetune_steps": 7}, current)
+    old = {k: v for k, v in stored.items() if k != "train_lr_schedule"}
+    cosine = dataclasses.replace(current, train_lr_schedule="cosine")
+    _check_unet_settings(tmp_path / "unet_source.pt", old, dataclasses.replace(current, train_lr_schedule="constant"))
+    with pytest.raises(ConfigError, match=r"unet_target_oracle\.pt: trained with other U-net settings "
+                                          r"\(train_lr_schedule: 'constant' there, 'cosine' now\)"):
+        _check_unet_settings(tmp_path / "unet_target_oracle.pt", old, cosine)
 
 
 def test_adapt_error_found_in_pixels_is_one_line(tmp_path, capsys, monkeypatch):

@@ -288,6 +288,8 @@ def test_profiles_hold_the_baselines_and_reject_unknown_keys():
 def test_finetune_schedule_per_profile_and_checked():
     assert load_profile("paper").unet.finetune_lr_schedule == "constant"  # the paper's Adam at a fixed rate
     assert load_profile("quick").unet.finetune_lr_schedule == "cosine"
+    assert load_profile("paper").unet.train_lr_schedule == "constant"
+    assert load_profile("quick").unet.train_lr_schedule == "cosine"  # the source U-net and the oracle too
     with pytest.raises(ConfigError, match=r"unet.finetune_lr_schedule: must be one of \['constant', 'cosine'\], got 'step'"):
         load_profile("quick", overrides={"unet.finetune_lr_schedule": "step"})
 

@@ -171,11 +171,14 @@ def test_unet_finetune_consumes_stylized_patches_with_source_labels(cities, tmp_
         assert not np.array_equal(fake_image, src_image)
 
     # adapt batches its fine-tunes and the oracle into one Ray Train run: each job must end exactly where
-    # its own run does (same init, data order and normaliser), whatever ran before it in the worker
+    # its own run does (same init, data order and normaliser), whatever ran before it in the worker. The
+    # oracle here trains from scratch with train_lr_schedule: cosine, so its last (second) step is at half the rate
+    cosine = dataclasses.replace(cfg, train_lr_schedule="cosine")
     jobs = [unet_job(cfg, [fake.path], stage="ft", output="batched_finetune.pt", init=tmp_path / "unet_source.pt", overlap=8),
-            unet_job(cfg, [target.path], stage="oracle", output="batched_oracle.pt", overlap=8, seed=5)]
+            unet_job(cosine, [target.path], stage="oracle", output="batched_oracle.pt", overlap=8, seed=5)]
     fit_unets(jobs, tmp_path, "batched", one)
-    fit_unet(cfg, [target.path], tmp_path, stage="oracle", output="oracle.pt", overlap=8, seed=5, scaling=one)
+    fit_unet(cosine, [target.path], tmp_path, stage="oracle", output="oracle.pt", overlap=8, seed=5, scaling=one)
+    assert load_checkpoint(tmp_path / "oracle.pt")["optimizer"]["param_groups"][0]["lr"] == 5e-4
     for batched, alone in (("batched_finetune.pt", "unet_finetune.pt"), ("batched_oracle.pt", "oracle.pt")):
         a, b = load_checkpoint(tmp_path / batched), load_checkpoint(tmp_path / alone)
         assert a["step"] == b["step"]

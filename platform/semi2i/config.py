@@ -23,7 +23,8 @@ __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig",
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
 STYLE_PATHS = ("normalised", "carried")
-#: Learning-rate schedules a U-net fine-tune may use (``UNetTrainConfig.finetune_lr_schedule``).
+#: Learning-rate schedules a U-net training or fine-tune may use (``UNetTrainConfig.train_lr_schedule`` and
+#: ``finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
 #: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
 SEMI2I_LR_SCHEDULES = ("epoch", "step")
@@ -179,6 +180,9 @@ class UNetTrainConfig:
     # Learning rate over a fine-tune: "constant" (the paper) or "cosine" (decayed from ``lr`` towards 0, so
     # the fine-tuned weights are not at the mercy of the last few batches; see docs/adaptation-study.md).
     finetune_lr_schedule: Annotated[Str, one_of(FINETUNE_LR_SCHEDULES)] = "constant"
+    # The same for a training from scratch (the source U-net, the target oracle, a fine-tune without a
+    # source U-net to start from): a short run at a constant rate also ends on a noisy iterate.
+    train_lr_schedule: Annotated[Str, one_of(FINETUNE_LR_SCHEDULES)] = "constant"
     precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
     tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
     channels_last: Bool = False  # NHWC weights and batches in training (a memory layout: same arithmetic)

@@ -3,8 +3,8 @@
 A fresh run: every glob matches, images pair with labels, headers agree (sizes, bands, CRS), and the
 class list of each palette/classes file is the config's. A resumed run: whatever a stage would skip on
 (the ingested stores, the trained U-nets and GANs) still matches the config: same classes, same band
-counts, ingested from the same files, unchanged since; SemI2I generators trained with the same settings. So no run
-trains on settings refused once, nor resumes on a generator of other settings.
+counts, ingested from the same files, unchanged since; SemI2I generators and U-nets trained with the same settings.
+So no run trains on settings refused once, nor resumes on a model of other settings.
 
 Which methods apply to a source/target pair (:func:`not_applicable`) lives here too: with different
 band counts the per-band baselines cannot run, and the source-only U-net cannot read the target.
@@ -149,6 +149,8 @@ def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) ->
         if expected is not None and int(state.get("in_bands", expected)) != expected:
             raise ConfigError(f"{path}: takes {state['in_bands']} band(s), but the store it was trained on now has "
                               f"{expected}{hint}")
+        if isinstance(state.get("unet"), dict):
+            _check_unet_settings(path, state["unet"], cfg.profile.unet)
     if source is None or target is None:
         return
     semi2i = sorted(run_dir.glob("semi2i*.pt"))  # semi2i.pt and semi2i_seed<k>.pt
@@ -178,6 +180,25 @@ def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path
         raise ConfigError(f"{path}: trained with other SemI2I settings ({'; '.join(differs)}); a resumed run would "
                           f"reuse it and what was made from it: use another --run-dir (--reuse-from {run_dir} "
                           "keeps what does not depend on SemI2I)")
+
+
+#: U-net settings that do not change the trained weights' meaning: the arithmetic and the memory layout.
+_UNET_BOOKKEEPING = {"precision", "tf32", "channels_last"}
+#: ... and those a U-net trained from scratch (the source U-net, the oracle) never used.
+_FINETUNE_ONLY = {"finetune_steps", "finetune_lr_schedule"}
+_FROM_SCRATCH = {"unet_source.pt", "unet_target_oracle.pt"}
+
+
+def _check_unet_settings(path: Path, stored: dict, current: Any) -> None:
+    """A U-net trained with other settings (a changed budget, rate or schedule, e.g. a profile's default since)
+    would be skipped on by its stage and mapped as if it were this config's: refuse instead."""
+    ignored = _UNET_BOOKKEEPING | (_FINETUNE_ONLY if path.name in _FROM_SCRATCH else set())
+    differs = [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
+               for f in dataclasses.fields(current) if f.name not in ignored
+               and stored.get(f.name, f.default) != getattr(current, f.name)]
+    if differs:
+        raise ConfigError(f"{path}: trained with other U-net settings ({'; '.join(differs)}); a resumed run would "
+                          "reuse it and what was made from it: use another --run-dir")
 
 
 def _load(path: Path, load: Any) -> dict:

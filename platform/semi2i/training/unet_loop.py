@@ -99,7 +99,7 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
         saved.update(unet_metadata(config))
         return saved
 
-    cosine = bool(config.get("init")) and cfg.finetune_lr_schedule == "cosine"
+    cosine = (cfg.finetune_lr_schedule if config.get("init") else cfg.train_lr_schedule) == "cosine"
     plan = StepPlan(((tuple(windows), config["seed"]),), rank, world, per_worker, "zscore", stats=config["stats"], labels=True)
     readers = StepReaders(config)
     for batch in readers.steps(plan, step.iteration, total):
