@@ -95,10 +95,10 @@ class Patches:
 
 
 def train_unet(model, rasters, stats: BandStats, steps: int, cfg, seed: int, device, finetune: bool = False) -> UNet:
-    """Train (or, with ``finetune``, fine-tune with the profile's fine-tune schedule) like adapt does."""
+    """Train (or, with ``finetune``, fine-tune) with the profile's schedule for either, like adapt does."""
     step = UNetStep(model, lr=cfg.lr)
     patches = Patches(rasters, cfg.patch_size, seed)
-    cosine = finetune and cfg.finetune_lr_schedule == "cosine"
+    cosine = (cfg.finetune_lr_schedule if finetune else cfg.train_lr_schedule) == "cosine"
     for i in range(steps):
         step.set_learning_rate(cosine_learning_rate(i, cfg.lr, steps) if cosine else cfg.lr)
         images, labels = patches.sample(cfg.batch_size, need_labels=True)
