@@ -164,6 +164,15 @@ def _check_checkpoints(cfg: Any, run_dir: Path, stores: dict[str, CityStore]) ->
             _check_semi2i_settings(path, config, cfg.profile.semi2i, run_dir)
 
 
+def _settings_that_differ(stored: dict, current: Any, ignored: set[str]) -> list[str]:
+    """``"name: stored there, current now"`` for each field of the ``current`` settings dataclass outside
+    ``ignored`` that the checkpoint's ``stored`` settings hold otherwise (a key an older checkpoint lacks counts
+    as the field's default)."""
+    return [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
+            for f in dataclasses.fields(current) if f.name not in ignored
+            and stored.get(f.name, f.default) != getattr(current, f.name)]
+
+
 #: SemI2I settings that do not change the trained generator (or are set per run and per seed). The arithmetic
 #: (precision, tf32) is among them: weights and statistics are fp32 in either, so a run resumes in either (README).
 _BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every", "preview_every", "log_every",
@@ -173,9 +182,7 @@ _BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every",
 def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path) -> None:
     """A generator trained with other SemI2I settings (e.g. a profile's default changed since) would be
     resumed on silently, with everything stylized, fine-tuned and mapped from it: refuse instead."""
-    differs = [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
-               for f in dataclasses.fields(current) if f.name not in _BOOKKEEPING
-               and stored.get(f.name, f.default) != getattr(current, f.name)]
+    differs = _settings_that_differ(stored, current, _BOOKKEEPING)
     if differs:
         raise ConfigError(f"{path}: trained with other SemI2I settings ({'; '.join(differs)}); a resumed run would "
                           f"reuse it and what was made from it: use another --run-dir (--reuse-from {run_dir} "
@@ -193,9 +200,7 @@ def _check_unet_settings(path: Path, stored: dict, current: Any) -> None:
     """A U-net trained with other settings (a changed budget, rate or schedule, e.g. a profile's default since)
     would be skipped on by its stage and mapped as if it were this config's: refuse instead."""
     ignored = _UNET_BOOKKEEPING | (_FINETUNE_ONLY if path.name in _FROM_SCRATCH else set())
-    differs = [f"{f.name}: {stored.get(f.name, f.default)!r} there, {getattr(current, f.name)!r} now"
-               for f in dataclasses.fields(current) if f.name not in ignored
-               and stored.get(f.name, f.default) != getattr(current, f.name)]
+    differs = _settings_that_differ(stored, current, ignored)
     if differs:
         raise ConfigError(f"{path}: trained with other U-net settings ({'; '.join(differs)}); a resumed run would "
                           "reuse it and what was made from it: use another --run-dir")
