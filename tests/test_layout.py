@@ -136,7 +136,7 @@ def test_jobs_are_thin_entry_points_with_console_scripts():
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     jobs = sorted(p.stem for p in (REPO / "jobs").glob("*.py"))
-    assert jobs == ["adapt", "adapt_multi", "demo", "ingest", "map_region", "tune"]
+    assert jobs == ["adapt", "adapt_multi", "demo", "ingest", "map_region", "target_prior", "tune"]
     assert scripts == {f"semi2i-{job.replace('_', '-')}": f"semi2i.cli.{job}:main" for job in jobs}
     for job in jobs:
         tree = ast.parse((REPO / "jobs" / f"{job}.py").read_text())

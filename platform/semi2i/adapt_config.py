@@ -207,6 +207,10 @@ def adapt_config_from_dict(data: dict, origin: str, *, profile: str | None = Non
     prof = config_profile(data, origin, errors)
     if checked is None or errors:
         raise ConfigError("\n".join(errors))
+    prior, classes = prof.semi2i.target_class_prior, list(checked.classes or DEMO_CLASSES)
+    if prior is not None and (len(prior) != len(classes) or sum(prior) <= 0):
+        raise ConfigError(f"{origin}: semi2i.target_class_prior: needs one share per class ({len(classes)}: "
+                          f"{', '.join(classes)}) with a positive sum, got {list(prior)}")
     if checked.synthetic is not None:
         source, target = CitySpec("demo_source", []), CitySpec("demo_target", [])
     else:

@@ -72,6 +72,7 @@ class SemI2IConfig:
     adain_eps: PosFloat = 1e-5
     style_path: Annotated[Str, one_of(STYLE_PATHS)] = "normalised"  # where μ, σ come from ("carried" = ours)
     ema_decay: Beta = 0.0  # stylize with an EMA of the generator weights (ours; 0 = the last iterate, paper)
+    target_class_prior: tuple[NonNegFloat, ...] | None = None  # ours: draw source windows in these class proportions (data.class_prior); None = uniform (paper)
     seeds: Annotated[Int, rule(lambda v: v >= 1, "must be >= 1, got {v}")] = 1  # jobs/adapt.py trains this many generators and picks one without labels (semi2i_seeds)
     lr: PosFloat = 1e-3
     beta1: Beta = 0.5  # Adam betas as in CycleGAN (the paper only says "Adam")

@@ -157,6 +157,9 @@ def load_multicity_config(path: str | Path | None, *, profile: str | None = None
             shown = ", ".join(f"{c}: {n}" for c, n in bands.items())
             errors.append(f"{origin}: cities have different band counts ({shown}); the multi-city model shares one "
                           "encoder/decoder and needs equal band counts (use jobs/adapt.py per pair instead)")
+    if prof is not None and prof.semi2i.target_class_prior is not None:
+        errors.append(f"{origin}: semi2i.target_class_prior: one target's class proportions; the multi-city model "
+                      "trains every city pair (use jobs/adapt.py per pair instead)")
     if errors:
         raise ConfigError("\n".join(errors))
     return MultiCityConfig(name=checked.name, cities=cities, sources=list(sources), targets=list(targets),

@@ -20,6 +20,7 @@ import torch
 
 from semi2i.checkpoints import COLORMAPGAN_CHECKPOINT, CYCLEGAN_CHECKPOINT, SEMI2I_CHECKPOINT
 from semi2i.config import ColorMapGANConfig, CycleGANConfig, SemI2IConfig
+from semi2i.data.class_prior import prior_weighted_windows
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
 from semi2i.models.precision import resolve_precision
@@ -111,6 +112,8 @@ def gan_worker_loop(config: dict) -> dict:
     windows_a = city_windows(open_store(config["source"]), cfg.patch_size, config["overlap"])
     windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
+    if getattr(cfg, "target_class_prior", None):  # an epoch stays one pass over the distinct windows
+        windows_a = prior_weighted_windows(open_store(config["source"]), windows_a, cfg.target_class_prior)
     if hasattr(step, "steps_per_epoch"):  # SemI2I's Eq. 3 schedule (per step with lr_schedule: step)
         step.steps_per_epoch = spe
     total = config.get("max_steps") or cfg.epochs * spe
