@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from semi2i.adapt_config import read_config_file
+from semi2i.config import ConfigError
 from semi2i.locations import write_text
 from semi2i.target_prior import PriorError, estimate_target_prior
 
@@ -49,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {out}: exists; choose a new file", file=sys.stderr)
             return 2
         try:
-            config = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            print(f"error: {args.config}: cannot read the config ({exc.__class__.__name__})", file=sys.stderr)
+            config = read_config_file(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         config.setdefault("overrides", {}).setdefault("semi2i", {})["target_class_prior"] = estimate["prior"]
         write_text(out, f"# {args.config} with the target class prior estimated from {args.run_dir} "

@@ -109,11 +109,12 @@ def gan_worker_loop(config: dict) -> dict:
     if restored is not None:
         step.load_state_dict(restored)
 
-    windows_a = city_windows(open_store(config["source"]), cfg.patch_size, config["overlap"])
+    source = open_store(config["source"])
+    windows_a = city_windows(source, cfg.patch_size, config["overlap"])
     windows_b = city_windows(open_store(config["target"]), cfg.patch_size, config["overlap"])
     spe = max(1, steps_per_epoch(cfg, len(windows_a), len(windows_b)) // world)
     if getattr(cfg, "target_class_prior", None):  # an epoch stays one pass over the distinct windows
-        windows_a = prior_weighted_windows(open_store(config["source"]), windows_a, cfg.target_class_prior)
+        windows_a = prior_weighted_windows(source, windows_a, cfg.target_class_prior)
     if hasattr(step, "steps_per_epoch"):  # SemI2I's Eq. 3 schedule (per step with lr_schedule: step)
         step.steps_per_epoch = spe
     total = config.get("max_steps") or cfg.epochs * spe
