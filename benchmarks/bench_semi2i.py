@@ -3,12 +3,15 @@
     python benchmarks/bench_semi2i.py                      # paper widths at 256², and the quick profile
     python benchmarks/bench_semi2i.py --profiles quick --steps 10
     python benchmarks/bench_semi2i.py --profiles quick --steps 15 --rounds 3 --layouts nchw nhwc
+    python benchmarks/bench_semi2i.py --profiles quick --steps 30 --rounds 3 --layouts nchw inductor
 
 Median of ``--steps`` timed steps after ``--warmup`` steps, one random patch per domain (RGB↔RGB),
 ``--threads`` torch threads (2 = this machine's cores). Compare with ../shared/perf-notes.md.
 ``--layouts nchw nhwc`` also times the step with the networks and patches in channels_last (NHWC, as
 ``unet.channels_last`` does for the U-net), in ``--rounds`` alternating blocks so that both layouts see
-the same host, and reports each layout's ratio to NCHW in the same run.
+the same host, and reports each layout's ratio to NCHW in the same run. ``inductor`` is the NCHW step with
+the networks compiled by TorchInductor as ``semi2i.compile`` does (semi2i.training.compile); its one-off
+compilation is timed apart (``warmup_s``: the warm-up steps, cold or from Inductor's on-disk cache).
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from semi2i.config import load_profile
 from semi2i.models.semi2i import count_parameters
+from semi2i.training.compile import compile_in_place
 from semi2i.training.semi2i_step import SemI2IStep
 
 
-def _step(cfg, bands: int, channels_last: bool):
+def _step(cfg, bands: int, layout: str):
+    channels_last = layout == "nhwc"
     step = SemI2IStep.create(cfg, steps_per_epoch=cfg.max_steps_per_epoch or 1)  # the rate does not change the time
+    if layout == "inductor":  # after create(): the weight EMA stays eager, as in training
+        compile_in_place((step.generator, step.disc_a, step.disc_b))
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(1, bands, cfg.patch_size, cfg.patch_size, generator=gen) * 2 - 1
     b = torch.rand(1, bands, cfg.patch_size, cfg.patch_size, generator=gen) * 2 - 1
@@ -38,16 +45,29 @@ def _step(cfg, bands: int, channels_last: bool):
     return step, a, b
 
 
+def _eager_flops(cfg, bands: int) -> float:
+    step, a, b = _step(cfg, bands, "nchw")
+    with FlopCounterMode(display=False) as counter:
+        step(a, b)
+    return counter.get_total_flops()
+
+
 def bench(profile_name: str, warmup: int, steps: int, bands: int, layouts=("nchw",), rounds: int = 1) -> list[dict]:
     cfg = dataclasses.replace(load_profile(profile_name).semi2i, in_bands_a=bands, in_bands_b=bands)
-    runs = {layout: _step(cfg, bands, layout == "nhwc") for layout in layouts}
-    flops = {}
+    runs = {layout: _step(cfg, bands, layout) for layout in layouts}
+    flops, warmup_s = {}, {}
     for layout, (step, a, b) in runs.items():
+        start = time.perf_counter()
         for _ in range(warmup):
             step(a, b)
+        warmup_s[layout] = time.perf_counter() - start
+        if layout == "inductor":  # the same arithmetic as NCHW; the counter does not see inside compiled graphs
+            continue
         with FlopCounterMode(display=False) as counter:  # one extra (untimed) step, to judge the rate
             step(a, b)
         flops[layout] = counter.get_total_flops()
+    if "inductor" in runs:
+        flops["inductor"] = flops.get("nchw") or _eager_flops(cfg, bands)
     times = {layout: [] for layout in layouts}
     for _ in range(rounds):  # alternating blocks: both layouts see the same minutes of the host
         for layout, (step, a, b) in runs.items():
@@ -67,6 +87,7 @@ def bench(profile_name: str, warmup: int, steps: int, bands: int, layouts=("nchw
             "res_blocks": cfg.n_res_blocks,
             "ndf": cfg.disc_width,
             "s_per_step": seconds,
+            "warmup_s": warmup_s[layout],
             "min_s": min(times[layout]),
             "speed_vs_nchw": statistics.median(times["nchw"]) / seconds if "nchw" in times else None,
             "gflop_per_step": flops[layout] / 1e9,
@@ -85,7 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bands", type=int, default=3)
-    parser.add_argument("--layouts", nargs="+", choices=["nchw", "nhwc"], default=["nchw"])
+    parser.add_argument("--layouts", nargs="+", choices=["nchw", "nhwc", "inductor"], default=["nchw"])
     parser.add_argument("--rounds", type=int, default=1, help="alternating timed blocks of --steps per layout")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,7 +119,8 @@ def main() -> None:
             ratio = "" if r["speed_vs_nchw"] is None else f", {r['speed_vs_nchw']:.2f}x NCHW"
             print(
                 f"{r['profile'] + ('' if r['layout'] == 'nchw' else ' ' + r['layout']):>6}: {r['patch']}² w={r['width']} res={r['res_blocks']} ndf={r['ndf']} | "
-                f"{r['s_per_step']:.3f} s/step (min {r['min_s']:.3f}{ratio}), {r['gflop_per_step']:.0f} GFLOP/step = "
+                f"{r['s_per_step']:.3f} s/step (min {r['min_s']:.3f}{ratio}; warm-up {r['warmup_s']:.1f} s), "
+                f"{r['gflop_per_step']:.0f} GFLOP/step = "
                 f"{r['gflops']:.0f} GFLOP/s | generator {r['generator_params']:,} params, "
                 f"discriminators {r['disc_params_each']:,} each ({r['disc_params_total']:,} total)"
             )

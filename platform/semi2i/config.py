@@ -18,7 +18,7 @@ from semi2i.schema import (Beta, Bool, ConfigError, Float, Int, NonNegFloat, Non
                            relations, rule, settings, suggest, validate)
 
 __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig", "UNetTrainConfig", "Profile",
-           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "SEMI2I_LR_SCHEDULES", "PRECISIONS", "available_profiles", "load_profile",
+           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "SEMI2I_LR_SCHEDULES", "PRECISIONS", "COMPILE_MODES", "available_profiles", "load_profile",
            "profile_from_dict", "merge_overrides"]
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
@@ -33,6 +33,9 @@ SEMI2I_LR_SCHEDULES = ("epoch", "step")
 #: matrix units (CUDA compute capability >= 8, a CPU with AMX), fp32 elsewhere (semi2i.models.precision).
 PRECISIONS = ("fp32", "bf16", "auto")
 Precision = Annotated[Str, one_of(PRECISIONS)]
+#: How SemI2I's training networks run (``semi2i.compile``): eager PyTorch, compiled by TorchInductor, or
+#: compiled where it pays (semi2i.training.compile).
+COMPILE_MODES = ("eager", "inductor", "auto")
 
 #: a GAN's training patch: two stride-2 convolutions, and the 70x70 PatchGAN needs 32 px
 GanPatch = Annotated[PosInt, rule(lambda v: v % 4 == 0, "must be divisible by 4 (two stride-2 convs), got {v}"),
@@ -87,6 +90,7 @@ class SemI2IConfig:
     seed: Int = 0
     precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
     tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
+    compile: Annotated[Str, one_of(COMPILE_MODES)] = "eager"  # ours: "inductor" fuses the small ops (semi2i.training.compile)
 
     def __post_init__(self) -> None:
         relations(_schedule(self))

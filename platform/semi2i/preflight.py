@@ -174,9 +174,9 @@ def _settings_that_differ(stored: dict, current: Any, ignored: set[str]) -> list
 
 
 #: SemI2I settings that do not change the trained generator (or are set per run and per seed). The arithmetic
-#: (precision, tf32) is among them: weights and statistics are fp32 in either, so a run resumes in either (README).
+#: (precision, tf32, compile) is among them: weights and statistics are fp32 in either, so a run resumes in either (README).
 _BOOKKEEPING = {"in_bands_a", "in_bands_b", "seed", "seeds", "checkpoint_every", "preview_every", "log_every",
-                "precision", "tf32"}
+                "precision", "tf32", "compile"}
 
 
 def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path) -> None:

@@ -24,6 +24,7 @@ from semi2i.data.class_prior import prior_weighted_windows
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
 from semi2i.models.precision import resolve_precision
+from semi2i.training.compile import compile_in_place, should_compile
 from semi2i.training.progress import Progress
 from semi2i.training.step_data import StepPlan, StepReaders
 from semi2i.training.ray_worker import allgather, allreduce_mean, crash_once, report_checkpoint, restored_state, setup_worker, wrap
@@ -119,8 +120,13 @@ def gan_worker_loop(config: dict) -> dict:
         step.steps_per_epoch = spe
     total = config.get("max_steps") or cfg.epochs * spe
     progress = Progress(name, run_dir, rank, total, step.step, "steps", 1)
+    compiled = should_compile(getattr(cfg, "compile", "eager"), device, total - step.step)
+    if compiled:  # SemI2I's networks (the weight EMA stays eager: it was copied when the step was built)
+        models = step.models
+        compile_in_place((models.generator, models.disc_a, models.disc_b))
     if rank == 0:
-        log.info("%s: %s on %s (precision: %s)", name, resolve_precision(device, cfg.precision), device, cfg.precision)
+        log.info("%s: %s on %s (precision: %s)%s", name, resolve_precision(device, cfg.precision), device, cfg.precision,
+                 ", compiled by TorchInductor" if compiled else "")
     plan = StepPlan(((tuple(windows_a), cfg.seed), (tuple(windows_b), cfg.seed + 1_000_003)), rank, world, 1, "unit")
     readers = StepReaders(config)
     losses: dict[str, float] = {}
