@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("argv, pattern", [
     (["benchmarks/bench_semi2i.py", "--profiles", "quick"], r"quick: 128² w=16 .* s/step"),
     (["benchmarks/bench_semi2i.py", "--profiles", "quick", "--layouts", "nchw", "nhwc"],
-     r"quick: 128² w=16 .* s/step \(min [0-9.]+, 1.00x NCHW\)[\s\S]*quick nhwc: 128² w=16 .* s/step \(min [0-9.]+, [0-9.]+x NCHW\)"),
+     r"quick: 128² w=16 .* s/step \(min [0-9.]+, 1.00x NCHW; warm-up [0-9.]+ s\)[\s\S]*"
+     r"quick nhwc: 128² w=16 .* s/step \(min [0-9.]+, [0-9.]+x NCHW; warm-up [0-9.]+ s\)"),
     (["benchmarks/bench_baselines.py", "--profiles", "quick", "--models", "semi2i", "colormapgan"],
      r"quick\s+semi2i: 128² .* s/step[\s\S]*quick\s+colormapgan: 128² .* s/step"),
 ])
