@@ -2,18 +2,23 @@
 
 Why: a quick-profile SemI2I step is ~60 % convolutions and ~40 % small element-wise work (instance norms,
 reflection pads, ReLUs, the bf16 casts autocast makes at every op, AdaIN), each a separate pass over
-memory in eager PyTorch. Inductor fuses that work into a few generated C++ loops. Measured at 2 threads
-on a 2-core Zen 4 EPYC in bf16 (2026-12-05, ``benchmarks/bench_semi2i.py --backends eager inductor``):
-see the README. The U-net's training step is convolution-bound and did not gain (0.151 s eager against
-0.176 s compiled per batch-8 step), so only SemI2I compiles.
+memory in eager PyTorch. Inductor fuses that work into a few generated C++ loops. On a 2-core Zen 4 EPYC in
+bf16 (2026-12-05): ``benchmarks/bench_semi2i.py --profiles quick --steps 30 --rounds 3 --layouts nchw
+inductor`` 0.179 → 0.137 s per step (1.30x), and SemI2I's training in ``jobs/adapt.py`` 407 s eager against
+338-340 s compiled (17 % less). The U-net's training step is convolution-bound and did not gain (0.151 s
+eager against 0.176 s compiled per batch-8 step), so only SemI2I compiles.
 
-The cost is a one-off compilation: ~80-90 s on 2 cores with a cold cache, a few seconds once Inductor's
-on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default under the system's temporary folder, per machine)
-holds the same graphs. ``"auto"`` therefore compiles only trainings long enough to pay for a cold cache
-(:data:`AUTO_MIN_STEPS`), on a CPU, with a C++ compiler to build the kernels with; on CUDA it stays eager
-(not measured yet). Compiling is in place (``nn.Module.compile``): the modules keep their class and state
-dict keys, so checkpoints, the weight EMA (copied before compiling) and stylizing are unchanged, and DDP
-wraps the compiled module as it would the eager one.
+The cost is a one-off compilation: ~85 s on 2 cores with a cold cache (the main pair's seed 0 then took
+417 s, about what it takes eager), a few seconds once Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``,
+by default under the system's temporary folder, per machine) holds the same graphs. ``"auto"`` compiles
+trainings of at least :data:`AUTO_MIN_STEPS` steps, where a cold cache costs at most ~30 s more than eager
+and a warm one saves ~0.035 s a step; on a CPU only, with a C++ compiler to build the kernels with (on CUDA it
+stays eager: not measured yet). Compiling is in place (``nn.Module.compile``): the modules keep their class
+and state dict keys, so checkpoints, the weight EMA (copied before compiling) and stylizing are unchanged,
+and DDP wraps the compiled module as it would the eager one (checked by hand: two gloo processes, a tiny
+model, replicas equal after three steps). The arithmetic is the same to fp32 rounding
+(tests/test_compile.py), but fused kernels round differently, so a compiled training is another draw of
+the GAN, as bf16 was (docs/adaptation-study.md, "SemI2I compiled by TorchInductor").
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from semi2i.config import COMPILE_MODES  # never, always, or when it pays (see a
 log = logging.getLogger(__name__)
 
 #: "auto" compiles a training of at least this many steps: a cold compilation (~85 s on 2 cores) against
-#: ~0.045 s saved per quick-profile step breaks even near 1,900 steps, a warm cache after ~100.
+#: ~0.035 s saved per quick-profile step in the training loop breaks even near 2,400 steps, a warm cache
+#: after ~100; at 1,500 a cold cache costs ~30 s more than eager, the quick profile's 2,000 ~15 s.
 AUTO_MIN_STEPS = 1500
 
 
