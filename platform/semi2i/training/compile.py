@@ -5,7 +5,7 @@ reflection pads, ReLUs, the bf16 casts autocast makes at every op, AdaIN), each 
 memory in eager PyTorch. Inductor fuses that work into a few generated C++ loops. On a 2-core Zen 4 EPYC in
 bf16 (2026-12-05): ``benchmarks/bench_semi2i.py --profiles quick --steps 30 --rounds 3 --layouts nchw
 inductor`` 0.179 → 0.137 s per step (1.30x), and SemI2I's training in ``jobs/adapt.py`` 407 s eager against
-338-340 s compiled (17 % less). The U-net's training step is convolution-bound and did not gain (0.151 s
+338-340 s compiled (17 % less, though the host was slower in the compiled runs). The U-net's training step is convolution-bound and did not gain (0.151 s
 eager against 0.176 s compiled per batch-8 step), so only SemI2I compiles.
 
 The cost is a one-off compilation: ~85 s on 2 cores with a cold cache (the main pair's seed 0 then took
@@ -23,7 +23,6 @@ the GAN, as bf16 was (docs/adaptation-study.md, "SemI2I compiled by TorchInducto
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from typing import Iterable
@@ -32,8 +31,6 @@ import torch
 from torch import nn
 
 from semi2i.config import COMPILE_MODES  # never, always, or when it pays (see above)
-
-log = logging.getLogger(__name__)
 
 #: "auto" compiles a training of at least this many steps: a cold compilation (~85 s on 2 cores) against
 #: ~0.035 s saved per quick-profile step in the training loop breaks even near 2,400 steps, a warm cache
