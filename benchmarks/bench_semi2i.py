@@ -45,8 +45,8 @@ def _step(cfg, bands: int, layout: str):
     return step, a, b
 
 
-def _eager_flops(cfg, bands: int) -> float:
-    step, a, b = _step(cfg, bands, "nchw")
+def _count_flops(step, a, b) -> float:
+    """FLOPs of one extra (untimed) eager step, to judge the rate."""
     with FlopCounterMode(display=False) as counter:
         step(a, b)
     return counter.get_total_flops()
@@ -61,13 +61,10 @@ def bench(profile_name: str, warmup: int, steps: int, bands: int, layouts=("nchw
         for _ in range(warmup):
             step(a, b)
         warmup_s[layout] = time.perf_counter() - start
-        if layout == "inductor":  # the same arithmetic as NCHW; the counter does not see inside compiled graphs
-            continue
-        with FlopCounterMode(display=False) as counter:  # one extra (untimed) step, to judge the rate
-            step(a, b)
-        flops[layout] = counter.get_total_flops()
-    if "inductor" in runs:
-        flops["inductor"] = flops.get("nchw") or _eager_flops(cfg, bands)
+        if layout != "inductor":  # the counter does not see inside compiled graphs
+            flops[layout] = _count_flops(step, a, b)
+    if "inductor" in runs:  # the same arithmetic as NCHW
+        flops["inductor"] = flops.get("nchw") or _count_flops(*_step(cfg, bands, "nchw"))
     times = {layout: [] for layout in layouts}
     for _ in range(rounds):  # alternating blocks: both layouts see the same minutes of the host
         for layout, (step, a, b) in runs.items():
