@@ -94,6 +94,8 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     assert places["driver"]["pid"] == os.getpid()
     assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free", "previews"}
     assert ran_off_the_driver(places["stages"]) == []
+    # SemI2I's chain ran beside the other methods' (semi2i.lanes: the test cluster has room for both)
+    assert {"lanes", "training/semi2i", "segment/semi2i", "training/others", "segment/others"} <= set(run.timings)
 
     # each stage wrote what the next read: stylized stores carry the source labels, maps are georeferenced
     stylized = tmp_path / "run" / "stylized" / "semi2i" / "images"

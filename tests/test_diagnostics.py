@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from semi2i.data.normalize import BandStats
 from semi2i.diagnostics import tone_order
@@ -40,3 +41,19 @@ def test_other_band_count_and_constant_image():
     assert tone_order([(src, one_band)], _stats(src), _stats(one_band), stride=2) > 0.99
     flat = np.full_like(src, 7)
     assert tone_order([(src, flat)], _stats(src), _stats(flat)) == 0.0
+
+
+def test_tone_order_is_scipys_spearman_with_ties():
+    """average_ranks is scipy's rankdata ('average' ties), so the tone order is scipy.stats.spearmanr."""
+    from scipy.stats import rankdata, spearmanr
+
+    from semi2i.diagnostics import average_ranks, luminance
+
+    ties = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 1.0])
+    assert average_ranks(ties).tolist() == [5.0, 1.5, 5.0, 3.0, 5.0, 1.5] == rankdata(ties).tolist()
+    src = (_scene() // 32).astype(np.uint8)  # 8 levels per band: many tied luminances
+    rng = np.random.default_rng(3)
+    fake = (src.astype(np.float32) * 2 + rng.integers(0, 6, src.shape)).astype(np.uint8)
+    x, y = luminance(src, _stats(src)).ravel(), luminance(fake, _stats(fake)).ravel()
+    assert tone_order([(src, fake)], _stats(src), _stats(fake), stride=1) == \
+        pytest.approx(spearmanr(x, y).statistic, abs=1e-12)

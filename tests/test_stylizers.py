@@ -57,6 +57,19 @@ def test_histogram_matching_normal_to_normal_and_integer_ties():
     assert mapped.ravel()[0] == pytest.approx((0.300 + 0.703) / 2, abs=0.005)
 
 
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_histogram_matching_of_integer_rasters_is_np_interp_per_pixel(dtype):
+    """Integer rasters go through a table of np.interp at every possible value: the same float32 pixels."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    raster = rng.integers(info.min, info.max, (2, 30, 40), endpoint=True).astype(dtype)
+    source = stats_of(raster.astype(np.float64))
+    target = stats_of(rng.normal(0, 3, (2, 1000)))
+    stylizer = HistogramMatchingStylizer(source, target)
+    expected = np.stack([np.interp(raster[b].astype(np.float64), xp, fp) for b, (xp, fp) in enumerate(stylizer._maps)])
+    assert np.array_equal(stylizer.stylize(raster), expected.astype(np.float32))
+
 # --- gray world and identity -------------------------------------------------------------------
 def test_gray_world_output_band_means_equal_target_means():
     rng = np.random.default_rng(2)

@@ -21,6 +21,8 @@ from semi2i.schema import Bool, Float, Int, PosInt, Str, relations, rule, settin
 #: the source checkout this package runs from, when it does (``pip install -e .``, the cluster image's /app)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("ingest", "unet_source", "colormapgan", "cyclegan", "semi2i", "stylize", "finetune", "segment", "report")
+#: stages that train a model from the ingested cities alone: run side by side (semi2i.trainings)
+TRAINING_STAGES = ("unet_source", "colormapgan", "cyclegan", "semi2i")
 #: methods whose U-net is the source model fine-tuned on the stylizer's output
 STYLIZED_METHODS = ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i")
 #: stylizers that map each band onto itself: skipped when source and target band counts differ
@@ -114,6 +116,8 @@ class AdaptFile(RunFile):
     source: CityFile | None = None
     target: CityFile | None = None
     methods: Methods = dataclasses.field(default_factory=lambda: list(METHODS))
+    #: SemI2I's chain of stages beside the other methods' where the cluster has room (semi2i.lanes)
+    lanes: Bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -166,6 +170,7 @@ class AdaptConfig:
     data_plane: str = "auto"
     synthetic: dict | None = None
     raw: dict = dataclasses.field(default_factory=dict)
+    lanes: bool = True
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -222,7 +227,7 @@ def adapt_config_from_dict(data: dict, origin: str, *, profile: str | None = Non
         methods = [m for m in methods if m != "target_oracle"]  # no target labels: no oracle (and no scores)
     return AdaptConfig(name=checked.name, source=source, target=target, classes=list(checked.classes or DEMO_CLASSES),
                        profile=prof, methods=tuple(methods), seed=checked.seed, workers=checked.workers, gpu=checked.gpu,
-                       data_plane=checked.data_plane, synthetic=data.get("synthetic"), raw=raw)
+                       data_plane=checked.data_plane, synthetic=data.get("synthetic"), raw=raw, lanes=checked.lanes)
 
 
 def config_profile(data: dict, origin: str, errors: list[str]) -> Profile | None:

@@ -3,6 +3,8 @@
     ingest -> {unet_source, colormapgan, cyclegan, semi2i} -> stylize -> finetune -> segment (+ score) -> report
 
 (the four trainings in braces need only the ingested cities and run side by side: :mod:`semi2i.trainings`).
+Between ingest and report, SemI2I's chain of stages and the other methods' chain run at once where the
+cluster has room for both (:mod:`semi2i.lanes`), each stage on its lane's methods.
 
 Every stage writes its outputs atomically into the run folder and is skipped when they exist, so a
 run that was interrupted resumes where it stopped. The run folder::
@@ -32,7 +34,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from semi2i.adapt_config import GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, AdaptConfig, CitySpec
+from semi2i.adapt_config import (GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, TRAINING_STAGES, AdaptConfig,
+                                 CitySpec)
 from semi2i import placement
 from semi2i.config import ConfigError
 from semi2i.locations import write_text
@@ -43,15 +46,13 @@ from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
 from semi2i.label_free import score_methods
+from semi2i.lanes import adapt_lanes, run_lanes
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, seed_trainings
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
 from semi2i.trainings import Training, run_trainings
 
 log = logging.getLogger(__name__)
-
-#: stages that train a model from the ingested cities alone: run side by side (AdaptRun.train_models)
-TRAINING_STAGES = ("unet_source", "colormapgan", "cyclegan", "semi2i")
 
 # ---------------------------------------------------------------------------------------------------
 # the run
@@ -101,12 +102,13 @@ class RunFolder:
         for a run folder on object storage); after each stage its
         outputs are published (a run folder on object storage), its time kept in ``timings`` and where its
         work ran in ``placement.json``."""
-        def after(where: dict[str, list[dict]]) -> None:
-            self.record_placement(where)
-            self.publish()
-
         # a run on object storage: its pieces write into this node's local copy, so they stay on this node
-        placement.run_stages(steps, timings=self.timings, after=after, driver_node=self.remote is not None)
+        placement.run_stages(steps, timings=self.timings, after=self.after_stage, driver_node=self.remote is not None)
+
+    def after_stage(self, where: dict[str, list[dict]]) -> None:
+        """What follows every stage: ``placement.json`` updated, the outputs published (object storage)."""
+        self.record_placement(where)
+        self.publish()
 
     def record_placement(self, where: dict[str, list[dict]]) -> None:
         """``placement.json``: the driver, and the nodes and processes each stage's pixel work ran in (a
@@ -165,14 +167,20 @@ class AdaptRun(RunFolder):
         self.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_resolved_config()
-        steps: list[tuple[str, Callable[[], None]]] = []
         for stage in STAGES:
             if stage in self.skip:
                 log.info("stage %s: skipped (--skip)", stage)
-            elif stage not in TRAINING_STAGES:
-                steps.append((stage, getattr(self, f"stage_{stage}")))
-            elif stage == next(s for s in TRAINING_STAGES if s not in self.skip):  # trained together, at the first
-                steps.append(("training", functools.partial(self.train_models, [s for s in TRAINING_STAGES if s not in self.skip])))
+        stages = [s for s in STAGES if s not in self.skip]
+        steps: list[tuple[str, Callable[[], None]]] = [("ingest", self.stage_ingest)] if "ingest" in stages else []
+        lanes = adapt_lanes(self, stages)
+        if lanes:  # SemI2I's chain beside the others' (semi2i.lanes)
+            steps.append(("lanes", functools.partial(run_lanes, lanes, timings=self.timings, after=self.after_stage)))
+        else:
+            if trainings := [s for s in TRAINING_STAGES if s in stages]:  # trained together (semi2i.trainings)
+                steps.append(("training", functools.partial(self.train_models, trainings)))
+            steps += [(stage, getattr(self, f"stage_{stage}")) for stage in ("stylize", "finetune", "segment") if stage in stages]
+        if "report" in stages:
+            steps.append(("report", self.stage_report))
         self.run_stages(steps)
         return json.loads(self.path("report.json").read_text()) if self.path("report.json").exists() else None
 
@@ -211,9 +219,10 @@ class AdaptRun(RunFolder):
 
     # 2-3. the models that only need the ingested cities, trained side by side (semi2i.trainings): the U-net
     # on the real source, the ColorMapGAN and CycleGAN baselines, SemI2I (each of its seeds)
-    def train_models(self, stages: list[str]) -> None:
+    def train_models(self, stages: list[str], scaling: Scaling | None = None, share: float = 1.0) -> None:
+        """Train ``stages``' models, side by side in ``share`` of the cluster (:mod:`semi2i.trainings`)."""
         self.timings.update({stage: 0.0 for stage in stages})  # each stage's (or seed's) own time when it trains
-        self.timings.update(run_trainings(self.trainings(stages), self.scaling))
+        self.timings.update(run_trainings(self.trainings(stages), scaling or self.scaling, share))
 
     def trainings(self, stages: list[str]) -> list[Training]:
         """The trainings of ``stages`` whose outputs are missing, the longest first."""
@@ -258,13 +267,13 @@ class AdaptRun(RunFolder):
         return [(method, lambda scaling: fit(cfg, source.path, target.path, self.run_dir, overlap=self.cfg.profile.overlap,
                                              scaling=scaling))]
 
-    # 4. stylize the source rasters
-    def stage_stylize(self) -> None:
+    # 4. stylize the source rasters (of ``methods``, default all: a lane's)
+    def stage_stylize(self, methods: list[str] | None = None) -> None:
         from semi2i.stylize import stylize_city
         from semi2i.stylizers import load_stylizer
 
         source, target = self.store("source"), self.store("target")
-        for method in self._stylized_methods(source, target):
+        for method in self._stylized_methods(source, target, methods):
             out = self.path("stylized", method)
             if (out / "store.zarr").exists():
                 continue
@@ -278,7 +287,7 @@ class AdaptRun(RunFolder):
                                          target_stats=target.band_stats, **options)
             stylize_city(source, stylizer, out, target_dtype=target.dtype, name=f"{source.name}-{method}", overwrite=True,
                          num_gpus=1 if trained and self.cfg.gpu else 0)
-        for method in self._stylized_methods(source, target):
+        for method in self._stylized_methods(source, target, methods):
             self.tone_check(method)
 
     def tone_check(self, method: str) -> float | None:
@@ -299,8 +308,8 @@ class AdaptRun(RunFolder):
                         "lambda_grad", method, order)
         return order
 
-    def _stylized_methods(self, source: CityStore, target: CityStore) -> list[str]:
-        methods = [m for m in self.candidates if base_method(m) in STYLIZED_METHODS]
+    def _stylized_methods(self, source: CityStore, target: CityStore, only: list[str] | None = None) -> list[str]:
+        methods = [m for m in self.candidates if base_method(m) in STYLIZED_METHODS and (only is None or m in only)]
         if source.num_bands != target.num_bands:
             methods = [m for m in methods if m not in PER_BAND_METHODS]
         untrained = [m for m in methods if base_method(m) in GAN_METHODS and not self.path(f"{m}.pt").exists()
@@ -310,34 +319,42 @@ class AdaptRun(RunFolder):
         return [m for m in methods if m not in untrained]
 
     # 5. fine-tune (and the target oracle)
-    def stage_finetune(self) -> None:
-        """Every fine-tune and the oracle in ONE Ray Train run (a launch costs ~15 s; the demo has six)."""
+    def stage_finetune(self, methods: list[str] | None = None, *, name: str = "finetune",
+                       scaling: Scaling | None = None) -> None:
+        """The fine-tunes of ``methods`` (default all) and, when they include it, the oracle, in ONE Ray Train
+        run named ``name`` (a launch costs ~15 s; the demo has six)."""
         p = self.cfg.profile
         source, target = self.store("source"), self.store("target")
         jobs = []
-        for method in self._stylized_methods(source, target):
+        for method in self._stylized_methods(source, target, methods):
             if self.unet_path(method).exists():
                 continue
             init = self.unet_path("source_only") if source.num_bands == target.num_bands else None
+            if init is not None and not init.exists():
+                raise FileNotFoundError(f"{init}: missing: the fine-tune of {method} starts from the source U-net "
+                                        "(stage unet_source)")
             jobs.append(unet_job(p.unet, [self.path("stylized", method, "store.zarr")], stage=f"finetune_{method}",
                                  output=self.unet_path(method).name, init=init, stats=None if init else target.band_stats,
                                  steps=p.unet.finetune_steps if init else p.unet.train_steps, overlap=p.overlap,
                                  seed=self.cfg.seed, checkpoint_every=max(1, p.unet.finetune_steps // 2)))
-        if "target_oracle" in self.cfg.methods and target.has_labels and not self.unet_path("target_oracle").exists():
+        oracle = methods is None or "target_oracle" in methods
+        if oracle and "target_oracle" in self.cfg.methods and target.has_labels and not self.unet_path("target_oracle").exists():
             jobs.append(unet_job(p.unet, [target.path], stage="target_oracle", output=self.unet_path("target_oracle").name,
                                  overlap=p.overlap, seed=self.cfg.seed, checkpoint_every=max(1, p.unet.train_steps // 4)))
-        fit_unets(jobs, self.run_dir, "finetune", self.scaling)
+        fit_unets(jobs, self.run_dir, name, scaling or self.scaling)
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]
 
     # 6. segment the target (and score where it has labels): the region-mapping job's code path, in the U-nets'
     # arithmetic (unet.precision, unet.tf32: a bf16 profile maps in bf16 too, where it pays most)
-    def stage_segment(self) -> None:
+    def stage_segment(self, methods: list[str] | None = None) -> None:
         from semi2i.mapping import map_region
 
         target, unet = self.store("target"), self.cfg.profile.unet
         for method in self._available_methods():
+            if methods is not None and method not in methods:
+                continue
             score_path = self.path("scores", f"{method}.json")
             if score_path.exists() or self.not_applicable(method):
                 continue
@@ -368,13 +385,21 @@ class AdaptRun(RunFolder):
         placement.run_one(functools.partial(adaptation_preview, self, self.path("previews", "adaptation.png")), stage="previews")
 
 
+#: pixels per scoring piece: a raster's confusion takes ~30 ms per Mpx, a Ray task ~0.1 s to start, so
+#: one task per raster (27 on the Dubai target) spent 3.4 s on what two pieces do in 1 s
+SCORE_PIECE_PX = 16_000_000
+
+
 def score_maps(target: CityStore, maps: Path) -> dict:
     """The confusion matrix and scores of the class maps in ``maps`` against ``target``'s labels
-    ({} when it has none): one piece per raster (:mod:`semi2i.placement`), the matrices summed here."""
+    ({} when it has none): pieces of about :data:`SCORE_PIECE_PX` pixels (:mod:`semi2i.placement`), the
+    matrices summed here."""
     if not target.has_labels:
         return {}
-    piece = functools.partial(raster_confusion, Path(target.path).absolute(), Path(maps).absolute())
-    cm = sum(placement.run_each(piece, [r.id for r in target.rasters], stage="score"))
+    ids = [r.id for r in target.rasters]
+    pieces = max(1, min(len(ids), -(-sum(r.height * r.width for r in target.rasters) // SCORE_PIECE_PX)))
+    piece = functools.partial(rasters_confusion, Path(target.path).absolute(), Path(maps).absolute())
+    cm = sum(placement.run_each(piece, [ids[k::pieces] for k in range(pieces)], stage="score"))
     return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
 
 
@@ -385,11 +410,11 @@ def tone_order_of(source: Path, stylized: Path) -> float:
     return store_tone_order(CityStore(source), CityStore(stylized))
 
 
-def raster_confusion(target_path: Path, maps: Path, raster: str) -> np.ndarray:
-    """One raster's confusion matrix: its class map in ``maps`` against the target store's labels."""
+def rasters_confusion(target_path: Path, maps: Path, rasters: list[str]) -> np.ndarray:
+    """The summed confusion matrix of ``rasters``: their class maps in ``maps`` against the target store's labels."""
     from semi2i.mapping import read_classes
     from semi2i.metrics import confusion_matrix
 
     target = CityStore(target_path)
-    return confusion_matrix(read_classes(maps, raster), target.read(raster, "label"), target.num_classes,
-                            target.ignore_index)
+    return sum(confusion_matrix(read_classes(maps, raster), target.read(raster, "label"), target.num_classes,
+                                target.ignore_index) for raster in rasters)

@@ -6,11 +6,14 @@ GPU), and CPU runs leave one CPU for Ray Data to read their patches on. On a clu
 then land on different nodes and the stage takes as long as its longest run. On one machine they run one after another: splitting its cores between runs would slow the
 longest run (SemI2I, ~2/3 of the training time in the quick profile) by 1.8x while the short ones finish
 early and leave their cores idle (measured scaling 1 -> 2 threads: 1.75-1.85x, ../shared/perf-notes.md).
-The longest runs start first (the order of ``jobs``), so the short ones fill in behind them.
+The longest runs start first (the order of ``jobs``), so the short ones fill in behind them. What does split
+one machine's cores is :mod:`semi2i.lanes`: there the short trainings' later stages (stylizing, fine-tuning,
+mapping) fill the cores beside SemI2I's training, so no core waits idle.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +33,9 @@ def concurrent_trainings(cpus: float, workers: int, threads: int, gpu: bool, gpu
     return max(1, min(wanted, room))
 
 
-def run_trainings(jobs: list[Training], scaling: Scaling) -> dict[str, float]:
-    """Run ``jobs`` (longest first) as many at a time as fit; returns each one's wall seconds.
+def run_trainings(jobs: list[Training], scaling: Scaling, share: float = 1.0) -> dict[str, float]:
+    """Run ``jobs`` (longest first) as many at a time as fit in ``share`` of the cluster (the rest is another
+    lane's, :mod:`semi2i.lanes`); returns each one's wall seconds.
 
     Every job runs to its end even when another fails (a Ray Train run cannot be stopped half-way
     cleanly); the first failure is raised afterwards, and a re-run resumes the failed ones only.
@@ -46,8 +50,8 @@ def run_trainings(jobs: list[Training], scaling: Scaling) -> dict[str, float]:
     # CPU trainings that may read through Ray Data leave it one CPU: packing them to the last CPU would leave
     # their read tasks nowhere to run (semi2i.training.step_data)
     reserve = 1 if not scaling.use_gpu and scaling.data != "worker" else 0
-    at_once = concurrent_trainings(res.get("CPU", 0) - reserve, scaling.num_workers, scaling.threads(), scaling.use_gpu,
-                                   res.get("GPU", 0), len(jobs))
+    at_once = concurrent_trainings((res.get("CPU", 0) - reserve) * share, scaling.num_workers, scaling.threads(),
+                                   scaling.use_gpu, res.get("GPU", 0) * share, len(jobs))
     log.info("training %s: %d at a time", ", ".join(name for name, _ in jobs), at_once)
     seconds: dict[str, float] = {}
 
@@ -57,8 +61,10 @@ def run_trainings(jobs: list[Training], scaling: Scaling) -> dict[str, float]:
         seconds[name] = time.perf_counter() - started
         log.info("training %s: done in %.0f s", name, seconds[name])
 
+    # each in a copy of this context: the placement settings (semi2i.placement.on_driver_node) are context
+    # variables, which the pool's threads would otherwise not see
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="training") as pool:
-        futures = [pool.submit(timed, name, fit) for name, fit in jobs]
+        futures = [pool.submit(contextvars.copy_context().run, timed, name, fit) for name, fit in jobs]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]

@@ -24,8 +24,14 @@ class HistogramMatchingStylizer(Stylizer):
 
     def _stylize(self, image: np.ndarray) -> np.ndarray:
         out = np.empty(image.shape, dtype=np.float32)
+        small_ints = image.dtype.kind in "iu" and image.dtype.itemsize <= 2
         for band, (xp, fp) in enumerate(self._maps):
-            out[band] = np.interp(image[band].astype(np.float64), xp, fp)
+            if small_ints:  # the same np.interp once per possible value, then a table lookup (uint8: ~10x faster)
+                info = np.iinfo(image.dtype)
+                table = np.interp(np.arange(info.min, info.max + 1, dtype=np.float64), xp, fp).astype(np.float32)
+                out[band] = table[image[band] if info.min == 0 else image[band].astype(np.int32) - info.min]
+            else:
+                out[band] = np.interp(image[band].astype(np.float64), xp, fp)
         return out
 
 
