@@ -110,8 +110,8 @@ class FakeRun:
     def stage_finetune(self, methods=None, *, name="finetune", scaling=None):
         self.calls.append(("finetune", tuple(methods), name))
 
-    def stage_segment(self, methods=None):
-        self.calls.append(("segment", tuple(methods)))
+    def stage_segment(self, methods=None, *, map_pieces=None):
+        self.calls.append(("segment", tuple(methods), map_pieces))
 
 
 ALL_STAGES = ["ingest", "unet_source", "colormapgan", "semi2i", "stylize", "finetune", "segment", "report"]
@@ -137,8 +137,9 @@ def test_adapt_lanes_split_semi2i_from_the_rest(two_core_cluster):
     others = ("source_only", "histogram_matching", "colormapgan", "target_oracle")
     assert set(run.calls) == {
         ("train", ("semi2i",), 1, 0.5), ("stylize", ("semi2i",)), ("finetune", ("semi2i",), "finetune_semi2i"),
-        ("segment", ("semi2i",)), ("train", ("unet_source", "colormapgan"), 1, 0.5), ("stylize", others),
-        ("finetune", others, "finetune"), ("segment", others)}
+        ("segment", ("semi2i",), 2), ("train", ("unet_source", "colormapgan"), 1, 0.5), ("stylize", others),
+        ("finetune", others, "finetune"), ("segment", others, 2)}
+    # (a mapping's pieces run two at once, one CPU each: a piece of both CPUs would wait for the other lane)
     # SemI2I's fine-tune starts from the source U-net: never before the other lane's trainings
     assert run.calls.index(("train", ("unet_source", "colormapgan"), 1, 0.5)) < \
         run.calls.index(("finetune", ("semi2i",), "finetune_semi2i"))

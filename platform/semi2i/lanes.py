@@ -152,6 +152,9 @@ def adapt_lanes(run: "AdaptRun", stages: list[str]) -> list[Lane] | None:
     if not lanes_fit(run.scaling, 2, cpus, gpus):
         return None
     scaling = lane_scaling(run.scaling, 2, cpus, placement.node_cpus())
+    # lanes sharing a node's cores: a mapping's pieces take a lane's share too (a piece of a whole node's CPUs
+    # would wait for the other lane's training to end, with the freed core idle meanwhile)
+    map_pieces = max(1, int(cpus) // scaling.threads()) if scaling is not run.scaling else None
     trainings = [s for s in TRAINING_STAGES if s in stages]
     others_trained = [s for s in trainings if s != "semi2i"]
     gate = Gate()
@@ -167,6 +170,6 @@ def adapt_lanes(run: "AdaptRun", stages: list[str]) -> list[Lane] | None:
             finetune = functools.partial(run.stage_finetune, methods, name=name, scaling=scaling)
             lane.append(("finetune", after_others_trained(finetune) if lane is lane_semi2i else finetune))
         if "segment" in stages:
-            lane.append(("segment", functools.partial(run.stage_segment, methods)))
+            lane.append(("segment", functools.partial(run.stage_segment, methods, map_pieces=map_pieces)))
     lanes = [Lane("semi2i", lane_semi2i), Lane("others", lane_others)]
     return lanes if all(lane.steps for lane in lanes) else None

@@ -348,7 +348,9 @@ class AdaptRun(RunFolder):
 
     # 6. segment the target (and score where it has labels): the region-mapping job's code path, in the U-nets'
     # arithmetic (unet.precision, unet.tf32: a bf16 profile maps in bf16 too, where it pays most)
-    def stage_segment(self, methods: list[str] | None = None) -> None:
+    def stage_segment(self, methods: list[str] | None = None, *, map_pieces: int | None = None) -> None:
+        """Map the target with the U-nets of ``methods`` (default all) and score the maps; ``map_pieces``: how
+        many CPU pieces of a mapping run at once (default: a node's CPUs each; a lane asks for its share)."""
         from semi2i.mapping import map_region
 
         target, unet = self.store("target"), self.cfg.profile.unet
@@ -361,7 +363,7 @@ class AdaptRun(RunFolder):
             out = self.path("maps", method)
             if not (out / "job.json").exists():  # an interrupted mapping resumes its finished chunks
                 map_region(target.path, self.unet_path(method), out, overlap=self.cfg.profile.overlap,
-                           use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else None,
+                           use_ray=placement.on_cluster_now(), workers=self.cfg.workers if self.cfg.gpu else map_pieces,
                            precision=unet.precision, tf32=unet.tf32)
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
