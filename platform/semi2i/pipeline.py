@@ -31,7 +31,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import yaml
 
 from semi2i.adapt_config import (GAN_METHODS, PER_BAND_METHODS, STAGES, STYLIZED_METHODS, TRAINING_STAGES, AdaptConfig,
@@ -41,7 +40,7 @@ from semi2i.config import ConfigError
 from semi2i.locations import write_text
 from semi2i.data.ingest import ingest_city
 from semi2i.data.store import CityStore
-from semi2i.metrics import scores
+from semi2i.map_scores import score_maps
 from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
@@ -387,36 +386,8 @@ class AdaptRun(RunFolder):
         placement.run_one(functools.partial(adaptation_preview, self, self.path("previews", "adaptation.png")), stage="previews")
 
 
-#: pixels per scoring piece: a raster's confusion takes ~30 ms per Mpx, a Ray task ~0.1 s to start, so
-#: one task per raster (27 on the Dubai target) spent 3.4 s on what two pieces do in 1 s
-SCORE_PIECE_PX = 16_000_000
-
-
-def score_maps(target: CityStore, maps: Path) -> dict:
-    """The confusion matrix and scores of the class maps in ``maps`` against ``target``'s labels
-    ({} when it has none): pieces of about :data:`SCORE_PIECE_PX` pixels (:mod:`semi2i.placement`), the
-    matrices summed here."""
-    if not target.has_labels:
-        return {}
-    ids = [r.id for r in target.rasters]
-    pieces = max(1, min(len(ids), -(-sum(r.height * r.width for r in target.rasters) // SCORE_PIECE_PX)))
-    piece = functools.partial(rasters_confusion, Path(target.path).absolute(), Path(maps).absolute())
-    cm = sum(placement.run_each(piece, [ids[k::pieces] for k in range(pieces)], stage="score"))
-    return {"confusion_matrix": cm.tolist(), **scores(cm, target.class_names)}
-
-
 def tone_order_of(source: Path, stylized: Path) -> float:
     """The tone order of the stylized store ``stylized`` against its source store (:mod:`semi2i.diagnostics`)."""
     from semi2i.diagnostics import store_tone_order
 
     return store_tone_order(CityStore(source), CityStore(stylized))
-
-
-def rasters_confusion(target_path: Path, maps: Path, rasters: list[str]) -> np.ndarray:
-    """The summed confusion matrix of ``rasters``: their class maps in ``maps`` against the target store's labels."""
-    from semi2i.mapping import read_classes
-    from semi2i.metrics import confusion_matrix
-
-    target = CityStore(target_path)
-    return sum(confusion_matrix(read_classes(maps, raster), target.read(raster, "label"), target.num_classes,
-                                target.ignore_index) for raster in rasters)
