@@ -90,7 +90,7 @@ def test_an_adapt_config_with_a_tune_section_reports_every_bad_key_at_once(tmp_p
         load_sweep_config(path)
     expected = [f"{path}: {line}" for line in (
         "unknown key 'colour' (known: name, profile, overrides, classes, seed, workers, gpu, data_plane, synthetic, "
-        "source, target, methods)",
+        "source, target, methods, lanes)",
         "'source.images' must be a path/glob or a list of them",
         "unknown key 'source.nodat' (did you mean 'nodata'?)",
         "'target.images' is required",
