@@ -41,8 +41,8 @@ def tone_order(pairs: Iterable[tuple[np.ndarray, np.ndarray]], source_stats: Ban
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n, tied values sharing their mean rank: ``scipy.stats.rankdata(values)`` (so the Pearson
-    correlation of two of them is ``scipy.stats.spearmanr``) in one sort instead of four. Luminances of
-    integer rasters hold many ties; on 4.6 M pixels (a Dubai tone check) 1.1 s against 3.9 s."""
+    correlation of two of them is ``scipy.stats.spearmanr``) in one sort. On a Dubai tone check (4.6 M pixels,
+    ~10^5 distinct luminances each) the whole correlation took 1.8 s against 2.2-3.2 s with spearmanr."""
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts, dtype=np.float64)
     return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
