@@ -13,6 +13,8 @@ Results: ``<out>/results.jsonl``, one line per (run, method).
         --runs runs/speed/ema-seed1000 runs/speed/ema-s1 runs/s18/main-s2 --out runs/unet-budget
     python studies/study_unet_budget.py --config jobs/configs/dubai-bright-to-sensor.yaml --steps 300 \\
         --train-schedule cosine --oracle --runs RUN_S0 RUN_S1 RUN_S2 --out runs/unet-cosine
+    python studies/study_unet_budget.py --config jobs/configs/dubai-bright-to-sensor.yaml --steps 300 \\
+        --unet class_balance=0.5 --oracle --runs RUN_S0 RUN_S1 RUN_S2 --out runs/class-balance
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, required=True, help="source U-net training steps")
     p.add_argument("--methods", nargs="+", default=["semi2i", "colormapgan"], help="stylized sources to fine-tune on")
     p.add_argument("--train-schedule", choices=["constant", "cosine"], help="unet.train_lr_schedule (default: the profile's)")
+    p.add_argument("--unet", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="other unet settings for every U-net of the study, e.g. class_balance=0.5")
     p.add_argument("--oracle", action="store_true", help="also retrain and score the target oracle")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
@@ -53,7 +57,9 @@ def main() -> None:
         seed = yaml.safe_load((run / "config.resolved.yaml").read_text())["seed"]
         p_ = load_adapt_config(args.config, seed=seed).profile
         unet = p_.unet if args.train_schedule is None else dataclasses.replace(p_.unet, train_lr_schedule=args.train_schedule)
-        tag = f"s{seed}_{args.steps}_{unet.train_lr_schedule}"
+        extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.unet)}
+        unet = dataclasses.replace(unet, **extra)
+        tag = f"s{seed}_{args.steps}_{unet.train_lr_schedule}" + "".join(f"_{k}{v}" for k, v in extra.items())
         source, target = CityStore(run / "stores" / "source.zarr"), CityStore(run / "stores" / "target.zarr")
         src = f"unet_source_{tag}.pt"
         t0 = time.perf_counter()
@@ -67,7 +73,7 @@ def main() -> None:
                          init=args.out / src, steps=p_.unet.finetune_steps, overlap=p_.overlap, seed=seed,
                          checkpoint_every=max(1, p_.unet.finetune_steps // 2)) for m, out in names.items()]
         if args.oracle:  # as adapt trains it: from scratch on the target, the run's train_steps
-            names["target_oracle"] = f"unet_{seed}_{unet.train_lr_schedule}_target_oracle.pt"
+            names["target_oracle"] = f"unet_{tag}_target_oracle.pt"
             jobs.append(unet_job(unet, [target.path], stage=f"oracle_{tag}", output=names["target_oracle"],
                                  overlap=p_.overlap, seed=seed, checkpoint_every=max(1, unet.train_steps // 4)))
         fit_unets(jobs, args.out, f"finetune_{tag}", Scaling(num_workers=1))
@@ -79,7 +85,7 @@ def main() -> None:
                        precision=unet.precision, tf32=unet.tf32)  # adapt's arithmetic
             s = score_maps(target, maps)
             row = {"run": str(run), "seed": seed, "steps": args.steps, "train_lr_schedule": unet.train_lr_schedule,
-                   "method": method, "miou": round(s["miou"], 2), "iou": s["iou"]}
+                   **{f"unet.{k}": v for k, v in extra.items()}, "method": method, "miou": round(s["miou"], 2), "iou": s["iou"]}
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info("seed %d, %d-step source U-net, %s: mIoU %.2f", seed, args.steps, method, row["miou"])

@@ -191,6 +191,9 @@ class UNetTrainConfig:
     precision: Precision = "fp32"  # "bf16": autocast on GPUs (semi2i.training.precision)
     tf32: Bool = False  # CUDA: TF32 matmuls/convolutions in the fp32 arithmetic
     channels_last: Bool = False  # NHWC weights and batches in training (a memory layout: same arithmetic)
+    # Cross-entropy per pixel weighted by its class's frequency^-alpha in the training windows (0: plain
+    # cross-entropy, the paper; 1: every class weighs the same in the loss; semi2i.training.class_balance)
+    class_balance: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1], got {v}")] = 0.0
 
 
 @settings

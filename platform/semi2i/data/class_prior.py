@@ -19,10 +19,10 @@ from .patches import Window
 from .store import CityStore
 
 
-def window_class_fractions(store: CityStore, windows: Sequence[Window]) -> np.ndarray:
-    """(windows, classes): each window's fraction of labelled pixels in each class (rows sum to 1, or 0
-    for a window with no labelled pixel). Each raster's labels are read once."""
-    fractions = np.zeros((len(windows), store.num_classes))
+def window_class_counts(store: CityStore, windows: Sequence[Window]) -> np.ndarray:
+    """(windows, classes): each window's count of labelled pixels in each class. Each raster's labels are
+    read once."""
+    counts = np.zeros((len(windows), store.num_classes), dtype=np.int64)
     by_raster: dict[str, list[int]] = {}
     for i, w in enumerate(windows):
         by_raster.setdefault(w.raster, []).append(i)
@@ -31,10 +31,16 @@ def window_class_fractions(store: CityStore, windows: Sequence[Window]) -> np.nd
         for i in indices:
             w = windows[i]
             patch = label[w.y:w.y + w.size, w.x:w.x + w.size]
-            counts = np.bincount(patch[patch < store.num_classes].ravel(), minlength=store.num_classes)
-            if counts.sum():
-                fractions[i] = counts / counts.sum()
-    return fractions
+            counts[i] = np.bincount(patch[patch < store.num_classes].ravel(), minlength=store.num_classes)
+    return counts
+
+
+def window_class_fractions(store: CityStore, windows: Sequence[Window]) -> np.ndarray:
+    """(windows, classes): each window's fraction of labelled pixels in each class (rows sum to 1, or 0
+    for a window with no labelled pixel)."""
+    counts = window_class_counts(store, windows).astype(float)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
 def weighted_class_mix(fractions: np.ndarray, weights: np.ndarray) -> np.ndarray:

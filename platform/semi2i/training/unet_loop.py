@@ -15,6 +15,7 @@ from semi2i.config import UNetTrainConfig
 from semi2i.data.patches import city_windows
 from semi2i.data.store import open_store
 from semi2i.models.precision import resolve_precision
+from semi2i.training.class_balance import training_class_weights
 from semi2i.training.progress import Progress
 from semi2i.training.ray_worker import average_buffers, crash_once, report_checkpoint, restored_state, setup_worker, wrap
 from semi2i.training.schedule import cosine_learning_rate
@@ -82,17 +83,18 @@ def _train_unet(config: dict, rank: int, world: int, device: torch.device, resto
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    step = UNetStep(wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"], precision=cfg.precision, tf32=cfg.tf32)
+    windows = [w for store in config["stores"] for w in city_windows(open_store(store), cfg.patch_size, config["overlap"])]
+    weights = training_class_weights(windows, config["num_classes"], cfg.class_balance)
+    step = UNetStep(wrap(model, world), lr=cfg.lr, ignore_index=config["ignore_index"], precision=cfg.precision,
+                    tf32=cfg.tf32, class_weights=weights)
     if restored is not None:
         step.load_state_dict(restored)
-
-    windows = [w for store in config["stores"] for w in city_windows(open_store(store), cfg.patch_size, config["overlap"])]
     per_worker = max(1, cfg.batch_size // world)
     total = config["steps"]
     progress = Progress(config["stage"], run_dir, rank, total, step.iteration, "samples", per_worker * world)
     if rank == 0:
-        log.info("%s: %s on %s (precision: %s)", config["stage"], resolve_precision(device, cfg.precision), device,
-                 cfg.precision)
+        log.info("%s: %s on %s (precision: %s)%s", config["stage"], resolve_precision(device, cfg.precision), device,
+                 cfg.precision, "" if weights is None else f", class weights {[round(w, 2) for w in weights]}")
 
     def state() -> dict:
         saved = step.state_dict()

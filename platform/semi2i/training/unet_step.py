@@ -13,7 +13,7 @@ fp32, so checkpoints do not depend on it (:mod:`semi2i.training.precision`).
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -43,9 +43,12 @@ class UNetStep:
     """One optimisation step of the U-net on a batch; owns the optimizer and the step counter."""
 
     def __init__(self, model: nn.Module, lr: float = 1e-4, ignore_index: int = IGNORE_INDEX, *,
-                 precision: str = "fp32", tf32: bool = False):
+                 precision: str = "fp32", tf32: bool = False, class_weights: Sequence[float] | None = None):
         self.model = model
         self.ignore_index = ignore_index
+        # per-class loss weights (semi2i.training.class_balance); None: plain cross-entropy
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32,
+                                                                             device=_device_of(model))
         self.precision = precision
         autocast(_device_of(model), precision)  # refuses an unknown precision here, not at the first step
         use_tf32(tf32, _device_of(model))
@@ -58,7 +61,7 @@ class UNetStep:
             group["lr"] = lr
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Forward, cross-entropy (ignore pixels excluded), backward, Adam update.
+        """Forward, cross-entropy (ignore pixels excluded, weighted per class if set), backward, Adam update.
 
         Returns ``loss`` and ``pixel_acc`` (percent of non-ignored pixels, this batch, before the
         update) as Python floats, and ``step`` (the counter after the update).
@@ -74,7 +77,7 @@ class UNetStep:
         with autocast(device, self.precision):
             logits = self.model(images)
             if bool(valid.any()):
-                loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
+                loss = F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=self.ignore_index)
             else:
                 # An all-ignore batch must not produce a NaN loss, and under DDP every rank must still run
                 # backward (the gradient all-reduce is collective): a zero loss keeps the graph connected.
