@@ -31,6 +31,10 @@ def test_weights_are_capped_and_keep_a_mean_of_one():
     weights = balanced_weights([990, 9, 1], 1.0)
     assert weights == pytest.approx([0.9 / 0.99, MAX_WEIGHT, MAX_WEIGHT])
     assert np.array([0.99, 0.009, 0.001]) @ np.array(weights) == pytest.approx(1.0)
+    # two rounds: 0.5 % is capped first; the rescale then lifts 2.5 % over the cap too, and the two uncapped classes
+    # share the rest (0.7) in their 1/f ratio, 0.35 each
+    weights = balanced_weights([900, 70, 25, 5], 1.0)
+    assert weights == pytest.approx([0.35 / 0.9, 0.35 / 0.07, MAX_WEIGHT, MAX_WEIGHT])
 
 
 def test_weights_from_the_training_windows(tmp_path, write):

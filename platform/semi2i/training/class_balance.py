@@ -38,19 +38,16 @@ def balanced_weights(counts: Sequence[float], alpha: float) -> list[float] | Non
     present = freq > 0
     weights = np.zeros_like(freq)
     weights[present] = freq[present] ** -alpha
-    for _ in range(len(freq)):  # rescale to a mean of 1, cap, rescale the rest: converges in <= K rounds
-        weights /= float(freq @ weights)
-        capped = weights > MAX_WEIGHT
-        if not capped.any():
-            break
-        weights[capped] = MAX_WEIGHT
+    capped = np.zeros_like(present)
+    while True:  # scale the uncapped classes to what keeps the mean at 1; cap any that pass the cap; again
         free = present & ~capped
-        if not free.any():
-            break
         rest = 1.0 - float(freq[capped] @ weights[capped])
         weights[free] *= rest / float(freq[free] @ weights[free])
-        if not (weights > MAX_WEIGHT + 1e-9).any():
+        over = free & (weights > MAX_WEIGHT)
+        if not over.any():  # ends: the capped set grows each round and can never take every class (mean 1 < cap)
             break
+        weights[over] = MAX_WEIGHT
+        capped |= over
     return [float(w) for w in weights]
 
 
