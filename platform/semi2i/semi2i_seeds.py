@@ -9,11 +9,12 @@ seed whose target map agrees best (mean IoU of map against map) with the other k
 draws of one method that fail (an inversion the tone check missed, invented content) fail each in their
 own way, so the typical draw is the safe one: the choice trims the lottery's bad tail; it does not
 promise the best draw. With two kept seeds the medoid cannot tell them apart and the lower k is kept:
-use K >= 3. Why not a score across methods: measured on the Dubai main pair, every cross-method
-label-free score tried ranked the methods backwards (docs/label-free-selection.md). The choice is
-published under the
-names a one-seed run uses (``semi2i.pt``, ``unet_semi2i.pt``, ``stylized/semi2i``, ``maps/semi2i``,
-``scores/semi2i.json``, as hard links), so map_region, previews and report readers see one SemI2I.
+use K >= 3. Why the medoid and not the label-free score (``label_free``): that score ranks methods on
+far-apart pairs but not on close ones (the mild Dubai pair) nor one method's settings; the medoid asks less
+(avoid the outlier). Measured on groups of three finished runs of one setting (``studies/seed_medoid.py``,
+docs/label-free-selection.md). The choice is published under the names a one-seed run uses (``semi2i.pt``,
+``unet_semi2i.pt``, ``stylized/semi2i``, ``maps/semi2i``, ``scores/semi2i.json``, as hard links), so
+map_region, previews and report readers see one SemI2I.
 ``semi2i_choice.json`` records the choice; it is written last, so an interrupted publish is redone.
 """
 
