@@ -9,10 +9,11 @@ seed whose target map agrees best (mean IoU of map against map) with the other k
 draws of one method that fail (an inversion the tone check missed, invented content) fail each in their
 own way, so the typical draw is the safe one: the choice trims the lottery's bad tail; it does not
 promise the best draw. With two kept seeds the medoid cannot tell them apart and the lower k is kept:
-use K >= 3. Why the medoid and not the label-free score (``label_free``): that score ranks methods on
-far-apart pairs but not on close ones (the mild Dubai pair) nor one method's settings; the medoid asks less
-(avoid the outlier). Measured on groups of three finished runs of one setting (``studies/seed_medoid.py``,
-docs/label-free-selection.md). The choice is published under the names a one-seed run uses (``semi2i.pt``,
+use K >= 3. Why the medoid and not the label-free score (``label_free``): neither rule has shown it is the
+better one. On groups of three finished Dubai runs both kept a run above the group's mean
+(``studies/seed_medoid.py``); the score's picks fell below the mean on the older mild-pair groups
+(``studies/seed_pick.py``); inside one K = 3 reverse-pair run the score kept the best seed and the medoid
+the middle one (docs/label-free-selection.md). The medoid asks less of a score (avoid the outlier). The choice is published under the names a one-seed run uses (``semi2i.pt``,
 ``unet_semi2i.pt``, ``stylized/semi2i``, ``maps/semi2i``, ``scores/semi2i.json``, as hard links), so
 map_region, previews and report readers see one SemI2I.
 ``semi2i_choice.json`` records the choice; it is written last, so an interrupted publish is redone.
