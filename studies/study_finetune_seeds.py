@@ -18,22 +18,18 @@ Results: ``<out>/results.jsonl``, one line per (run, method, fine-tune seed, ste
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
-import yaml
-
-from semi2i.adapt_config import load_adapt_config
+from finished_runs import run_config, written_rows
 from semi2i.data.store import CityStore
 from semi2i.mapping import map_region
 from semi2i.pipeline import score_maps
 from semi2i.training.distributed import Scaling, fit_unets, unet_job
 
 log = logging.getLogger("study_finetune_seeds")
-CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
 def main() -> None:
@@ -47,15 +43,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
-    done = set()
-    if results.exists():
-        done = {(d["run"], d["method"], d["finetune_seed"], d["steps"]) for d in map(json.loads, results.read_text().splitlines())}
+    done = written_rows(results, "run", "method", "finetune_seed", "steps")
     for run in args.runs:
-        resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
-        cfg = load_adapt_config(CONFIGS / f"{resolved['name']}.yaml", seed=resolved["seed"])
+        cfg = run_config(run)
         unet = cfg.profile.unet
-        if dataclasses.asdict(unet) != resolved["resolved_profile"]["unet"]:
-            raise SystemExit(f"{run}: its U-net settings differ from the profile's now; this study would not compare")
         steps = args.steps or unet.finetune_steps
         todo = [(m, s) for m in args.methods for s in args.finetune_seeds if (str(run), m, s, steps) not in done]
         tag = run.name

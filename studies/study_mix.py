@@ -21,22 +21,18 @@ per-band quantile / mean match to the target (:func:`recalibrated`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
-import yaml
-
-from semi2i.adapt_config import load_adapt_config
+from finished_runs import run_config, written_rows
 from semi2i.data.store import CityStore
 from semi2i.mapping import map_region
 from semi2i.pipeline import score_maps
 from semi2i.training.distributed import Scaling, fit_unets, unet_job
 
 log = logging.getLogger("study_mix")
-CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
 def main() -> None:
@@ -50,15 +46,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
-    done = set()
-    if results.exists():
-        done = {(d["run"], d["method"], d["variant"]) for d in map(json.loads, results.read_text().splitlines())}
+    done = written_rows(results, "run", "method", "variant")
     for run in args.runs:
-        resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
-        cfg = load_adapt_config(CONFIGS / f"{resolved['name']}.yaml", seed=resolved["seed"])
+        cfg = run_config(run)
         unet = cfg.profile.unet
-        if dataclasses.asdict(unet) != resolved["resolved_profile"]["unet"]:
-            raise SystemExit(f"{run}: its U-net settings differ from the profile's now; this study would not compare")
         source = str((run / "stores" / "source.zarr").resolve())
         todo = [(m, v) for m in args.methods for v in args.variants if (str(run), m, v) not in done]
         trained = {(m, "mixed" if v == "mixed_bn" else v) for m, v in todo}
