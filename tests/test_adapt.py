@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 from PIL import Image
 
 from conftest import REPO, ran_off_the_driver
+from semi2i.checkpoints import load_checkpoint
 from semi2i.config import ConfigError
 from semi2i.adapt_config import load_adapt_config
 from semi2i.metrics import scores
@@ -69,6 +71,20 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     for name, m in report["methods"].items():
         kept = json.loads((tmp_path / "run" / "label_free" / f"{name}.json").read_text())
         assert m["label_free"] == kept["label_free"] == -kept["distance"]["deep"] and m["label_free"] <= 0
+    # the do-no-harm guard (the quick profile's unet.finetune_guard) decided each fine-tune on the two label-free
+    # scores; an averaged method maps with the midpoint of its fine-tune (kept in guard/) and the source U-net
+    source_unet = load_checkpoint(tmp_path / "run" / "unet_source.pt")["model"]
+    assert set(report["finetune_guard"]) == set(report["methods"]) - {"source_only", "target_oracle"}
+    for name, decision in report["finetune_guard"].items():
+        assert decision["label_free_source_only"] == report["methods"]["source_only"]["label_free"]
+        assert decision["label_free_fine_tuned"] <= 0 and (decision["weight_average"] == 0.5) == (
+            decision["label_free_fine_tuned"] < decision["label_free_source_only"])
+        kept = tmp_path / "run" / "guard" / f"unet_{name}.pt"
+        assert kept.exists() == (decision["weight_average"] is not None)
+        if kept.exists():
+            published, fine_tuned = load_checkpoint(tmp_path / "run" / f"unet_{name}.pt")["model"], load_checkpoint(kept)["model"]
+            assert all(torch.allclose(published[k], (fine_tuned[k] + source_unet[k]) / 2)
+                       for k in published if published[k].is_floating_point())
     # every stylized source carries its tone check; per-band baselines are monotone maps of the source
     for name in ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"):
         assert -1 <= report["methods"][name]["tone_order"] <= 1
@@ -92,7 +108,8 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     # the pixel work ran on the cluster's worker node, none of it in this driver or on the zero-CPU head
     places = json.loads((tmp_path / "run" / "placement.json").read_text())
     assert places["driver"]["pid"] == os.getpid()
-    assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free", "previews"}
+    assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free",
+                                     "finetune_guard", "previews"}
     assert ran_off_the_driver(places["stages"]) == []
     # SemI2I's chain ran beside the other methods' (semi2i.lanes: the test cluster has room for both)
     assert {"lanes", "training/semi2i", "segment/semi2i", "training/others", "segment/others"} <= set(run.timings)

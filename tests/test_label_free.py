@@ -108,6 +108,8 @@ def test_adapt_on_an_unlabelled_target_reports_the_label_free_score_alone(tmp_pa
         assert set(row) == {"label_free"} and np.isfinite(row["label_free"]) and row["label_free"] <= 0
         kept = json.loads((tmp_path / "run" / "label_free" / f"{name}.json").read_text())
         assert kept["label_free"] == row["label_free"] == -kept["distance"]["deep"]
+    # the do-no-harm guard needs no target labels either: it decided both fine-tunes
+    assert set(report["finetune_guard"]) == {"histogram_matching", "gray_world"}
     md = (tmp_path / "run" / "report.md").read_text()
     assert "The target has no labels" in md and f"**{label_free_pick(report['methods'])}**" in md
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report

@@ -5,13 +5,17 @@
 labels), or ``not_applicable`` (why it cannot run on this pair). A target without labels gets the same
 report with ``label_free`` alone in each method's row. With several SemI2I seeds
 (``semi2i.seeds``) every seed has its row ``semi2i_seed<k>``, ``semi2i`` is the one chosen without
-labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`).
+labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`). With ``unet.finetune_guard``,
+``finetune_guard[m]`` (beside ``methods``) records whether the fine-tuned method ``m`` maps with its weight
+average with the source U-net and the two label-free scores that decided it (:mod:`semi2i.finetune_guard`).
 """
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Mapping, Sequence
+
+from semi2i.finetune_guard import guard_record
 
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
@@ -53,6 +57,9 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
         "seed": run.cfg.seed,
         "config": run.cfg.name,
     }
+    guarded = {m: record for m in methods if (record := guard_record(run, m)) is not None}
+    if guarded:  # labels or not (it needs none); beside ``methods``, whose rows keep their keys
+        report["finetune_guard"] = guarded
     choice = run.path("semi2i_choice.json")
     if choice.exists():
         report["semi2i_choice"] = json.loads(choice.read_text())

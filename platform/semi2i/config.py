@@ -18,7 +18,7 @@ from semi2i.schema import (Beta, Bool, ConfigError, Float, Int, NonNegFloat, Non
                            relations, rule, settings, suggest, validate)
 
 __all__ = ["ConfigError", "SemI2IConfig", "ColorMapGANConfig", "CycleGANConfig", "UNetTrainConfig", "Profile",
-           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "SEMI2I_LR_SCHEDULES", "PRECISIONS", "COMPILE_MODES", "available_profiles", "load_profile",
+           "STYLE_PATHS", "FINETUNE_LR_SCHEDULES", "FINETUNE_GUARDS", "SEMI2I_LR_SCHEDULES", "PRECISIONS", "COMPILE_MODES", "available_profiles", "load_profile",
            "profile_from_dict", "merge_overrides"]
 
 #: SemI2I generator layouts (``semi2i.style_path``; :mod:`semi2i.models.semi2i` explains them).
@@ -26,6 +26,9 @@ STYLE_PATHS = ("normalised", "carried")
 #: Learning-rate schedules a U-net training or fine-tune may use (``UNetTrainConfig.train_lr_schedule`` and
 #: ``finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
+#: What a fine-tune does when the label-free score rates the source U-net above it (``UNetTrainConfig.
+#: finetune_guard``; semi2i.finetune_guard): nothing (the paper), or map with the two U-nets' weight average.
+FINETUNE_GUARDS = ("off", "weight_average")
 #: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
 SEMI2I_LR_SCHEDULES = ("epoch", "step")
 #: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (weights,
@@ -194,6 +197,9 @@ class UNetTrainConfig:
     # Cross-entropy per pixel weighted by its class's frequency^-alpha in the training windows (0: plain
     # cross-entropy, the paper; 1: every class weighs the same in the loss; semi2i.training.class_balance)
     class_balance: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1], got {v}")] = 0.0
+    # Do no harm (semi2i.finetune_guard): "weight_average" maps with the average of the fine-tuned and the
+    # source U-net's weights wherever the label-free score rates the source U-net higher; "off": the paper
+    finetune_guard: Annotated[Str, one_of(FINETUNE_GUARDS)] = "off"
 
 
 @settings

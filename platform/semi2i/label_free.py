@@ -48,7 +48,7 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
             continue  # the chosen seed's published under SemI2I's name: its score, below
         elif run.not_applicable(method) is None and run.unet_path(method).exists() and (training := training_store(run, method)):
             todo[method] = (str(run.unet_path(method)), str(training))
-    score = functools.partial(_score, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
+    score = functools.partial(score_unet, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
     results = placement.run_each(score, list(todo.values()), stage="label_free", num_gpus=1 if run.cfg.gpu else 0)
     for method, result in zip(todo, results):
         write_text(run.path("label_free", f"{method}.json"), json.dumps(result, indent=1))
@@ -60,7 +60,7 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     return {m: out[m] for m in methods if m in out}
 
 
-def _score(paths: tuple[str, str], target: str, device: str) -> dict:
+def score_unet(paths: tuple[str, str], target: str, device: str) -> dict:
     """One piece: the label-free score of the U-net ``paths[0]`` trained on the store ``paths[1]``."""
     from semi2i.domain_distance import store_distance
 

@@ -297,6 +297,9 @@ class MultiCityRun(RunFolder):
                          init=self.unet_path("source_only", s, t), steps=p.unet.finetune_steps, overlap=p.overlap,
                          seed=self.cfg.seed, checkpoint_every=max(1, p.unet.finetune_steps // 2))
                 for s, t in self.cfg.pairs if not self.unet_path(METHOD, s, t).exists()]
+        if p.unet.finetune_guard != "off":
+            log.warning("unet.finetune_guard: %s is applied by jobs/adapt.py only; these fine-tunes map as trained",
+                        p.unet.finetune_guard)
         if jobs:  # each source's U-net fine-tuned on its stylized copy for each target, one Ray Train run
             log.info("stage finetune: %s", ", ".join(j["stage"] for j in jobs))
             fit_unets(jobs, self.run_dir, "finetune", self.scaling)

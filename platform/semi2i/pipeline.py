@@ -17,6 +17,7 @@ run that was interrupted resumes where it stopped. The run folder::
     maps/<method>/                       the target mapped by jobs/map_region.py's code: maps.zarr, cog/*.tif
     scores/<method>.json                 confusion matrix + IoU per method
     label_free/<method>.json             the label-free score of each method's U-net (semi2i.label_free)
+    guard/<method>.json, guard/unet_*.pt the do-no-harm decision and a fine-tune averaged away (semi2i.finetune_guard)
     report.json, report.md, previews/    the comparison (report.json is a contract other tools read)
     tensorboard/, ray/                   training curves and Ray Train's checkpoints
 """
@@ -44,6 +45,7 @@ from semi2i.map_scores import score_maps
 from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
+from semi2i.finetune_guard import guard
 from semi2i.label_free import score_methods
 from semi2i.lanes import adapt_lanes, run_lanes
 from semi2i.report_table import report_markdown
@@ -341,6 +343,8 @@ class AdaptRun(RunFolder):
             jobs.append(unet_job(p.unet, [target.path], stage="target_oracle", output=self.unet_path("target_oracle").name,
                                  overlap=p.overlap, seed=self.cfg.seed, checkpoint_every=max(1, p.unet.train_steps // 4)))
         fit_unets(jobs, self.run_dir, name, scaling or self.scaling)
+        if p.unet.finetune_guard == "weight_average":  # before any map is drawn with them (semi2i.finetune_guard)
+            guard(self, self._stylized_methods(source, target, methods))
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]

@@ -45,6 +45,10 @@ def report_markdown(report: dict) -> str:
         lines += ["", "Tone order of each stylized source (Spearman ρ of pixel brightness before/after; 1 = order kept, "
                   "< 0 = tones inverted): " + ", ".join(f"{n} {v:.2f}" + (" **(inverted)**" if v < 0 else "")
                                                       for n, v in orders.items()) + "."]
+    averaged = [name for name, decision in report.get("finetune_guard", {}).items() if decision["weight_average"]]
+    if averaged:
+        lines += ["", "Mapped with the average of the fine-tuned and the source U-net's weights, as the label-free score "
+                  "rated the source U-net higher than the fine-tune (unet.finetune_guard): " + ", ".join(averaged) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -85,7 +85,7 @@ def reuse_outputs(other: str | Path, run_dir: Path, resolved: dict[str, Any]) ->
 def _entries(run: Path) -> list[Path]:
     """The finished outputs of a run folder: top-level files, the entries one level into its folders
     (stores/<city>.zarr, stylized/<method>, maps/<method>, scores/<method>.json,
-    label_free/<method>.json) and the synthetic demo's
+    label_free/<method>.json, guard/<method>.json with a fine-tune it averaged away) and the synthetic demo's
     data/; hidden names are unfinished."""
     entries = []
     for item in sorted(run.iterdir()):
@@ -93,7 +93,7 @@ def _entries(run: Path) -> list[Path]:
             continue
         if item.is_dir() and item.name == "data":  # the synthetic demo's generated inputs
             entries.append(item)
-        elif item.is_dir() and item.name in ("stores", "stylized", "maps", "scores", "label_free"):
+        elif item.is_dir() and item.name in ("stores", "stylized", "maps", "scores", "label_free", "guard"):
             entries += [sub for sub in sorted(item.iterdir()) if not sub.name.startswith(".") and _finished(sub)]
         elif item.is_file():
             entries.append(item)

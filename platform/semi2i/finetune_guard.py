@@ -1,0 +1,134 @@
+"""Do no harm: a fine-tune that the label-free score says moved away from the target is softened.
+
+Every stylizing method fine-tunes the source U-net on its stylized source. Where the stylized imagery is
+*farther* from the target than the original source (a generator that painted content the target does not
+have onto flat ground, a colour map fitted to two cities that differ in content more than in look), the
+fine-tune can only teach the U-net a wrong appearance: on the mild Dubai pair every method's fine-tune scored
+below the source U-net it started from, in all six runs of stops 50-53. The label-free score
+(:mod:`semi2i.domain_distance`: the Fréchet distance between a U-net's training imagery and the target in its
+own deepest features) sees exactly that comparison without target labels, so the guard asks it: when the
+source U-net scores higher than the method's fine-tuned U-net, the method maps with the average of the two
+U-nets' weights instead (WiSE-FT, Wortsman et al., CVPR 2022: the weight-space average of a model before and
+after fine-tuning keeps much of the fine-tune's gain and of the original's robustness; 0.5 is their choice
+when no labelled target data can set the mix). Where the score rates the fine-tune higher (every SemI2I run of
+the main and reverse pairs), nothing changes.
+
+Files (``unet.finetune_guard: weight_average``): ``guard/<method>.json`` records both scores and the decision;
+an averaged method keeps its fine-tuned U-net as ``guard/unet_<method>.pt`` and maps with the average, written
+to ``unet_<method>.pt`` (the name every later stage and the report use).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from semi2i import placement
+from semi2i.checkpoints import load_checkpoint, save_checkpoint
+from semi2i.label_free import score_methods, score_unet, training_store
+from semi2i.locations import write_text
+
+if TYPE_CHECKING:
+    from semi2i.pipeline import AdaptRun
+
+log = logging.getLogger(__name__)
+
+#: the fine-tuned weights' share of the average (WiSE-FT's mixing coefficient without target labels)
+FINE_TUNED_SHARE = 0.5
+#: the methods a guard never touches: nothing fine-tuned from the source U-net
+UNGUARDED = ("source_only", "target_oracle")
+#: the two lanes guard at once: one of them scores the source U-net (label_free/source_only.json), the other reads it
+_SOURCE_SCORE = threading.Lock()
+
+
+def average_weights(source: dict, fine_tuned: dict, share: float = FINE_TUNED_SHARE) -> dict:
+    """The checkpoint ``fine_tuned`` with every floating-point tensor of its model (weights and batch-norm
+    statistics) replaced by ``share`` of its own plus ``1 - share`` of ``source``'s; counters are the
+    fine-tune's, and no optimizer state is kept (the average was never trained)."""
+    a, b = source["model"], fine_tuned["model"]
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("the two U-nets differ in architecture: a weight average needs the fine-tune's own start")
+    model = {k: torch.lerp(a[k].float(), b[k].float(), share).to(b[k].dtype) if b[k].is_floating_point() else b[k]
+             for k in b}
+    return {**{k: v for k, v in fine_tuned.items() if k != "optimizer"}, "model": model, "weight_average": share}
+
+
+def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
+    """Decide, for each fine-tuned method of ``methods``, whether it maps with its fine-tuned U-net or the
+    average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each
+    decision is taken once: a resumed run reads it, and a fine-tuned U-net moved aside is found there."""
+    todo: dict[str, tuple[str, str]] = {}
+    records: dict[str, dict] = {}
+    for method in methods:
+        if method in UNGUARDED or run.not_applicable(method):
+            continue
+        record_path = run.path("guard", f"{method}.json")
+        if record_path.exists():
+            records[method] = json.loads(record_path.read_text())
+            continue
+        fine_tuned = fine_tuned_path(run, method)
+        training = training_store(run, method)
+        if fine_tuned is None or training is None or not _started_from_source(fine_tuned, run.unet_path("source_only")):
+            continue
+        todo[method] = (str(fine_tuned), str(training))
+    if not todo:
+        return records
+    with _SOURCE_SCORE:
+        source_score = score_methods(run, ["source_only"])["source_only"]["label_free"]
+    score = functools.partial(score_unet, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
+    results = placement.run_each(score, list(todo.values()), stage="finetune_guard", num_gpus=1 if run.cfg.gpu else 0)
+    for method, result in zip(todo, results):
+        averaged = result["label_free"] < source_score
+        record = {"label_free_fine_tuned": result["label_free"], "label_free_source_only": source_score,
+                  "weight_average": FINE_TUNED_SHARE if averaged else None,
+                  "rule": "average with the source U-net when the source U-net's label-free score is higher"}
+        if averaged:
+            _average(run, method)
+        write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
+        log.info("finetune guard: %s %s (label-free %.4f, source-only %.4f)", method,
+                 "maps with the weight average" if averaged else "kept", result["label_free"], source_score)
+        records[method] = record
+    return records
+
+
+def guard_record(run: "AdaptRun", method: str) -> dict | None:
+    """The guard's decision on ``method`` (for ``semi2i`` with several seeds: on the chosen seed), or None."""
+    path = run.path("guard", f"{method}.json")
+    choice = run.path("semi2i_choice.json")
+    if method == "semi2i" and not path.exists() and choice.exists():
+        path = run.path("guard", f"{json.loads(choice.read_text())['chosen']}.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fine_tuned_path(run: "AdaptRun", method: str) -> Path | None:
+    """The method's fine-tuned U-net: moved aside to ``guard/`` by an average, else ``unet_<method>.pt``."""
+    for path in (run.path("guard", f"unet_{method}.pt"), run.unet_path(method)):
+        if path.exists():
+            return path
+    return None
+
+
+def _average(run: "AdaptRun", method: str) -> None:
+    """Move the fine-tuned U-net aside (once), then publish the average under the method's U-net name."""
+    published, kept = run.unet_path(method), run.path("guard", f"unet_{method}.pt")
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(published, kept)
+    state = average_weights(load_checkpoint(run.unet_path("source_only")), load_checkpoint(kept))
+    save_checkpoint(published, state)
+
+
+def _started_from_source(fine_tuned: Path, source: Path) -> bool:
+    """Whether ``fine_tuned`` can be averaged with ``source``: the same architecture and input bands (a
+    fine-tune across band counts trains from scratch, so there is nothing to fall back to)."""
+    if not source.exists():
+        return False
+    a, b = load_checkpoint(source), load_checkpoint(fine_tuned)
+    return a["in_bands"] == b["in_bands"] and a["model"].keys() == b["model"].keys()

@@ -1,0 +1,131 @@
+"""The do-no-harm guard (semi2i.finetune_guard): the weight average by hand, the decision follows the two
+label-free scores, a decision is taken once (a resumed run neither averages twice nor averages the average),
+and report.md names the averaged methods."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from semi2i import finetune_guard
+from semi2i.checkpoints import load_checkpoint, save_checkpoint
+from semi2i.finetune_guard import average_weights, guard, guard_record
+from semi2i.models.unet import UNet
+from semi2i.report_table import report_markdown
+
+
+def test_average_weights_by_hand():
+    source = {"model": {"w": torch.tensor([0.0, 2.0]), "bn.running_var": torch.tensor([1.0]),
+                        "bn.num_batches_tracked": torch.tensor(300)}, "step": 300, "optimizer": {"x": 1}}
+    fine = {"model": {"w": torch.tensor([4.0, -2.0]), "bn.running_var": torch.tensor([3.0]),
+                      "bn.num_batches_tracked": torch.tensor(100)}, "step": 100, "optimizer": {"x": 2}, "stats": {"s": 1}}
+    out = average_weights(source, fine)
+    assert out["model"]["w"].tolist() == [2.0, 0.0] and out["model"]["bn.running_var"].tolist() == [2.0]
+    assert out["model"]["bn.num_batches_tracked"].item() == 100  # the fine-tune's counter, not averaged
+    assert "optimizer" not in out and out["stats"] == {"s": 1} and out["step"] == 100 and out["weight_average"] == 0.5
+    assert average_weights(source, fine, share=0.25)["model"]["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="architecture"):
+        average_weights(source, {"model": {"w": torch.zeros(3), "bn.running_var": torch.zeros(1),
+                                           "bn.num_batches_tracked": torch.tensor(1)}})
+
+
+def _checkpoint(path: Path, seed: int) -> dict:
+    torch.manual_seed(seed)
+    state = {"model": UNet(3, 2, 4, 2).state_dict(), "in_bands": 3, "num_classes": 2, "step": seed}
+    save_checkpoint(path, state)
+    return state
+
+
+class _Run:
+    """What guard() reads of an adapt run: its folder, U-net names and the score of each U-net."""
+
+    def __init__(self, root: Path, methods: list[str]):
+        self.root, self.cfg = root, types.SimpleNamespace(gpu=False)
+        for m in methods:
+            (root / "stylized" / m / "store.zarr").mkdir(parents=True)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def unet_path(self, method: str) -> Path:
+        return self.root / ("unet_source.pt" if method == "source_only" else f"unet_{method}.pt")
+
+    def not_applicable(self, method: str) -> None:
+        return None
+
+
+@pytest.fixture
+def scored(monkeypatch):
+    """guard() with label-free scores set by the test: {checkpoint file name: score}, the source U-net's apart."""
+    scores: dict[str, float] = {}
+    calls: list[str] = []
+
+    def score_unet(paths, target, device):
+        calls.append(Path(paths[0]).name)
+        return {"label_free": scores[Path(paths[0]).name]}
+
+    monkeypatch.setattr(finetune_guard, "score_unet", score_unet)
+    monkeypatch.setattr(finetune_guard, "score_methods", lambda run, methods: {"source_only": {"label_free": scores["source"]}})
+    monkeypatch.setattr(finetune_guard.placement, "run_each", lambda fn, items, **kw: [fn(i) for i in items])
+    return scores, calls
+
+
+def test_guard_averages_where_the_source_unet_scores_higher_and_decides_once(tmp_path, scored):
+    scores, calls = scored
+    run = _Run(tmp_path, ["semi2i", "colormapgan"])
+    source = _checkpoint(run.unet_path("source_only"), 0)
+    semi2i = _checkpoint(run.unet_path("semi2i"), 1)
+    colormapgan = _checkpoint(run.unet_path("colormapgan"), 2)
+    scores.update({"source": -0.2, "unet_semi2i.pt": -0.5, "unet_colormapgan.pt": -0.1})
+
+    records = guard(run, ["source_only", "semi2i", "colormapgan", "target_oracle"])
+    assert set(records) == {"semi2i", "colormapgan"} and sorted(calls) == ["unet_colormapgan.pt", "unet_semi2i.pt"]
+    assert records["semi2i"]["weight_average"] == 0.5 and records["colormapgan"]["weight_average"] is None
+    assert records["semi2i"]["label_free_fine_tuned"] == -0.5 and records["semi2i"]["label_free_source_only"] == -0.2
+    assert json.loads((tmp_path / "guard" / "semi2i.json").read_text()) == records["semi2i"] == guard_record(run, "semi2i")
+    # semi2i maps with the midpoint of its fine-tune and the source U-net; its fine-tune is kept aside, unchanged
+    published, kept = load_checkpoint(run.unet_path("semi2i")), load_checkpoint(tmp_path / "guard" / "unet_semi2i.pt")
+    for k, v in semi2i["model"].items():
+        assert torch.equal(kept["model"][k], v)
+        if v.is_floating_point():
+            assert torch.allclose(published["model"][k], (v + source["model"][k]) / 2)
+    # colormapgan keeps its fine-tune, untouched
+    assert all(torch.equal(load_checkpoint(run.unet_path("colormapgan"))["model"][k], v) for k, v in colormapgan["model"].items())
+    assert not (tmp_path / "guard" / "unet_colormapgan.pt").exists()
+
+    # a second call (a resumed run) reads the decisions: nothing scored, nothing averaged again
+    before = run.unet_path("semi2i").stat().st_mtime_ns
+    calls.clear()
+    assert guard(run, ["semi2i", "colormapgan"]) == records and calls == []
+    assert run.unet_path("semi2i").stat().st_mtime_ns == before
+
+
+def test_a_guard_interrupted_after_the_average_scores_and_averages_the_kept_fine_tune(tmp_path, scored):
+    """Killed between publishing the average and writing the decision: the re-run decides on the fine-tune kept
+    in guard/, so the published U-net is that fine-tune's average, not the average of an average."""
+    scores, calls = scored
+    run = _Run(tmp_path, ["semi2i"])
+    source = _checkpoint(run.unet_path("source_only"), 0)
+    semi2i = _checkpoint(tmp_path / "guard" / "unet_semi2i.pt", 1)  # moved aside ...
+    save_checkpoint(run.unet_path("semi2i"), average_weights(source, semi2i))  # ... and averaged, no record yet
+    scores.update({"source": -0.2, "unet_semi2i.pt": -0.5})
+    guard(run, ["semi2i"])
+    assert calls == ["unet_semi2i.pt"] and (tmp_path / "guard" / "semi2i.json").exists()
+    published = load_checkpoint(run.unet_path("semi2i"))
+    key = next(k for k, v in semi2i["model"].items() if v.is_floating_point())
+    assert torch.allclose(published["model"][key], (semi2i["model"][key] + source["model"][key]) / 2)
+
+
+def test_report_md_names_the_averaged_methods():
+    row = {"iou": {"x": 50.0}, "miou": 50.0, "pixel_accuracy": 60.0, "label_free": -0.1}
+    report = {"source": "a", "target": "b", "classes": ["x"], "profile": "quick",
+              "methods": {"source_only": row, "semi2i": row, "colormapgan": row},
+              "finetune_guard": {"semi2i": {"weight_average": 0.5}, "colormapgan": {"weight_average": None}}}
+    text = report_markdown(report)
+    assert "source U-net higher than the fine-tune (unet.finetune_guard): semi2i." in text
+    report["finetune_guard"]["semi2i"]["weight_average"] = None
+    assert "finetune_guard" not in report_markdown(report)
