@@ -81,6 +81,10 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
             decision["label_free_fine_tuned"] < decision["label_free_source_only"])
         kept = tmp_path / "run" / "guard" / f"unet_{name}.pt"
         assert kept.exists() == (decision["weight_average"] is not None)
+        # the method's label-free score is its fine-tune's, averaged or not (semi2i.label_free.scored_unet)
+        scored = json.loads((tmp_path / "run" / "label_free" / f"{name}.json").read_text())
+        assert report["methods"][name]["label_free"] == pytest.approx(decision["label_free_fine_tuned"], abs=1e-6)
+        assert scored["checkpoint"] == str(kept if kept.exists() else tmp_path / "run" / f"unet_{name}.pt")
         if kept.exists():
             published, fine_tuned = load_checkpoint(tmp_path / "run" / f"unet_{name}.pt")["model"], load_checkpoint(kept)["model"]
             assert all(torch.allclose(published[k], (fine_tuned[k] + source_unet[k]) / 2)

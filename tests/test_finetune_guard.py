@@ -13,7 +13,7 @@ import torch
 
 from semi2i import finetune_guard
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
-from semi2i.finetune_guard import average_weights, guard, guard_record
+from semi2i.finetune_guard import average_weights, guard, guard_record, prepare_fine_tune
 from semi2i.models.unet import UNet
 from semi2i.report_table import report_markdown
 
@@ -118,6 +118,18 @@ def test_a_guard_interrupted_after_the_average_scores_and_averages_the_kept_fine
     published = load_checkpoint(run.unet_path("semi2i"))
     key = next(k for k, v in semi2i["model"].items() if v.is_floating_point())
     assert torch.allclose(published["model"][key], (semi2i["model"][key] + source["model"][key]) / 2)
+
+
+def test_a_new_fine_tune_forgets_the_old_decision_and_an_interrupted_one_is_not_trained_again(tmp_path):
+    run = _Run(tmp_path, ["semi2i"])
+    kept, record = tmp_path / "guard" / "unet_semi2i.pt", tmp_path / "guard" / "semi2i.json"
+    assert prepare_fine_tune(run, "semi2i")  # nothing yet: train it
+    kept.parent.mkdir()
+    kept.write_bytes(b"fine-tune moved aside")
+    assert not prepare_fine_tune(run, "semi2i") and kept.exists()  # the guard stopped before its record: it finishes
+    record.write_text("{}")
+    assert prepare_fine_tune(run, "semi2i")  # unet_semi2i.pt deleted after a finished decision: decided anew
+    assert not kept.exists() and not record.exists()
 
 
 def test_report_md_names_the_averaged_methods():

@@ -15,7 +15,8 @@ the main and reverse pairs), nothing changes.
 
 Files (``unet.finetune_guard: weight_average``): ``guard/<method>.json`` records both scores and the decision;
 an averaged method keeps its fine-tuned U-net as ``guard/unet_<method>.pt`` and maps with the average, written
-to ``unet_<method>.pt`` (the name every later stage and the report use).
+to ``unet_<method>.pt`` (the name every later stage and the report use). Its label-free score in the report stays
+its fine-tune's (:func:`semi2i.label_free.scored_unet` says why).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from semi2i import placement
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
-from semi2i.label_free import score_methods, score_unet, training_store
+from semi2i.label_free import score_methods, score_unet, scored_unet, training_store
 from semi2i.locations import write_text
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
         if record_path.exists():
             records[method] = json.loads(record_path.read_text())
             continue
-        fine_tuned = fine_tuned_path(run, method)
+        fine_tuned = scored_unet(run, method)  # the fine-tune, moved aside or not
         training = training_store(run, method)
         if fine_tuned is None or training is None or not _started_from_source(fine_tuned, run.unet_path("source_only")):
             continue
@@ -107,12 +108,16 @@ def guard_record(run: "AdaptRun", method: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def fine_tuned_path(run: "AdaptRun", method: str) -> Path | None:
-    """The method's fine-tuned U-net: moved aside to ``guard/`` by an average, else ``unet_<method>.pt``."""
-    for path in (run.path("guard", f"unet_{method}.pt"), run.unet_path(method)):
-        if path.exists():
-            return path
-    return None
+def prepare_fine_tune(run: "AdaptRun", method: str) -> bool:
+    """Whether ``method``'s fine-tune must be trained (its ``unet_<method>.pt`` being absent): not when the guard
+    had moved the finished fine-tune aside and stopped before publishing the average (the guard finishes it);
+    otherwise yes, and an older decision on this method is forgotten, as it was taken on another fine-tune."""
+    record, kept = run.path("guard", f"{method}.json"), run.path("guard", f"unet_{method}.pt")
+    if kept.exists() and not record.exists():
+        return False
+    record.unlink(missing_ok=True)
+    kept.unlink(missing_ok=True)
+    return True
 
 
 def _average(run: "AdaptRun", method: str) -> None:

@@ -45,7 +45,7 @@ from semi2i.map_scores import score_maps
 from semi2i.preflight import check_run, not_applicable
 from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
-from semi2i.finetune_guard import guard
+from semi2i.finetune_guard import guard, prepare_fine_tune
 from semi2i.label_free import score_methods
 from semi2i.lanes import adapt_lanes, run_lanes
 from semi2i.report_table import report_markdown
@@ -328,7 +328,7 @@ class AdaptRun(RunFolder):
         source, target = self.store("source"), self.store("target")
         jobs = []
         for method in self._stylized_methods(source, target, methods):
-            if self.unet_path(method).exists():
+            if self.unet_path(method).exists() or not prepare_fine_tune(self, method):
                 continue
             init = self.unet_path("source_only") if source.num_bands == target.num_bands else None
             if init is not None and not init.exists():
