@@ -161,6 +161,10 @@ def test_several_semi2i_seeds_are_trained_scored_and_one_is_chosen_without_label
     assert run.path("unet_source.pt").stat().st_ino == demo_run.path("unet_source.pt").stat().st_ino
     assert {m: report["methods"][m] for m in ("source_only", "histogram_matching", "target_oracle")} == \
         {m: demo_report["methods"][m] for m in ("source_only", "histogram_matching", "target_oracle")}
+    # and so are the fine-tune guard's decisions on them: decided once, with the U-net they decided on
+    assert report["finetune_guard"]["histogram_matching"] == demo_report["finetune_guard"]["histogram_matching"]
+    for name in ("unet_histogram_matching.pt", "guard/histogram_matching.json"):
+        assert run.path(name).stat().st_ino == demo_run.path(name).stat().st_ino
 
     assert list(report["methods"]) == ["source_only", "histogram_matching", "semi2i", "semi2i_seed0", "semi2i_seed1",
                                        "target_oracle"]
