@@ -5,7 +5,9 @@ weights when the label-free score rates the source U-net higher. Runs finished w
 decision needs: each method's fine-tuned U-net, the source U-net and both label-free scores (report.json's
 ``label_free``, computed on the same U-nets and imagery as the guard's). For every method the rule would average
 (``--all``: every fine-tuned method, to see what averaging does where the rule keeps the fine-tune), this
-averages the two U-nets as the guard does, maps the target as adapt does and scores it.
+averages the two U-nets as the guard does, maps the target as adapt does and scores it. A run made with the
+guard already holds the averages: there the kept fine-tune (``guard/unet_<method>.pt``) is mapped instead, so
+every row has both.
 Results: ``<out>/results.jsonl``, one line per (run, method); a re-run skips what is there.
 
     python studies/study_finetune_guard.py --runs runs/s53/mild-cb-s0 runs/s53/mild-cb-s1 runs/s53/mild-cb-s2 \\
@@ -44,32 +46,41 @@ def main() -> None:
     for run in args.runs:
         resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
         profile = resolved["resolved_profile"]
-        report = json.loads((run / "report.json").read_text())["methods"]
-        source_score = report["source_only"]["label_free"]
+        report = json.loads((run / "report.json").read_text())
+        rows, guarded = report["methods"], report.get("finetune_guard", {})
+        source_score = rows["source_only"]["label_free"]
         target = CityStore(run / "stores" / "target.zarr")
-        for method, row in report.items():
-            if method in UNGUARDED or "label_free" not in row or "miou" not in row or (str(run), method) in done:
-                continue
-            averaged = row["label_free"] < source_score
-            if not (averaged or args.all) or not (run / f"unet_{method}.pt").exists():
-                continue
-            checkpoint = args.out / f"unet_{run.name}_{method}_average.pt"
-            save_checkpoint(checkpoint, average_weights(load_checkpoint(run / "unet_source.pt"),
-                                                        load_checkpoint(run / f"unet_{method}.pt")))
-            maps = args.out / "maps" / f"{run.name}_{method}_average"
+
+        def mapped(checkpoint: Path, name: str) -> dict:
+            maps = args.out / "maps" / f"{run.name}_{name}"
             map_region(target.path, checkpoint, maps, overlap=profile["overlap"], overwrite=True,
                        precision=profile["unet"]["precision"], tf32=profile["unet"]["tf32"])
-            s = score_maps(target, maps)
+            return score_maps(target, maps)
+
+        for method, row in rows.items():
+            if method in UNGUARDED or "label_free" not in row or "miou" not in row or (str(run), method) in done:
+                continue
+            averaged = row["label_free"] < source_score  # row["label_free"] is the fine-tune's score, guarded or not
+            # a run made with the guard keeps an averaged method's fine-tune in guard/ and reports the average
+            in_run = bool((guarded.get(method) or {}).get("weight_average"))
+            fine_tune = run / "guard" / f"unet_{method}.pt" if in_run else run / f"unet_{method}.pt"
+            if not (averaged or args.all) or not fine_tune.exists():
+                continue
+            if in_run:
+                fine_tuned, average = mapped(fine_tune, f"{method}_fine_tune"), {"miou": row["miou"], "iou": row["iou"]}
+            else:
+                checkpoint = args.out / f"unet_{run.name}_{method}_average.pt"
+                save_checkpoint(checkpoint, average_weights(load_checkpoint(run / "unet_source.pt"), load_checkpoint(fine_tune)))
+                fine_tuned, average = row, mapped(checkpoint, f"{method}_average")
             out = {"run": str(run), "seed": resolved["seed"], "method": method, "guard_averages": averaged,
                    "label_free": row["label_free"], "label_free_source_only": source_score,
-                   "miou_fine_tuned": round(row["miou"], 2), "miou_average": round(s["miou"], 2),
-                   "miou_source_only": round(report["source_only"]["miou"], 2), "iou_average": s["iou"]}
+                   "miou_fine_tuned": round(fine_tuned["miou"], 2), "miou_average": round(average["miou"], 2),
+                   "miou_source_only": round(rows["source_only"]["miou"], 2), "iou_average": average["iou"]}
             with results.open("a") as f:
                 f.write(json.dumps(out) + "\n")
             log.info("%s %s: fine-tuned %.2f, average %.2f (source-only %.2f; the guard %s)", run, method,
                      out["miou_fine_tuned"], out["miou_average"], out["miou_source_only"],
                      "averages" if averaged else "keeps the fine-tune")
-
 
 if __name__ == "__main__":
     main()
