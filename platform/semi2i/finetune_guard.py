@@ -3,15 +3,17 @@
 Every stylizing method fine-tunes the source U-net on its stylized source. Where the stylized imagery is
 *farther* from the target than the original source (a generator that painted content the target does not
 have onto flat ground, a colour map fitted to two cities that differ in content more than in look), the
-fine-tune can only teach the U-net a wrong appearance: on the mild Dubai pair every method's fine-tune scored
-below the source U-net it started from, in all six runs of stops 50-53. The label-free score
+fine-tune can only teach the U-net a wrong appearance: on the mild Dubai pair the fine-tunes scored below the
+source U-net they started from in 23 of 24 cases (4 methods, the six runs of stops 50-53). The label-free score
 (:mod:`semi2i.domain_distance`: the Fréchet distance between a U-net's training imagery and the target in its
 own deepest features) sees exactly that comparison without target labels, so the guard asks it: when the
 source U-net scores higher than the method's fine-tuned U-net, the method maps with the average of the two
 U-nets' weights instead (WiSE-FT, Wortsman et al., CVPR 2022: the weight-space average of a model before and
 after fine-tuning keeps much of the fine-tune's gain and of the original's robustness; 0.5 is their choice
 when no labelled target data can set the mix). Where the score rates the fine-tune higher (every SemI2I run of
-the main and reverse pairs), nothing changes.
+the main and reverse pairs), nothing changes. The signal is not a law: on a control pair with no sensor shift
+(jobs/configs/dubai-bright-control.yaml) it rated a SemI2I fine-tune that lost 5.7 mIoU to source-only the closest
+to the target (docs/adaptation-study.md, "Do no harm").
 
 Files (``unet.finetune_guard: weight_average``): ``guard/<method>.json`` records both scores and the decision;
 an averaged method keeps its fine-tuned U-net as ``guard/unet_<method>.pt`` and maps with the average, written
