@@ -3,8 +3,8 @@
 
 The score of a method is that of its U-net on the target, against the imagery it was trained on: the
 source for ``source_only``, the method's stylized source for the stylizing methods (their fine-tune's, where
-the fine-tune guard maps with an average: :func:`scored_unet`), the target itself for ``target_oracle`` (whose score is then only sampling noise: it saw the target's labels). It needs no
-target labels, so a run on an unlabelled city reports it too. With several SemI2I seeds, ``semi2i`` (the
+the fine-tune guard maps with an average: :func:`scored_unet`), the target itself for ``target_oracle`` (whose
+score is then only sampling noise: it saw the target's labels). It needs no target labels, so a run on an unlabelled city reports it too. With several SemI2I seeds, ``semi2i`` (the
 chosen seed, published under that name) carries the chosen seed's score. One piece per method, placed on the
 cluster like every pixel stage (:mod:`semi2i.placement`).
 """
