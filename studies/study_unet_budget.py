@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from finished_runs import written_rows
 from semi2i.adapt_config import load_adapt_config
 from semi2i.data.store import CityStore
 from semi2i.mapping import map_region
@@ -52,7 +53,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
-    done = {(d["run"], d["method"]) for d in map(json.loads, results.read_text().splitlines())} if results.exists() else set()
+    done = written_rows(results, "run", "method")
     for run in args.runs:
         seed = yaml.safe_load((run / "config.resolved.yaml").read_text())["seed"]
         p_ = load_adapt_config(args.config, seed=seed).profile

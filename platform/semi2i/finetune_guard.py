@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -64,8 +63,8 @@ def average_weights(source: dict, fine_tuned: dict, share: float = FINE_TUNED_SH
 
 
 def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
-    """Decide, for each fine-tuned method of ``methods``, whether it maps with its fine-tuned U-net or the
-    average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each
+    """Decide, for each fine-tuned method of ``methods`` (fine-tuned from the source U-net: the two cities have
+    the same bands), whether it maps with its fine-tuned U-net or the average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each
     decision is taken once: a resumed run reads it, and a fine-tuned U-net moved aside is found there."""
     todo: dict[str, tuple[str, str]] = {}
     records: dict[str, dict] = {}
@@ -78,7 +77,7 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
             continue
         fine_tuned = scored_unet(run, method)  # the fine-tune, moved aside or not
         training = training_store(run, method)
-        if fine_tuned is None or training is None or not _started_from_source(fine_tuned, run.unet_path("source_only")):
+        if fine_tuned is None or training is None:
             continue
         todo[method] = (str(fine_tuned), str(training))
     if not todo:
@@ -130,12 +129,3 @@ def _average(run: "AdaptRun", method: str) -> None:
         os.replace(published, kept)
     state = average_weights(load_checkpoint(run.unet_path("source_only")), load_checkpoint(kept))
     save_checkpoint(published, state)
-
-
-def _started_from_source(fine_tuned: Path, source: Path) -> bool:
-    """Whether ``fine_tuned`` can be averaged with ``source``: the same architecture and input bands (a
-    fine-tune across band counts trains from scratch, so there is nothing to fall back to)."""
-    if not source.exists():
-        return False
-    a, b = load_checkpoint(source), load_checkpoint(fine_tuned)
-    return a["in_bands"] == b["in_bands"] and a["model"].keys() == b["model"].keys()

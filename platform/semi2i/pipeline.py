@@ -326,8 +326,8 @@ class AdaptRun(RunFolder):
         run named ``name`` (a launch costs ~15 s; the demo has six)."""
         p = self.cfg.profile
         source, target = self.store("source"), self.store("target")
-        jobs = []
-        for method in self._stylized_methods(source, target, methods):
+        jobs, stylized = [], self._stylized_methods(source, target, methods)
+        for method in stylized:
             if self.unet_path(method).exists() or not prepare_fine_tune(self, method):
                 continue
             init = self.unet_path("source_only") if source.num_bands == target.num_bands else None
@@ -343,8 +343,9 @@ class AdaptRun(RunFolder):
             jobs.append(unet_job(p.unet, [target.path], stage="target_oracle", output=self.unet_path("target_oracle").name,
                                  overlap=p.overlap, seed=self.cfg.seed, checkpoint_every=max(1, p.unet.train_steps // 4)))
         fit_unets(jobs, self.run_dir, name, scaling or self.scaling)
-        if p.unet.finetune_guard == "weight_average":  # before any map is drawn with them (semi2i.finetune_guard)
-            guard(self, self._stylized_methods(source, target, methods))
+        # before any map is drawn with them; only fine-tunes that started from the source U-net have one to fall back to
+        if p.unet.finetune_guard == "weight_average" and source.num_bands == target.num_bands:
+            guard(self, stylized)
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]
