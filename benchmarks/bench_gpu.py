@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import statistics
 import sys
@@ -147,9 +148,12 @@ def unet_row(mode: str, device: torch.device, args, profile) -> dict:
             "gflop_per_step": flops / 1e9, "tflops": flops / seconds / 1e12}
 
 
-def forward_alone(model, device: torch.device, precision: str, batch: int, seconds: float = 2.0) -> float:
-    """Mpx/s of the mapping's model on normalised batches already on the device (no I/O, no blending)."""
-    x = torch.randn(batch, model.in_bands, model.patch_size, model.patch_size, device=device)
+def forward_alone(model, device: torch.device, precision: str, batch: int, seconds: float = 2.0,
+                  size: int | None = None) -> float:
+    """Mpx/s of the mapping's model on normalised batches already on the device (no I/O, no blending); windows of
+    ``size`` px (default: the model's patch size)."""
+    size = size or model.patch_size
+    x = torch.randn(batch, model.in_bands, size, size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         run = lambda: model.model(x)  # noqa: E731
@@ -159,13 +163,14 @@ def forward_alone(model, device: torch.device, precision: str, batch: int, secon
             run()
             n += batch
         sync(device)
-        return n * model.patch_size**2 / 1e6 / (time.perf_counter() - t0)
+        return n * size**2 / 1e6 / (time.perf_counter() - t0)
 
 
 def map_rows(modes: list[str], device: torch.device, args, work: Path) -> list[dict]:
     from semi2i.data.ingest import ingest_city
-    from semi2i.mapping import map_region
+    from semi2i.mapping import map_region, read_classes
     from semi2i.segment import SegmentationModel
+    from semi2i.tiling import default_window
 
     shape = SimpleNamespace(checkpoint=None, base_width=8, depth=2, patch=32) if args.tiny else \
         SimpleNamespace(checkpoint=None, base_width=64, depth=4, patch=256)  # the paper U-net
@@ -178,17 +183,24 @@ def map_rows(modes: list[str], device: torch.device, args, work: Path) -> list[d
     for mode in modes:
         precision, tf32 = set_mode(mode, device)
         forward = forward_alone(model, device, precision, args.batch_tiles)
+        window = default_window(shape.patch)  # the mapping's windows: the model alone on them, as it runs them
+        forward_windows = forward_alone(model, device, precision, args.batch_tiles, size=window)
         for threads in args.map_threads:
             t0 = time.perf_counter()
-            summary = map_region(str(store.path), ckpt, work / f"map_{mode}_{threads}", overwrite=True,
+            out = work / f"map_{mode}_{threads}"
+            summary = map_region(str(store.path), ckpt, out, overwrite=True,
                                  device=str(device), precision=precision, tf32=tf32, overlap=shape.patch // 8,
                                  chunk_size=args.chunk_size, batch_tiles=args.batch_tiles, threads=threads or None)
             total = time.perf_counter() - t0
             mpx = side * side / 1e6
+            classes = read_classes(out, next(iter(summary["rasters"])))  # outputs of variants must be equal
             rows.append({"check": "map", "mode": mode, "precision": precision, "tf32": tf32, "mpx": round(mpx, 3),
                          "patch": shape.patch, "width": shape.base_width, "threads": threads or "default",
                          "end_to_end_mpx_s": mpx / total, "mapping_mpx_s": summary["computed_mpx"] / summary["seconds"],
-                         "forward_alone_mpx_s": forward, "end_to_end_vs_forward": mpx / total / forward})
+                         "forward_alone_mpx_s": forward, "end_to_end_vs_forward": mpx / total / forward,
+                         "window": window, "forward_windows_mpx_s": forward_windows, "chunk_size": args.chunk_size,
+                         "batch_tiles": args.batch_tiles, "cudnn_benchmark": args.cudnn_benchmark,
+                         "classes_sha1": hashlib.sha1(classes.tobytes()).hexdigest()})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
