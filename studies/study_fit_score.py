@@ -31,30 +31,11 @@ import torch
 
 from finished_runs import written_rows
 from semi2i.data.store import CityStore
-from semi2i.domain_distance import MAX_NODATA, PATCHES
+from semi2i.domain_distance import sample_labelled_patches
 from semi2i.segment import SegmentationModel
 
 log = logging.getLogger("study_fit_score")
 SKIP = ("target_oracle",)
-
-
-def labelled_patches(store: CityStore, size: int, count: int = PATCHES, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """``count`` random (image, label) patches, drawn as :func:`semi2i.domain_distance.sample_patches` draws them
-    (same seed, same places in a source and its stylized copies); labels None for a store without labels."""
-    rasters = [r for r in store.rasters if r.height >= size and r.width >= size]
-    rng = np.random.default_rng(seed)
-    area = np.array([r.height * r.width for r in rasters], np.float64)
-    images, labels = [], []
-    for _ in range(count * 20):
-        r = rasters[rng.choice(len(rasters), p=area / area.sum())]
-        y, x = int(rng.integers(0, r.height - size + 1)), int(rng.integers(0, r.width - size + 1))
-        image, label = store.read_window(r.id, y, x, size, size)
-        if 1 - store.valid_mask(image).mean() <= MAX_NODATA:
-            images.append(image)
-            labels.append(label)
-            if len(images) == count:
-                break
-    return np.stack(images), (np.stack(labels) if labels[0] is not None else None)
 
 
 @torch.no_grad()
@@ -98,7 +79,7 @@ def main() -> None:
         target = CityStore(run / "stores" / "target.zarr")
         source_unet = SegmentationModel(run / "unet_source.pt")
         size, classes, ignore = source_unet.patch_size, source_unet.num_classes, source_unet.ignore_index
-        target_images, _ = labelled_patches(target, size, seed=1)  # the score's target patches (seed + 1)
+        target_images, _ = sample_labelled_patches(target, size, seed=1)  # the score's target patches (seed + 1)
         source_on_target = shares(predict(source_unet, target_images), classes)
         for method, row in rows.items():
             if method in SKIP or (str(run), method) in done or "miou" not in row:
@@ -112,7 +93,7 @@ def main() -> None:
             if not unet.exists() or not training.exists():
                 continue
             model = SegmentationModel(unet)
-            images, labels = labelled_patches(CityStore(training), size)
+            images, labels = sample_labelled_patches(CityStore(training), size)
             train_fit = fit(confusion(predict(model, images), labels, classes, ignore))
             # the source U-net on the same patches: does the stylized imagery still show the source's content to a
             # model that knows the source (CyCADA's semantic consistency, Hoffman et al. 2018)?

@@ -88,20 +88,27 @@ def sample_patches(store, size: int, count: int = PATCHES, seed: int = 0) -> np.
     """(count, bands, size, size) raw patches of a city store at random places (rasters drawn by area),
     each with at most :data:`MAX_NODATA` nodata pixels. The same seed gives the same places in every store
     of the same rasters (a source and its stylized copies)."""
+    return sample_labelled_patches(store, size, count, seed)[0]
+
+
+def sample_labelled_patches(store, size: int, count: int = PATCHES, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`sample_patches` with the patches' labels, (count, size, size) (None for a store without labels)."""
     rasters = [r for r in store.rasters if r.height >= size and r.width >= size]
     if not rasters:
         raise ValueError(f"{store.path}: no raster is {size} px on a side, the U-net's patch size")
     rng = np.random.default_rng(seed)
     area = np.array([r.height * r.width for r in rasters], np.float64)
-    out: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray | None] = []
     for _ in range(count * 20):  # a city mostly of nodata would loop for ever
         r = rasters[rng.choice(len(rasters), p=area / area.sum())]
         y, x = int(rng.integers(0, r.height - size + 1)), int(rng.integers(0, r.width - size + 1))
-        image, _ = store.read_window(r.id, y, x, size, size)
+        image, label = store.read_window(r.id, y, x, size, size)
         if 1 - store.valid_mask(image).mean() <= MAX_NODATA:
-            out.append(image)
-            if len(out) == count:
-                return np.stack(out)
+            images.append(image)
+            labels.append(label)
+            if len(images) == count:
+                return np.stack(images), (None if labels[0] is None else np.stack(labels))
     raise ValueError(f"{store.path}: fewer than {count} patches of {size} px with at most {MAX_NODATA:.0%} nodata")
 
 
