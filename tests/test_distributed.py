@@ -5,6 +5,9 @@ run), U-net fine-tune on stylized patches. Few and small: every TorchTrainer sta
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +19,8 @@ from semi2i.data.ingest import ingest_city
 from semi2i.data.patches import city_windows, step_windows
 from semi2i.data.store import CityStore
 from semi2i.data.stream import iter_patches
-from semi2i.training.distributed import Scaling, fit_semi2i, fit_unet, fit_unets, unet_job
+from semi2i.training.distributed import (PREEMPTION_WATCHER_ENV, Scaling, fit_semi2i, fit_unet, fit_unets, started_ray_here,
+                                         unet_job)
 from semi2i.training.step_data import StepPlan
 from semi2i.training.schedule import cosine_learning_rate
 from semi2i.training.semi2i_step import SemI2IStep
@@ -209,3 +213,16 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(cities, tmp_path, r
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == cosine_learning_rate(4, 1e-3, 5)
     assert not torch.equal(a["model"][next(iter(a["model"]))], load_checkpoint(tmp_path / "unet_source.pt")["model"][next(iter(a["model"]))])
+
+
+@pytest.mark.ray
+def test_ray_trains_without_the_preemption_watcher_only_where_this_process_started_ray(ray_session):
+    # the session's cluster was joined (ray.init(address=...)), as a job joins a cloud cluster: the watcher stays
+    assert not started_ray_here()
+    # a process that starts a Ray of its own (a laptop) turns it off (with setdefault: a user's own value wins)
+    code = ("import os, ray; from semi2i.training.distributed import set_ray_train_env; "
+            "ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False); set_ray_train_env(); "
+            f"print(os.environ.get({PREEMPTION_WATCHER_ENV!r}), os.environ['RAY_TRAIN_HEALTH_CHECK_INTERVAL_S'])")
+    env = {k: v for k, v in os.environ.items() if k not in (PREEMPTION_WATCHER_ENV, "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.split()[-2:] == ["0", "0.2"], out.stdout[-500:] + out.stderr[-2000:]
