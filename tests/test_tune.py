@@ -221,6 +221,33 @@ def test_results_md_cells_match_results_csv_under_every_header(tmp_path):
     assert [r["lambda_tone"] for r in csv_rows] == ["5.55", "6.25", ""] and [r["miou"] for r in csv_rows][:2] == ["61.25", "41.75"]
 
 
+def test_the_sweep_says_how_well_the_label_free_score_ranks_its_trials_as_well_as_its_rungs(tmp_path):
+    """Rungs steer ASHA; the trials' last reports are what the user picks from: both are measured, apart."""
+    from semi2i.tuning.outputs import write_outputs
+
+    cfg, settings = load_sweep_config(_config(tmp_path))
+    sweep = make_sweep(cfg, settings, tmp_path / "sweep", cluster={"CPU": 2})  # no Ray
+    trial = lambda name, miou, label_free, proxy: {"trial": name, "status": "completed", "rungs": 2,  # noqa: E731
+                                                   "miou": miou, "label_free": label_free, "proxy": proxy, "error": ""}
+    # mIoU ranks a > b > c > d; label-free ranks a > c > b > d (ranks 4 2 3 1 against 4 3 2 1: Σd² = 2,
+    # ρ = 1 − 6·2 / (4·15) = 0.8); −proxy ranks exactly like the mIoU (ρ 1); the errored trial has no scores
+    rows = [trial("a", 60.0, -1.0, 1.0), trial("b", 50.0, -3.0, 2.0), trial("c", 40.0, -2.0, 3.0),
+            trial("d", 30.0, -4.0, 4.0), {"trial": "e", "status": "error", "rungs": 0, "miou": None,
+                                          "label_free": None, "proxy": None, "error": "RuntimeError: boom"}]
+    # the rung reports rank the other way round (ρ −1 for both), so the two measures cannot be the same numbers
+    rungs = [{"trial": "a", "rung": 1, "miou": 10.0, "label_free": -1.0, "proxy": 1.0},
+             {"trial": "b", "rung": 1, "miou": 20.0, "label_free": -2.0, "proxy": 2.0},
+             {"trial": "c", "rung": 1, "miou": 30.0, "label_free": -3.0, "proxy": 3.0}]
+    summary = write_outputs(sweep, rows, rungs)
+    assert summary["label_free_trial_tracking"] == {"spearman": pytest.approx(0.8), "points": 4}
+    assert summary["proxy_trial_tracking"] == {"spearman": pytest.approx(1.0), "points": 4}
+    assert summary["label_free_tracking"] == {"spearman": pytest.approx(-1.0), "points": 3}
+    text = (sweep.run_dir / "results.md").read_text()
+    assert "Over the 4 trials (each one's last report, the table below): ρ(mIoU, label-free) = 0.80." in text
+    assert "Over the 4 trials (each one's last report, the table below): ρ(mIoU, −proxy) = 1.00." in text
+    assert "over 3 rung reports: Spearman ρ(mIoU, label-free) = -1.00" in text
+
+
 def _load_job():
     spec = importlib.util.spec_from_file_location("tune_job", REPO / "jobs" / "tune.py")
     module = importlib.util.module_from_spec(spec)

@@ -74,11 +74,13 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def tracking(rungs: list[dict], key: str = "proxy") -> dict | None:
-    """Spearman rank correlation between mIoU and a label-free objective over every rung report (``proxy``
-    negated: lower is better; ``label_free`` as is), 1 = it ranks the rungs exactly as the mIoU does; None
-    without enough labelled points."""
-    pairs = [(r["miou"], r[key]) for r in rungs if _finite(r.get("miou")) and _finite(r.get(key))]
+def tracking(reports: list[dict], key: str = "proxy") -> dict | None:
+    """Spearman rank correlation between mIoU and a label-free objective over ``reports`` (``proxy``
+    negated: lower is better; ``label_free`` as is), 1 = it ranks them exactly as the mIoU does; None
+    without enough labelled points. Over every rung report it asks whether the objective steers ASHA
+    right; over the trials (each one's last report, the rows of results.csv) whether it ranks what the
+    sweep hands the user right."""
+    pairs = [(r["miou"], r[key]) for r in reports if _finite(r.get("miou")) and _finite(r.get(key))]
     if len(pairs) < 3:
         return None
     miou, score = np.array(pairs).T
@@ -108,9 +110,11 @@ def write_outputs(sweep: Sweep, rows: list[dict], rungs: list[dict], *, baseline
     _write_csv(run_dir / "rungs.csv", rungs, ["trial", "rung", *SEARCH_KEYS, *SCORES, "rung_s"])
     best = pick_best(sweep, rows)
     tracked = {key: tracking(rungs, key) for key in ("label_free", "proxy")}
+    by_trial = {key: tracking(rows, key) for key in ("label_free", "proxy")}
     summary = {"metric": sweep.metric, "mode": sweep.mode, "rungs": sweep.n_rungs, "trials": len(rows),
                "settings": dataclasses.asdict(sweep.settings), "concurrency": sweep.concurrency,
                "best": best, "proxy_tracking": tracked["proxy"], "label_free_tracking": tracked["label_free"],
+               "proxy_trial_tracking": by_trial["proxy"], "label_free_trial_tracking": by_trial["label_free"],
                "baseline": baseline or {},
                "results": str(run_dir / "results.md"), "best_config": None}
     if best is not None:
@@ -121,12 +125,13 @@ def write_outputs(sweep: Sweep, rows: list[dict], rungs: list[dict], *, baseline
         atomic_text(path, header + yaml.safe_dump(best_config(sweep, best), sort_keys=False))
         load_adapt_config(path)  # what we hand out must load
         summary["best_config"] = str(path)
-    atomic_text(run_dir / "results.md", results_markdown(sweep, rows, best, tracked, baseline or {}))
+    atomic_text(run_dir / "results.md", results_markdown(sweep, rows, best, tracked, baseline or {}, by_trial))
     atomic_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 
-def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracked: dict[str, dict | None], baseline: dict) -> str:
+def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracked: dict[str, dict | None], baseline: dict,
+                     by_trial: dict[str, dict | None] | None = None) -> str:
     s = sweep.settings
     lines = [f"# SemI2I sweep: {sweep.cfg.name} ({sweep.cfg.profile.name} profile)", "",
              f"Objective: **{sweep.metric}** ({sweep.mode}imize) after each rung of {s.epochs_per_rung} SemI2I epoch(s); "
@@ -139,6 +144,9 @@ def results_markdown(sweep: Sweep, rows: list[dict], best: dict | None, tracked:
         if found := tracked.get(key):
             lines.append(f"\n{formula.strip('−').capitalize()} vs mIoU over {found['points']} rung reports: Spearman "
                          f"ρ(mIoU, {formula}) = {found['spearman']:.2f} (1: it ranks the rungs like the mIoU).")
+        if found := (by_trial or {}).get(key):
+            lines.append(f"Over the {found['points']} trials (each one's last report, the table below): "
+                         f"ρ(mIoU, {formula}) = {found['spearman']:.2f}.")
     header = list(RESULT_COLUMNS.values())
     lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for i, r in enumerate(rows):
