@@ -117,10 +117,24 @@ def test_killed_run_resumes_to_the_uninterrupted_result(cities, reference, tmp_p
     assert not (tmp_path / SEMI2I_CHECKPOINT).exists()
     # ... and started again on the same run folder, it resumes from step 4 and ends where the
     # uninterrupted run ended
+    _wait_for_idle_cluster()
     summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=TWO)
     assert summary["step"] == STEPS
     _assert_read_by_ray_data(summary)
     _assert_same_state(load_checkpoint(tmp_path / SEMI2I_CHECKPOINT), expected, atol=1e-6)
+
+
+def _wait_for_idle_cluster(timeout_s: float = 60.0) -> None:
+    """Wait until Ray has every CPU of the session's cluster back. The data plane is chosen from the CPUs free when a
+    run starts (``Scaling.data_plane``), and a run that has just failed gives its workers' CPUs back a moment later:
+    started in that moment, two 1-CPU workers on the 3-CPU cluster see no idle core and read their own patches."""
+    import time
+
+    import ray
+
+    total, deadline = ray.cluster_resources().get("CPU", 0), time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _assert_read_by_ray_data(summary: dict) -> None:
@@ -133,6 +147,7 @@ def test_lost_worker_group_restarts_from_checkpoint(cities, reference, tmp_path)
     source, target = cities
     _, expected = reference
     retrying = dataclasses.replace(TWO, max_failures=1)
+    _wait_for_idle_cluster()
     summary = fit_semi2i(CFG, source.path, target.path, tmp_path, overlap=8, scaling=retrying, crash_at_step=3)
     assert summary["step"] == STEPS and (tmp_path / ".crashed-semi2i-3").exists()
     _assert_read_by_ray_data(summary)
