@@ -58,18 +58,23 @@ class _Run:
         return None
 
 
+def _score(draws: list[float]) -> dict:
+    return {"label_free": sum(draws) / len(draws), "draws": draws}
+
+
 @pytest.fixture
 def scored(monkeypatch):
-    """guard() with label-free scores set by the test: {checkpoint file name: score}, the source U-net's apart."""
-    scores: dict[str, float] = {}
+    """guard() with label-free scores set by the test: {checkpoint file name: each draw's score}, the source
+    U-net's apart."""
+    scores: dict[str, list[float]] = {}
     calls: list[str] = []
 
     def score_unet(paths, target, device):
         calls.append(Path(paths[0]).name)
-        return {"label_free": scores[Path(paths[0]).name]}
+        return _score(scores[Path(paths[0]).name])
 
     monkeypatch.setattr(finetune_guard, "score_unet", score_unet)
-    monkeypatch.setattr(finetune_guard, "score_methods", lambda run, methods: {"source_only": {"label_free": scores["source"]}})
+    monkeypatch.setattr(finetune_guard, "score_methods", lambda run, methods: {"source_only": _score(scores["source"])})
     monkeypatch.setattr(finetune_guard.placement, "run_each", lambda fn, items, **kw: [fn(i) for i in items])
     return scores, calls
 
@@ -80,12 +85,18 @@ def test_guard_averages_where_the_source_unet_scores_higher_and_decides_once(tmp
     source = _checkpoint(run.unet_path("source_only"), 0)
     semi2i = _checkpoint(run.unet_path("semi2i"), 1)
     colormapgan = _checkpoint(run.unet_path("colormapgan"), 2)
-    scores.update({"source": -0.2, "unet_semi2i.pt": -0.5, "unet_colormapgan.pt": -0.1})
+    scores.update({"source": [-0.2, -0.3, -0.1], "unet_semi2i.pt": [-0.5, -0.6, -0.4],
+                   "unet_colormapgan.pt": [-0.1, -0.15, -0.05]})  # colormapgan leads in every draw by 0.1, 0.15, 0.05
 
     records = guard(run, ["source_only", "semi2i", "colormapgan", "target_oracle"])
     assert set(records) == {"semi2i", "colormapgan"} and sorted(calls) == ["unet_colormapgan.pt", "unet_semi2i.pt"]
     assert records["semi2i"]["weight_average"] == 0.5 and records["colormapgan"]["weight_average"] is None
-    assert records["semi2i"]["label_free_fine_tuned"] == -0.5 and records["semi2i"]["label_free_source_only"] == -0.2
+    assert records["semi2i"]["label_free_fine_tuned"] == pytest.approx(-0.5)
+    assert records["semi2i"]["label_free_source_only"] == pytest.approx(-0.2)
+    # colormapgan's lead: mean 0.1, sample sd 0.05, t = 0.1 / (0.05 / sqrt 3) = 3.46 on 2 degrees of freedom
+    assert records["colormapgan"]["p_value"] == pytest.approx(0.0371, abs=1e-4)
+    # the guard's scores are the report's: written where score_methods keeps them
+    assert json.loads((tmp_path / "label_free" / "colormapgan.json").read_text())["draws"] == [-0.1, -0.15, -0.05]
     assert json.loads((tmp_path / "guard" / "semi2i.json").read_text()) == records["semi2i"] == guard_record(run, "semi2i")
     # semi2i maps with the midpoint of its fine-tune and the source U-net; its fine-tune is kept aside, unchanged
     published, kept = load_checkpoint(run.unet_path("semi2i")), load_checkpoint(tmp_path / "guard" / "unet_semi2i.pt")
@@ -112,7 +123,7 @@ def test_a_guard_interrupted_after_the_average_scores_and_averages_the_kept_fine
     source = _checkpoint(run.unet_path("source_only"), 0)
     semi2i = _checkpoint(tmp_path / "guard" / "unet_semi2i.pt", 1)  # moved aside ...
     save_checkpoint(run.unet_path("semi2i"), average_weights(source, semi2i))  # ... and averaged, no record yet
-    scores.update({"source": -0.2, "unet_semi2i.pt": -0.5})
+    scores.update({"source": [-0.2], "unet_semi2i.pt": [-0.5]})
     guard(run, ["semi2i"])
     assert calls == ["unet_semi2i.pt"] and (tmp_path / "guard" / "semi2i.json").exists()
     published = load_checkpoint(run.unet_path("semi2i"))
@@ -120,16 +131,42 @@ def test_a_guard_interrupted_after_the_average_scores_and_averages_the_kept_fine
     assert torch.allclose(published["model"][key], (semi2i["model"][key] + source["model"][key]) / 2)
 
 
+def test_a_lead_within_the_draws_noise_is_no_lead(tmp_path, scored):
+    """Draws of the mild Dubai pair, seed 1 (docs/label-free-selection.md): SemI2I's fine-tune leads the source
+    U-net in draw 0 (-0.4382 vs -0.4403), which was all the guard compared before 2026-12-06, but not over the
+    five draws; ColorMapGAN's leads in all five."""
+    source = [-0.440288, -0.25404, -0.104322, -0.321729, -0.422729]
+    semi2i = [-0.438171, -0.273616, -0.271216, -0.357694, -0.155525]
+    colormapgan = [-0.136847, -0.0164647, -0.0163971, -0.0241292, -0.0242343]
+    assert finetune_guard.lead_p_value(semi2i, source) > 0.4  # mean lead 0.009 against a draw-to-draw sd of 0.16
+    assert finetune_guard.lead_p_value(colormapgan, source) < 0.01
+    assert finetune_guard.lead_p_value([0.5, 0.75], [0.25, 0.5]) == 0.0  # the same lead in every draw: certain
+    assert finetune_guard.lead_p_value([0.25, 0.5], [0.25, 0.5]) == 1.0  # a tie is no lead
+    assert finetune_guard.lead_p_value([0.1], [0.2]) == 1.0 and finetune_guard.lead_p_value([0.3], [0.2]) == 0.0
+    scores, _ = scored
+    run = _Run(tmp_path, ["semi2i", "colormapgan"])
+    _checkpoint(run.unet_path("source_only"), 0)
+    _checkpoint(run.unet_path("semi2i"), 1)
+    _checkpoint(run.unet_path("colormapgan"), 2)
+    scores.update({"source": source, "unet_semi2i.pt": semi2i, "unet_colormapgan.pt": colormapgan})
+    records = guard(run, ["semi2i", "colormapgan"])
+    assert records["semi2i"]["weight_average"] == 0.5 and records["colormapgan"]["weight_average"] is None
+    assert records["semi2i"]["draws_fine_tuned"] == semi2i and records["semi2i"]["draws_source_only"] == source
+
+
 def test_a_new_fine_tune_forgets_the_old_decision_and_an_interrupted_one_is_not_trained_again(tmp_path):
     run = _Run(tmp_path, ["semi2i"])
     kept, record = tmp_path / "guard" / "unet_semi2i.pt", tmp_path / "guard" / "semi2i.json"
+    score = tmp_path / "label_free" / "semi2i.json"
+    score.parent.mkdir()
+    score.write_text("{}")
     assert prepare_fine_tune(run, "semi2i")  # nothing yet: train it
     kept.parent.mkdir()
     kept.write_bytes(b"fine-tune moved aside")
     assert not prepare_fine_tune(run, "semi2i") and kept.exists()  # the guard stopped before its record: it finishes
     record.write_text("{}")
     assert prepare_fine_tune(run, "semi2i")  # unet_semi2i.pt deleted after a finished decision: decided anew
-    assert not kept.exists() and not record.exists()
+    assert not kept.exists() and not record.exists() and not score.exists()  # and scored anew
 
 
 def test_report_md_names_the_averaged_methods():

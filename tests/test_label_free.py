@@ -13,7 +13,8 @@ import yaml
 
 from conftest import write_raster
 from semi2i.data.ingest import ingest_city
-from semi2i.domain_distance import feature_distances, frechet, sample_patches
+from semi2i.data.normalize import BandStats
+from semi2i.domain_distance import feature_distances, frechet, sample_patches, store_distance
 from semi2i.models.unet import UNet
 from semi2i.report_table import label_free_pick, report_markdown
 
@@ -67,6 +68,28 @@ def test_patches_are_reproducible_and_avoid_nodata(tmp_path):
     assert np.array_equal(patches, sample_patches(store, 32, count=6, seed=3))
     with pytest.raises(ValueError, match="a.zarr: no raster is 128 px"):
         sample_patches(store, 128)
+
+
+def test_draws_are_the_one_draw_scores_at_later_seeds_and_the_score_is_their_mean(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, gain in (("src", 1.0), ("tgt", 0.6)):
+        image = np.clip(rng.normal(120, 40, size=(3, 96, 96)).cumsum(axis=2) / 6 * gain, 1, 255).astype(np.uint8)
+        write_raster(tmp_path / name / "a.tif", image, nodata=0)
+    source = ingest_city(str(tmp_path / "src" / "*.tif"), tmp_path / "src.zarr", name="src", nodata=0, min_size=32)
+    target = ingest_city(str(tmp_path / "tgt" / "*.tif"), tmp_path / "tgt.zarr", name="tgt", nodata=0, min_size=32)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "unet.pt"
+    torch.save({"model": UNet(3, 2, 4, 2).state_dict(), "in_bands": 3, "num_classes": 2, "class_names": ["a", "b"],
+                "ignore_index": 255, "unet": {"base_width": 4, "depth": 2, "patch_size": 32},
+                "stats": BandStats.from_pixels(rng.uniform(0, 255, (3, 1000))).to_attrs()}, checkpoint)
+
+    three = store_distance(checkpoint, source.path, target.path, count=6, seed=4, draws=3)
+    one = [store_distance(checkpoint, source.path, target.path, count=6, seed=seed) for seed in (4, 6, 8)]
+    assert three["draws"] == [o["label_free"] for o in one] and all(o["draws"] == [o["label_free"]] for o in one)
+    assert len(set(three["draws"])) == 3  # other places, other scores
+    assert three["label_free"] == pytest.approx(np.mean(three["draws"]), rel=1e-5)
+    for level in ("deep", "mid", "pixel"):
+        assert three["distance"][level] == pytest.approx(np.mean([o["distance"][level] for o in one]), rel=1e-5)
 
 
 def test_unlabelled_report_table_and_pick():

@@ -33,6 +33,10 @@ import torch
 #: patches sampled per side (training imagery, target): 48 of 128 px give the deepest level of the quick
 #: profile's U-net (depth 4) 3072 vectors of 256 channels, enough for a stable covariance
 PATCHES = 48
+#: independent draws of the patches in an adapt run's score (the score is their mean; the fine-tune guard tests
+#: their paired differences): on the Dubai pairs one draw's score moved by up to 0.4 between draws while the
+#: methods it must separate lay 0.02-0.3 apart (docs/label-free-selection.md, "How much of the score is the draw")
+DRAWS = 5
 #: a sampled patch is drawn again when more than this share of its pixels are nodata
 MAX_NODATA = 0.1
 #: the level of the score (the others are reported beside it)
@@ -113,9 +117,12 @@ def sample_labelled_patches(store, size: int, count: int = PATCHES, seed: int = 
 
 
 def store_distance(checkpoint: str | Path, training_store: str | Path, target_store: str | Path, *,
-                   count: int = PATCHES, seed: int = 0, device: str = "cpu") -> dict:
-    """``{"label_free": −deep distance, "distance": {deep, mid, pixel}}`` of the U-net in ``checkpoint``,
-    trained on the imagery of ``training_store``, on the city of ``target_store`` (paths of city stores)."""
+                   count: int = PATCHES, seed: int = 0, draws: int = 1, device: str = "cpu") -> dict:
+    """``{"label_free": −deep distance, "distance": {deep, mid, pixel}, "draws": [−deep distance of each draw]}``
+    of the U-net in ``checkpoint``, trained on the imagery of ``training_store``, on the city of ``target_store``
+    (paths of city stores); with several ``draws``, each level's distance is the mean over the draws. Draw ``k``
+    samples the training imagery with seed ``seed + 2k`` and the target with ``seed + 2k + 1``, so draw 0 is the
+    one-draw score and every U-net of a run is scored on the same places."""
     from semi2i.data.store import CityStore
     from semi2i.segment import SegmentationModel
 
@@ -125,6 +132,8 @@ def store_distance(checkpoint: str | Path, training_store: str | Path, target_st
         if store.num_bands != model.in_bands:
             raise ValueError(f"{store.path}: {store.num_bands} bands, the U-net {checkpoint} takes {model.in_bands}")
     size = model.patch_size
-    distances = feature_distances(model.model, sample_patches(training, size, count, seed),
-                                  sample_patches(target, size, count, seed + 1), model.stats.zscore, model.device)
-    return {"label_free": -distances[SCORE_LEVEL], "distance": distances}
+    each = [feature_distances(model.model, sample_patches(training, size, count, seed + 2 * k),
+                              sample_patches(target, size, count, seed + 2 * k + 1), model.stats.zscore, model.device)
+            for k in range(draws)]
+    distances = {level: float(f"{np.mean([d[level] for d in each]):.6g}") for level in each[0]}
+    return {"label_free": -distances[SCORE_LEVEL], "distance": distances, "draws": [-d[SCORE_LEVEL] for d in each]}

@@ -7,11 +7,15 @@ fine-tune can only teach the U-net a wrong appearance: on the mild Dubai pair th
 source U-net they started from in 23 of 24 cases (4 methods, the six runs of stops 50-53). The label-free score
 (:mod:`semi2i.domain_distance`: the Fréchet distance between a U-net's training imagery and the target in its
 own deepest features) sees exactly that comparison without target labels, so the guard asks it: when the
-source U-net scores higher than the method's fine-tuned U-net, the method maps with the average of the two
+method's fine-tuned U-net does not score *clearly* higher than the source U-net, the method maps with the average of the two
 U-nets' weights instead (WiSE-FT, Wortsman et al., CVPR 2022: the weight-space average of a model before and
 after fine-tuning keeps much of the fine-tune's gain and of the original's robustness; 0.5 is their choice
-when no labelled target data can set the mix). Where the score rates the fine-tune higher (every SemI2I run of
-the main and reverse pairs), nothing changes. The signal is not a law: on a control pair with no sensor shift
+when no labelled target data can set the mix). "Clearly": the score is the mean over draws of random patches
+(:data:`semi2i.domain_distance.DRAWS`), and one draw's score moves between draws by as much as the gaps the guard
+must judge (docs/label-free-selection.md, "How much of the score is the draw"); so the fine-tune is kept only when
+it leads the source U-net in a one-sided paired t-test over the draws (both U-nets are scored on the same places)
+at :data:`SIGNIFICANCE`: the burden of proof is on the change, as "do no harm" asks. Where the fine-tune leads by
+far (every SemI2I run of the main and reverse pairs), nothing changes. The signal is not a law: on a control pair with no sensor shift
 (jobs/configs/dubai-bright-control.yaml) it rated a SemI2I fine-tune that lost 5.7 mIoU to source-only the closest
 to the target (docs/adaptation-study.md, "Do no harm").
 
@@ -30,7 +34,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
+from scipy.stats import ttest_1samp
 
 from semi2i import placement
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: the fine-tuned weights' share of the average (WiSE-FT's mixing coefficient without target labels)
 FINE_TUNED_SHARE = 0.5
+#: the one-sided p-value below which the fine-tune's lead over the source U-net counts (the conventional 5 %)
+SIGNIFICANCE = 0.05
 #: the methods a guard never touches: nothing fine-tuned from the source U-net
 UNGUARDED = ("source_only", "target_oracle")
 #: the two lanes guard at once: one of them scores the source U-net (label_free/source_only.json), the other reads it
@@ -62,10 +70,20 @@ def average_weights(source: dict, fine_tuned: dict, share: float = FINE_TUNED_SH
     return {**{k: v for k, v in fine_tuned.items() if k != "optimizer"}, "model": model, "weight_average": share}
 
 
+def lead_p_value(fine_tuned: Sequence[float], source: Sequence[float]) -> float:
+    """One-sided p-value of the paired t-test that the fine-tune's score exceeds the source U-net's, draw by draw
+    (the same places in both); draws that all differ by the same amount give 0 for a lead, 1 otherwise."""
+    lead = np.subtract(fine_tuned, source, dtype=float)
+    if len(lead) < 2 or np.ptp(lead) == 0:
+        return 0.0 if lead.mean() > 0 else 1.0
+    return float(ttest_1samp(lead, 0.0, alternative="greater").pvalue)
+
+
 def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     """Decide, for each fine-tuned method of ``methods`` (fine-tuned from the source U-net: the two cities have
     the same bands), whether it maps with its fine-tuned U-net or the average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each
-    decision is taken once: a resumed run reads it, and a fine-tuned U-net moved aside is found there."""
+    decision is taken once: a resumed run reads it (also one taken before 2026-12-06 by comparing one draw's
+    scores: its maps were made with it), and a fine-tuned U-net moved aside is found there."""
     todo: dict[str, tuple[str, str]] = {}
     records: dict[str, dict] = {}
     for method in methods:
@@ -83,19 +101,23 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     if not todo:
         return records
     with _SOURCE_SCORE:
-        source_score = score_methods(run, ["source_only"])["source_only"]["label_free"]
+        source = score_methods(run, ["source_only"])["source_only"]
     score = functools.partial(score_unet, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
     results = placement.run_each(score, list(todo.values()), stage="finetune_guard", num_gpus=1 if run.cfg.gpu else 0)
     for method, result in zip(todo, results):
-        averaged = result["label_free"] < source_score
-        record = {"label_free_fine_tuned": result["label_free"], "label_free_source_only": source_score,
-                  "weight_average": FINE_TUNED_SHARE if averaged else None,
-                  "rule": "average with the source U-net when the source U-net's label-free score is higher"}
+        p_value = lead_p_value(result["draws"], source["draws"])
+        averaged = not p_value < SIGNIFICANCE
+        record = {"label_free_fine_tuned": result["label_free"], "label_free_source_only": source["label_free"],
+                  "weight_average": FINE_TUNED_SHARE if averaged else None, "p_value": round(p_value, 4),
+                  "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
+                  "rule": f"keep the fine-tune when its label-free lead over the source U-net is significant "
+                          f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else average with it"}
+        write_text(run.path("label_free", f"{method}.json"), json.dumps(result, indent=1))  # the report's score: not again
         if averaged:
             _average(run, method)
         write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
-        log.info("finetune guard: %s %s (label-free %.4f, source-only %.4f)", method,
-                 "maps with the weight average" if averaged else "kept", result["label_free"], source_score)
+        log.info("finetune guard: %s %s (label-free %.4f, source-only %.4f, p %.3f)", method,
+                 "maps with the weight average" if averaged else "kept", result["label_free"], source["label_free"], p_value)
         records[method] = record
     return records
 
@@ -112,11 +134,13 @@ def guard_record(run: "AdaptRun", method: str) -> dict | None:
 def prepare_fine_tune(run: "AdaptRun", method: str) -> bool:
     """Whether ``method``'s fine-tune must be trained (its ``unet_<method>.pt`` being absent): not when the guard
     had moved the finished fine-tune aside and stopped before publishing the average (the guard finishes it);
-    otherwise yes, and an older decision on this method is forgotten, as it was taken on another fine-tune."""
+    otherwise yes, and an older decision on this method and its label-free score are forgotten, as they were
+    taken on another fine-tune."""
     record, kept = run.path("guard", f"{method}.json"), run.path("guard", f"unet_{method}.pt")
     if kept.exists() and not record.exists():
         return False
     record.unlink(missing_ok=True)
+    run.path("label_free", f"{method}.json").unlink(missing_ok=True)
     kept.unlink(missing_ok=True)
     return True
 

@@ -1,7 +1,8 @@
 """Each method's label-free score in an adapt run (:mod:`semi2i.domain_distance`), kept in
 ``label_free/<method>.json`` and reported as ``methods[m]["label_free"]`` in report.json.
 
-The score of a method is that of its U-net on the target, against the imagery it was trained on: the
+The score of a method is that of its U-net on the target, against the imagery it was trained on (the mean over
+:data:`~semi2i.domain_distance.DRAWS` draws of random patches, each draw's kept beside it): the
 source for ``source_only``, the method's stylized source for the stylizing methods (their fine-tune's, where
 the fine-tune guard maps with an average: :func:`scored_unet`), the target itself for ``target_oracle`` (whose
 score is then only sampling noise: it saw the target's labels). It needs no target labels, so a run on an unlabelled city reports it too. With several SemI2I seeds, ``semi2i`` (the
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from semi2i import placement
+from semi2i.domain_distance import DRAWS
 from semi2i.locations import write_text
 
 if TYPE_CHECKING:
@@ -54,8 +56,8 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     out = {}
     for method in [*methods, *([chosen] if chosen and chosen not in methods else [])]:
         path = run.path("label_free", f"{method}.json")
-        if path.exists():
-            out[method] = json.loads(path.read_text())
+        if path.exists() and is_current(kept := json.loads(path.read_text())):
+            out[method] = kept
         elif method == "semi2i" and chosen:
             continue  # the chosen seed's published under SemI2I's name: its score, below
         elif run.not_applicable(method) is None and (unet := scored_unet(run, method)) and (training := training_store(run, method)):
@@ -72,9 +74,17 @@ def score_methods(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     return {m: out[m] for m in methods if m in out}
 
 
+def is_current(score: dict) -> bool:
+    """Whether a kept score was computed as this version scores (one per draw of :data:`DRAWS`): a run folder
+    begun before 2026-12-06 kept a one-draw score, which a resumed run computes again rather than mix with these."""
+    return len(score.get("draws", ())) == DRAWS
+
+
 def score_unet(paths: tuple[str, str], target: str, device: str) -> dict:
-    """One piece: the label-free score of the U-net ``paths[0]`` trained on the store ``paths[1]``."""
+    """One piece: the label-free score of the U-net ``paths[0]`` trained on the store ``paths[1]``, the mean of
+    :data:`~semi2i.domain_distance.DRAWS` draws of patches (each draw's score kept under ``draws``)."""
     from semi2i.domain_distance import store_distance
 
     checkpoint, training = paths
-    return {"checkpoint": checkpoint, "training_imagery": training, **store_distance(checkpoint, training, target, device=device)}
+    return {"checkpoint": checkpoint, "training_imagery": training,
+            **store_distance(checkpoint, training, target, draws=DRAWS, device=device)}
