@@ -175,6 +175,6 @@ def test_report_md_names_the_averaged_methods():
               "methods": {"source_only": row, "semi2i": row, "colormapgan": row},
               "finetune_guard": {"semi2i": {"weight_average": 0.5}, "colormapgan": {"weight_average": None}}}
     text = report_markdown(report)
-    assert "source U-net higher than the fine-tune (unet.finetune_guard): semi2i." in text
+    assert "clearly above the source U-net (unet.finetune_guard): semi2i." in text
     report["finetune_guard"]["semi2i"]["weight_average"] = None
     assert "finetune_guard" not in report_markdown(report)

@@ -26,8 +26,9 @@ STYLE_PATHS = ("normalised", "carried")
 #: Learning-rate schedules a U-net training or fine-tune may use (``UNetTrainConfig.train_lr_schedule`` and
 #: ``finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
-#: What a fine-tune does when the label-free score rates the source U-net above it (``UNetTrainConfig.
-#: finetune_guard``; semi2i.finetune_guard): nothing (the paper), or map with the two U-nets' weight average.
+#: What a fine-tune does when the label-free score does not rate it clearly above the source U-net
+#: (``UNetTrainConfig.finetune_guard``; semi2i.finetune_guard): nothing (the paper), or map with the two U-nets'
+#: weight average.
 FINETUNE_GUARDS = ("off", "weight_average")
 #: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
 SEMI2I_LR_SCHEDULES = ("epoch", "step")
@@ -198,7 +199,8 @@ class UNetTrainConfig:
     # cross-entropy, the paper; 1: every class weighs the same in the loss; semi2i.training.class_balance)
     class_balance: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1], got {v}")] = 0.0
     # Do no harm (semi2i.finetune_guard): "weight_average" maps with the average of the fine-tuned and the
-    # source U-net's weights wherever the label-free score rates the source U-net higher; "off": the paper
+    # source U-net's weights unless the label-free score rates the fine-tune significantly higher (a paired
+    # t-test over its draws); "off": the paper
     finetune_guard: Annotated[Str, one_of(FINETUNE_GUARDS)] = "off"
 
 

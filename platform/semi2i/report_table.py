@@ -48,7 +48,7 @@ def report_markdown(report: dict) -> str:
     averaged = [name for name, decision in report.get("finetune_guard", {}).items() if decision["weight_average"]]
     if averaged:
         lines += ["", "Mapped with the average of the fine-tuned and the source U-net's weights, as the label-free score "
-                  "rated the source U-net higher than the fine-tune (unet.finetune_guard): " + ", ".join(averaged) + "."]
+                  "did not rate the fine-tune clearly above the source U-net (unet.finetune_guard): " + ", ".join(averaged) + "."]
     return "\n".join(lines) + "\n"
 
 
