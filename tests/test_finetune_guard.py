@@ -154,6 +154,32 @@ def test_a_lead_within_the_draws_noise_is_no_lead(tmp_path, scored):
     assert records["semi2i"]["draws_fine_tuned"] == semi2i and records["semi2i"]["draws_source_only"] == source
 
 
+def test_a_kept_score_of_one_draw_is_scored_again_and_one_of_five_is_read(tmp_path, monkeypatch):
+    """A run folder begun before 2026-12-06 kept one-draw scores: a resumed run scores them again (five draws),
+    rather than rank a one-draw score beside five-draw ones; a current score is read, not recomputed."""
+    from semi2i import label_free
+
+    run = _Run(tmp_path, ["semi2i", "colormapgan"])
+    for method in ("source_only", "semi2i", "colormapgan"):
+        _checkpoint(run.unet_path(method), 0)
+    (tmp_path / "stores" / "source.zarr").mkdir(parents=True)
+    (tmp_path / "label_free").mkdir()
+    (tmp_path / "label_free" / "semi2i.json").write_text(json.dumps({"label_free": -0.4}))  # before: one draw
+    (tmp_path / "label_free" / "colormapgan.json").write_text(json.dumps(_score([-0.1] * 5)))
+    calls = []
+
+    def score_unet(paths, target, device):
+        calls.append(Path(paths[0]).name)
+        return _score([-0.3, -0.2, -0.1, -0.2, -0.2])
+
+    monkeypatch.setattr(label_free, "score_unet", score_unet)
+    monkeypatch.setattr(label_free.placement, "run_each", lambda fn, items, **kw: [fn(i) for i in items])
+    out = label_free.score_methods(run, ["source_only", "semi2i", "colormapgan"])
+    assert sorted(calls) == ["unet_semi2i.pt", "unet_source.pt"]
+    assert out["semi2i"]["label_free"] == pytest.approx(-0.2) and out["colormapgan"]["label_free"] == pytest.approx(-0.1)
+    assert json.loads((tmp_path / "label_free" / "semi2i.json").read_text())["draws"] == [-0.3, -0.2, -0.1, -0.2, -0.2]
+
+
 def test_a_new_fine_tune_forgets_the_old_decision_and_an_interrupted_one_is_not_trained_again(tmp_path):
     run = _Run(tmp_path, ["semi2i"])
     kept, record = tmp_path / "guard" / "unet_semi2i.pt", tmp_path / "guard" / "semi2i.json"
