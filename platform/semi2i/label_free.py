@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from semi2i import placement
-from semi2i.domain_distance import DRAWS
+from semi2i.domain_distance import DRAWS, store_distance
 from semi2i.locations import write_text
 
 if TYPE_CHECKING:
@@ -83,8 +83,6 @@ def is_current(score: dict) -> bool:
 def score_unet(paths: tuple[str, str], target: str, device: str) -> dict:
     """One piece: the label-free score of the U-net ``paths[0]`` trained on the store ``paths[1]``, the mean of
     :data:`~semi2i.domain_distance.DRAWS` draws of patches (each draw's score kept under ``draws``)."""
-    from semi2i.domain_distance import store_distance
-
     checkpoint, training = paths
     return {"checkpoint": checkpoint, "training_imagery": training,
             **store_distance(checkpoint, training, target, draws=DRAWS, device=device)}
