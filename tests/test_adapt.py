@@ -19,6 +19,7 @@ from PIL import Image
 from conftest import REPO, ran_off_the_driver
 from semi2i.checkpoints import load_checkpoint
 from semi2i.config import ConfigError
+from semi2i.finetune_guard import SIGNIFICANCE, lead_p_value
 from semi2i.adapt_config import load_adapt_config
 from semi2i.metrics import scores
 from semi2i.pipeline import AdaptRun
@@ -77,8 +78,12 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     assert set(report["finetune_guard"]) == set(report["methods"]) - {"source_only", "target_oracle"}
     for name, decision in report["finetune_guard"].items():
         assert decision["label_free_source_only"] == report["methods"]["source_only"]["label_free"]
-        assert decision["label_free_fine_tuned"] <= 0 and (decision["weight_average"] == 0.5) == (
-            decision["label_free_fine_tuned"] < decision["label_free_source_only"])
+        # averaged unless the fine-tune's lead over the five draws is significant (a paired t-test)
+        assert decision["draws_source_only"] == json.loads((tmp_path / "run" / "label_free" / "source_only.json").read_text())["draws"]
+        p_value = lead_p_value(decision["draws_fine_tuned"], decision["draws_source_only"])
+        assert decision["p_value"] == round(p_value, 4) and len(decision["draws_fine_tuned"]) == 5
+        assert decision["label_free_fine_tuned"] <= 0 and (decision["weight_average"] == 0.5) == (p_value >= SIGNIFICANCE)
+        assert decision["label_free_fine_tuned"] == pytest.approx(np.mean(decision["draws_fine_tuned"]), rel=1e-5, abs=1e-6)
         kept = tmp_path / "run" / "guard" / f"unet_{name}.pt"
         assert kept.exists() == (decision["weight_average"] is not None)
         # the method's label-free score is its fine-tune's, averaged or not (semi2i.label_free.scored_unet)

@@ -97,6 +97,9 @@ def test_guard_averages_where_the_source_unet_scores_higher_and_decides_once(tmp
     assert records["colormapgan"]["p_value"] == pytest.approx(0.0371, abs=1e-4)
     # the guard's scores are the report's: written where score_methods keeps them
     assert json.loads((tmp_path / "label_free" / "colormapgan.json").read_text())["draws"] == [-0.1, -0.15, -0.05]
+    # each names the U-net it scored where it now is: an averaged method's fine-tune, moved aside
+    assert json.loads((tmp_path / "label_free" / "semi2i.json").read_text())["checkpoint"] == str(tmp_path / "guard" / "unet_semi2i.pt")
+    assert json.loads((tmp_path / "label_free" / "colormapgan.json").read_text())["checkpoint"] == str(run.unet_path("colormapgan"))
     assert json.loads((tmp_path / "guard" / "semi2i.json").read_text()) == records["semi2i"] == guard_record(run, "semi2i")
     # semi2i maps with the midpoint of its fine-tune and the source U-net; its fine-tune is kept aside, unchanged
     published, kept = load_checkpoint(run.unet_path("semi2i")), load_checkpoint(tmp_path / "guard" / "unet_semi2i.pt")

@@ -112,9 +112,10 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
                   "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
                   "rule": f"keep the fine-tune when its label-free lead over the source U-net is significant "
                           f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else average with it"}
-        write_text(run.path("label_free", f"{method}.json"), json.dumps(result, indent=1))  # the report's score: not again
         if averaged:
             _average(run, method)
+        # the report's score, not computed again; its U-net named where it now is (moved aside when averaged)
+        write_text(run.path("label_free", f"{method}.json"), json.dumps({**result, "checkpoint": str(scored_unet(run, method))}, indent=1))
         write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
         log.info("finetune guard: %s %s (label-free %.4f, source-only %.4f, p %.3f)", method,
                  "maps with the weight average" if averaged else "kept", result["label_free"], source["label_free"], p_value)
