@@ -8,7 +8,9 @@ decision needs: each method's fine-tuned U-net, the source U-net and both label-
 averages the two U-nets as the guard does, maps the target as adapt does and scores it. A run made with the
 guard already holds the averages: there the kept fine-tune (``guard/unet_<method>.pt``) is mapped instead, so
 every row has both.
-Results: ``<out>/results.jsonl``, one line per (run, method); a re-run skips what is there.
+Results: ``<out>/results.jsonl``, one line per (run, method); a re-run skips what is there. Its ``guard_averages``
+is the rule as it was until 2026-12-06 (report.json's scores compared); the test over draws that replaced it is
+set beside it by ``study_score_samples.py --guard``.
 
     python studies/study_finetune_guard.py --runs runs/s53/mild-cb-s0 runs/s53/mild-cb-s1 runs/s53/mild-cb-s2 \\
         --out runs/guard
