@@ -34,13 +34,18 @@ def candidate_scores(rows: list[dict]) -> dict[str, np.ndarray]:
             "bound": distance - (1 - bacc), "borda": (rankdata(distance) + rankdata(bacc)) / 2}
 
 
+def pick_of(miou: np.ndarray, score: np.ndarray) -> int:
+    """The index a score picks: its highest; a tie counts against it (the worst mIoU of the tied)."""
+    top = np.flatnonzero(score == score.max())
+    return int(top[np.argmin(miou[top])])
+
+
 def run_table(rows: list[dict]) -> dict[str, dict]:
     """{candidate: {"rho", "pick", "loss"}} for one run's rows."""
     miou = np.array([r["miou"] for r in rows], float)
     out = {}
     for name, score in candidate_scores(rows).items():
-        top = np.flatnonzero(score == score.max())
-        pick = top[np.argmin(miou[top])]  # a tie counts against the candidate
+        pick = pick_of(miou, score)
         out[name] = {"rho": float(spearmanr(miou, score).statistic), "pick": rows[pick]["method"],
                      "loss": float(miou.max() - miou[pick])}
     return out

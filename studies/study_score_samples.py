@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from finished_runs import written_rows
+from fit_score_table import pick_of
 from semi2i.domain_distance import store_distance
 
 log = logging.getLogger("study_score_samples")
@@ -54,8 +55,7 @@ def scored_paths(run: Path, method: str) -> tuple[Path, Path] | None:
 
 def rho_and_loss(miou: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     """Spearman ρ of ``score`` with ``miou`` and the pick loss (best mIoU − mIoU of the top score; ties: the worst)."""
-    top = np.flatnonzero(score == score.max())
-    return float(spearmanr(miou, score).statistic), float(miou.max() - miou[top].min())
+    return float(spearmanr(miou, score).statistic), float(miou.max() - miou[pick_of(miou, score)])
 
 
 def table(paths: list[Path]) -> None:
