@@ -106,10 +106,45 @@ def guard_table(paths: list[Path], guard_rows: list[Path]) -> None:
               f"{g['miou_source_only']:.2f} |")
 
 
+def trust_table(paths: list[Path], guard_rows: list[Path]) -> None:
+    """Per run: how the report's scores rank the methods as the guard of 2026-12-06 maps them (its test over the
+    five draws), with an averaged method scored as its fine-tune (until 2026-12-06) and, as the report now scores
+    it, no higher than the source U-net (:func:`semi2i.finetune_guard.trusted_score`)."""
+    from semi2i.finetune_guard import SIGNIFICANCE, lead_p_value, trusted_score
+
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    draws = {}
+    for r in rows:
+        if r["count"] == 48 and r["seed"] in (0, 2, 4, 6, 8):
+            draws.setdefault((r["run"], r["method"]), {})[r["seed"]] = r["label_free"]
+    mapped = [json.loads(line) for path in guard_rows for line in path.read_text().splitlines() if line.strip()]
+    print("| run | methods averaged | ρ, fine-tune's score | pick loss | ρ, capped at the source U-net's | pick loss | "
+          "pick, capped |")
+    print("|---|---|---|---|---|---|---|")
+    for run in dict.fromkeys(g["run"] for g in mapped):
+        source = [v for _, v in sorted(draws[run, "source_only"].items())]
+        names, miou, plain, capped, averaged = ["source_only"], [], [np.mean(source)], [np.mean(source)], []
+        for g in (g for g in mapped if g["run"] == run):
+            fine = [v for _, v in sorted(draws[run, g["method"]].items())]
+            average = not lead_p_value(fine, source) < SIGNIFICANCE
+            names.append(g["method"])
+            miou.append(g["miou_average"] if average else g["miou_fine_tuned"])
+            plain.append(np.mean(fine))
+            capped.append(trusted_score(np.mean(fine), np.mean(source), average))
+            averaged += [g["method"]] if average else []
+        miou = np.array([g["miou_source_only"]] + miou)
+        rho, loss = rho_and_loss(miou, np.array(plain))
+        rho_c, loss_c = rho_and_loss(miou, np.array(capped))
+        pick = names[pick_of(miou, np.array(capped))]
+        print(f"| {Path(run).name} | {', '.join(averaged) or '-'} | {rho:.2f} | {loss:.2f} | {rho_c:.2f} | {loss_c:.2f} | "
+              f"{pick} ({miou[names.index(pick)]:.2f}) |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", nargs="+", type=Path, help="print the table of these rows and stop")
     p.add_argument("--guard", nargs="+", type=Path, help="print the guard's table of these rows and stop")
+    p.add_argument("--trust", nargs="+", type=Path, help="print the report's ranking as the guard maps (with --guard-rows)")
     p.add_argument("--guard-rows", nargs="+", type=Path, default=[], help="study_finetune_guard.py --all rows")
     p.add_argument("--runs", nargs="+", type=Path, help="finished adapt run folders")
     p.add_argument("--counts", nargs="+", type=int, default=[48], help="patches per side")
@@ -120,6 +155,8 @@ def main() -> None:
         return table(args.table)
     if args.guard:
         return guard_table(args.guard, args.guard_rows)
+    if args.trust:
+        return trust_table(args.trust, args.guard_rows)
     if not args.runs or not args.out:
         p.error("--runs and --out, or --table")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

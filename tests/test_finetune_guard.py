@@ -1,6 +1,6 @@
 """The do-no-harm guard (semi2i.finetune_guard): the weight average by hand, the decision follows the two
 label-free scores, a decision is taken once (a resumed run neither averages twice nor averages the average),
-and report.md names the averaged methods."""
+report.md names the averaged methods, and the report scores an averaged method no higher than the source U-net."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 
 from semi2i import finetune_guard
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
-from semi2i.finetune_guard import average_weights, guard, guard_record, prepare_fine_tune
+from semi2i.adapt_report import reported_score
+from semi2i.finetune_guard import average_weights, guard, guard_record, prepare_fine_tune, trusted_score
 from semi2i.models.unet import UNet
 from semi2i.report_table import report_markdown
 
@@ -204,6 +205,22 @@ def test_report_md_names_the_averaged_methods():
               "methods": {"source_only": row, "semi2i": row, "colormapgan": row},
               "finetune_guard": {"semi2i": {"weight_average": 0.5}, "colormapgan": {"weight_average": None}}}
     text = report_markdown(report)
-    assert "clearly above the source U-net (unet.finetune_guard): semi2i." in text
+    assert "clearly above the source U-net (unet.finetune_guard; their label-free score is capped at the source U-net's): semi2i." in text
     report["finetune_guard"]["semi2i"]["weight_average"] = None
     assert "finetune_guard" not in report_markdown(report)
+
+
+def test_an_averaged_method_is_reported_no_higher_than_the_source_unet(tmp_path):
+    assert trusted_score(-0.1, -0.3, averaged=True) == -0.3  # a lead the guard did not find clear
+    assert trusted_score(-0.5, -0.3, averaged=True) == -0.5  # behind: its own
+    assert trusted_score(-0.1, -0.3, averaged=False) == -0.1  # kept: its lead stands
+    run = _Run(tmp_path, [])
+    (tmp_path / "guard").mkdir()
+    for method, share in (("semi2i", 0.5), ("colormapgan", None), ("gray_world", 0.5)):
+        (tmp_path / "guard" / f"{method}.json").write_text(json.dumps({"weight_average": share, "label_free_source_only": -0.4}))
+    scores = {"source_only": {"label_free": -0.3}, "semi2i": {"label_free": -0.1}, "colormapgan": {"label_free": -0.2},
+              "gray_world": {"label_free": -0.6}, "histogram_matching": {"label_free": -0.05}}  # hist.: not guarded
+    assert {m: reported_score(run, m, scores) for m in scores} == {
+        "source_only": -0.3, "semi2i": -0.3, "colormapgan": -0.2, "gray_world": -0.6, "histogram_matching": -0.05}
+    # without a source-only row (a config that leaves it out): the source U-net's score the guard decided on
+    assert reported_score(run, "semi2i", {"semi2i": {"label_free": -0.1}}) == -0.4

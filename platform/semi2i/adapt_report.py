@@ -7,7 +7,8 @@ report with ``label_free`` alone in each method's row. With several SemI2I seeds
 (``semi2i.seeds``) every seed has its row ``semi2i_seed<k>``, ``semi2i`` is the one chosen without
 labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`). With ``unet.finetune_guard``,
 ``finetune_guard[m]`` (beside ``methods``) records whether the fine-tuned method ``m`` maps with its weight
-average with the source U-net and the two label-free scores that decided it (:mod:`semi2i.finetune_guard`).
+average with the source U-net and the two label-free scores that decided it (:mod:`semi2i.finetune_guard`); an
+averaged method's ``label_free`` is then its fine-tune's, capped at the source U-net's (since 2026-12-06).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from semi2i.finetune_guard import guard_record
+from semi2i.finetune_guard import guard_record, trusted_score
 
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
@@ -33,7 +34,7 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
         if why := run.not_applicable(method):
             rows[method] = {"not_applicable": why}
             continue
-        free = {"label_free": label_free[method]["label_free"]} if method in label_free else {}
+        free = {"label_free": reported_score(run, method, label_free)} if method in label_free else {}
         scores = run.path("scores", f"{method}.json")
         if not target.has_labels:
             if free:
@@ -67,6 +68,17 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
     if closed is not None:
         report["semi2i_gap_closed"] = closed
     return report
+
+
+def reported_score(run: "AdaptRun", method: str, label_free: Mapping[str, dict]) -> float:
+    """``methods[method]["label_free"]``: the method's score (``label_free/<method>.json``), capped at the source
+    U-net's where the fine-tune guard maps the method with a weight average (:func:`trusted_score`)."""
+    score = label_free[method]["label_free"]
+    record = guard_record(run, method)
+    if record is None or not record["weight_average"]:
+        return score
+    source = label_free["source_only"]["label_free"] if "source_only" in label_free else record["label_free_source_only"]
+    return trusted_score(score, source, averaged=True)
 
 
 #: mIoU points between source-only and the target oracle below which there is no gap to close: a share of it

@@ -79,6 +79,13 @@ def lead_p_value(fine_tuned: Sequence[float], source: Sequence[float]) -> float:
     return float(ttest_1samp(lead, 0.0, alternative="greater").pvalue)
 
 
+def trusted_score(fine_tuned: float, source: float, averaged: bool) -> float:
+    """The label-free score a report gives a method: its fine-tune's, but no higher than the source U-net's where
+    the guard averaged it. The guard found no clear lead there, so a lead in the mean is not evidence the report
+    may rank on (the weight average itself is no measure: :func:`semi2i.label_free.scored_unet`)."""
+    return min(fine_tuned, source) if averaged else fine_tuned
+
+
 def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
     """Decide, for each fine-tuned method of ``methods`` (fine-tuned from the source U-net: the two cities have
     the same bands), whether it maps with its fine-tuned U-net or the average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each

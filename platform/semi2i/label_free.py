@@ -40,7 +40,8 @@ def scored_unet(run: "AdaptRun", method: str) -> Path | None:
     (kept as ``guard/unet_<method>.pt``, :mod:`semi2i.finetune_guard`). An average of two U-nets' weights was
     trained on no imagery, and its own features are no measure: on the main Dubai pair the average of histogram
     matching's fine-tune (9.64 mIoU) scored -0.04, above every other method, ColorMapGAN's 41.22 included (-0.07).
-    So an averaged method is trusted as much as its fine-tune was, the lower of its two parents' scores."""
+    So an averaged method's file holds its fine-tune's score, and the report caps it at the source U-net's
+    (:func:`semi2i.finetune_guard.trusted_score`): it is trusted no more than the lower of its two parents."""
     for path in (run.path("guard", f"unet_{method}.pt"), run.unet_path(method)):
         if path.exists():
             return path

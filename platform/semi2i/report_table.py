@@ -48,7 +48,8 @@ def report_markdown(report: dict) -> str:
     averaged = [name for name, decision in report.get("finetune_guard", {}).items() if decision["weight_average"]]
     if averaged:
         lines += ["", "Mapped with the average of the fine-tuned and the source U-net's weights, as the label-free score "
-                  "did not rate the fine-tune clearly above the source U-net (unet.finetune_guard): " + ", ".join(averaged) + "."]
+                  "did not rate the fine-tune clearly above the source U-net (unet.finetune_guard; their label-free score is "
+                  "capped at the source U-net's): " + ", ".join(averaged) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -57,6 +58,7 @@ def pct(value: float | None) -> str:
 
 
 def label_free_pick(rows: dict[str, dict]) -> str | None:
-    """The method with the highest label-free score, the oracle left out (None: no scores)."""
+    """The method with the highest label-free score, the oracle left out (None: no scores); a tie goes to the
+    method listed first, source-only in a report (a guard-averaged method can tie with it: its score is capped)."""
     scored = {n: m["label_free"] for n, m in rows.items() if "label_free" in m and n != "target_oracle"}
     return max(scored, key=scored.get) if scored else None
