@@ -19,7 +19,12 @@ the score), the same for the mean over the draws, and how far the source U-net's
 scores move between draws (max − min). ``--guard`` sets the fine-tune guard's two rules side by side on the runs
 that ``study_finetune_guard.py --all`` mapped both ways (``--guard-rows``): before 2026-12-06 (average when draw
 0 rates the source U-net higher) and now (average unless the paired t-test over the five 48-patch draws, seeds
-0, 2, …, 8, finds a lead at p < 0.05), with the mIoU each rule maps the method at.
+0, 2, …, 8, finds a lead at p < 0.05), with the mIoU each rule maps the method at. ``--trust`` ranks each of those
+runs' methods as the test over draws maps them, by the fine-tune's score and by the report's (capped at the source
+U-net's for an averaged method, since 2026-12-06):
+
+    python studies/study_score_samples.py --trust docs/results/score-samples-2026-12-06.jsonl \
+        --guard-rows docs/results/finetune-guard-all-2026-12-06.jsonl docs/results/finetune-guard-demo-2026-12-06.jsonl
 """
 
 from __future__ import annotations
