@@ -64,7 +64,7 @@ def rho_and_loss(miou: np.ndarray, score: np.ndarray) -> tuple[float, float]:
 
 
 def table(paths: list[Path]) -> None:
-    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    rows = _lines(paths)
     print("| run | patches | draws | ρ per draw | pick loss per draw | ρ, mean of draws | pick loss, mean of draws | "
           "spread between draws: source-only / SemI2I / ColorMapGAN |")
     print("|---|---|---|---|---|---|---|---|")
@@ -86,15 +86,23 @@ def table(paths: list[Path]) -> None:
                   f"{' / '.join(f'{e[1]:.2f}' for e in each)} | {rho:.2f} | {loss:.2f} | {spread} |")
 
 
+def _lines(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+def five_draws(paths: list[Path]) -> dict[tuple[str, str], dict[int, float]]:
+    """{(run, method): {seed: score}} of the shipped score's five 48-patch draws (seeds 0, 2, …, 8) in these rows."""
+    draws: dict[tuple[str, str], dict[int, float]] = {}
+    for r in _lines(paths):
+        if r["count"] == 48 and r["seed"] in (0, 2, 4, 6, 8):
+            draws.setdefault((r["run"], r["method"]), {})[r["seed"]] = r["label_free"]
+    return draws
+
+
 def guard_table(paths: list[Path], guard_rows: list[Path]) -> None:
     from semi2i.finetune_guard import SIGNIFICANCE, lead_p_value
 
-    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
-    draws = {}
-    for r in rows:
-        if r["count"] == 48 and r["seed"] in (0, 2, 4, 6, 8):
-            draws.setdefault((r["run"], r["method"]), {})[r["seed"]] = r["label_free"]
-    mapped = [json.loads(line) for path in guard_rows for line in path.read_text().splitlines() if line.strip()]
+    draws, mapped = five_draws(paths), _lines(guard_rows)
     print("| run | method | lead, draw 0 | mean lead, 5 draws | p | before: mIoU | now: mIoU | fine-tune | average | "
           "source-only |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -117,12 +125,7 @@ def trust_table(paths: list[Path], guard_rows: list[Path]) -> None:
     it, no higher than the source U-net (:func:`semi2i.finetune_guard.trusted_score`)."""
     from semi2i.finetune_guard import SIGNIFICANCE, lead_p_value, trusted_score
 
-    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
-    draws = {}
-    for r in rows:
-        if r["count"] == 48 and r["seed"] in (0, 2, 4, 6, 8):
-            draws.setdefault((r["run"], r["method"]), {})[r["seed"]] = r["label_free"]
-    mapped = [json.loads(line) for path in guard_rows for line in path.read_text().splitlines() if line.strip()]
+    draws, mapped = five_draws(paths), _lines(guard_rows)
     print("| run | methods averaged | ρ, fine-tune's score | pick loss | ρ, capped at the source U-net's | pick loss | "
           "pick, capped |")
     print("|---|---|---|---|---|---|---|")
