@@ -28,7 +28,7 @@ import yaml
 from finished_runs import written_rows
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
 from semi2i.data.store import CityStore
-from semi2i.finetune_guard import UNGUARDED, average_weights
+from semi2i.finetune_guard import UNGUARDED, average_weights, fell_back, maps_with
 from semi2i.mapping import map_region
 from semi2i.pipeline import score_maps
 
@@ -63,9 +63,11 @@ def main() -> None:
             if method in UNGUARDED or "label_free" not in row or "miou" not in row or (str(run), method) in done:
                 continue
             averaged = row["label_free"] < source_score  # row["label_free"] is the fine-tune's score, guarded or not
-            # a run made with the guard keeps an averaged method's fine-tune in guard/ and reports the average
-            in_run = bool((guarded.get(method) or {}).get("weight_average"))
-            fine_tune = run / "guard" / f"unet_{method}.pt" if in_run else run / f"unet_{method}.pt"
+            # a run made with the guard keeps the fine-tune of a method that fell back in guard/ and reports the
+            # average (unet.finetune_guard: weight_average) or the source U-net's map (source_unet) instead
+            record = guarded.get(method)
+            in_run = fell_back(record) and maps_with(record) == "weight_average"
+            fine_tune = run / "guard" / f"unet_{method}.pt" if fell_back(record) else run / f"unet_{method}.pt"
             if not (averaged or args.all) or not fine_tune.exists():
                 continue
             if in_run:
@@ -73,7 +75,8 @@ def main() -> None:
             else:
                 checkpoint = args.out / f"unet_{run.name}_{method}_average.pt"
                 save_checkpoint(checkpoint, average_weights(load_checkpoint(run / "unet_source.pt"), load_checkpoint(fine_tune)))
-                fine_tuned, average = row, mapped(checkpoint, f"{method}_average")
+                average = mapped(checkpoint, f"{method}_average")
+                fine_tuned = mapped(fine_tune, f"{method}_fine_tune") if fell_back(record) else row  # row: the source U-net's map
             out = {"run": str(run), "seed": resolved["seed"], "method": method, "guard_averages": averaged,
                    "label_free": row["label_free"], "label_free_source_only": source_score,
                    "miou_fine_tuned": round(fine_tuned["miou"], 2), "miou_average": round(average["miou"], 2),

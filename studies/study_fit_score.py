@@ -32,6 +32,7 @@ import torch
 from finished_runs import written_rows
 from semi2i.data.store import CityStore
 from semi2i.domain_distance import sample_labelled_patches
+from semi2i.finetune_guard import fell_back
 from semi2i.segment import SegmentationModel
 
 log = logging.getLogger("study_fit_score")
@@ -102,7 +103,7 @@ def main() -> None:
             label_shares = shares(labels, classes, ignore)
             out = {"run": str(run), "seed": report.get("seed"), "method": method, "miou": row["miou"],
                    "label_free": row.get("label_free"),
-                   "guard_averaged": bool((guarded.get(method) or {}).get("weight_average")),
+                   "guard_averaged": fell_back(guarded.get(method)),  # mapped with a fallback, not the fine-tune
                    "fit_miou": round(train_fit["miou"], 4), "fit_balanced_accuracy": round(train_fit["balanced_accuracy"], 4),
                    "fit_recall": train_fit["recall"],
                    "source_unet_fit_miou": round(source_fit["miou"], 4), "source_unet_fit_recall": source_fit["recall"],

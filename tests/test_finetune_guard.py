@@ -1,6 +1,7 @@
 """The do-no-harm guard (semi2i.finetune_guard): the weight average by hand, the decision follows the two
-label-free scores, a decision is taken once (a resumed run neither averages twice nor averages the average),
-report.md names the averaged methods, and the report scores an averaged method no higher than the source U-net."""
+label-free scores, a decision is taken once (a resumed run neither averages twice nor averages the average), a
+decision taken under another setting is carried over to the new one, report.md names the methods that fell back,
+and the report scores a method that fell back no higher than the source U-net."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from semi2i import finetune_guard
 from semi2i.checkpoints import load_checkpoint, save_checkpoint
 from semi2i.adapt_report import reported_score
-from semi2i.finetune_guard import average_weights, guard, guard_record, prepare_fine_tune, trusted_score
+from semi2i.finetune_guard import average_weights, guard, guard_record, maps_with, prepare_fine_tune, trusted_score
 from semi2i.models.unet import UNet
 from semi2i.report_table import report_markdown
 
@@ -89,9 +90,10 @@ def test_guard_averages_where_the_source_unet_scores_higher_and_decides_once(tmp
     scores.update({"source": [-0.2, -0.3, -0.1], "unet_semi2i.pt": [-0.5, -0.6, -0.4],
                    "unet_colormapgan.pt": [-0.1, -0.15, -0.05]})  # colormapgan leads in every draw by 0.1, 0.15, 0.05
 
-    records = guard(run, ["source_only", "semi2i", "colormapgan", "target_oracle"])
+    records = guard(run, ["source_only", "semi2i", "colormapgan", "target_oracle"], "weight_average")
     assert set(records) == {"semi2i", "colormapgan"} and sorted(calls) == ["unet_colormapgan.pt", "unet_semi2i.pt"]
     assert records["semi2i"]["weight_average"] == 0.5 and records["colormapgan"]["weight_average"] is None
+    assert records["semi2i"]["maps_with"] == "weight_average" and records["colormapgan"]["maps_with"] == "fine_tune"
     assert records["semi2i"]["label_free_fine_tuned"] == pytest.approx(-0.5)
     assert records["semi2i"]["label_free_source_only"] == pytest.approx(-0.2)
     # colormapgan's lead: mean 0.1, sample sd 0.05, t = 0.1 / (0.05 / sqrt 3) = 3.46 on 2 degrees of freedom
@@ -115,7 +117,7 @@ def test_guard_averages_where_the_source_unet_scores_higher_and_decides_once(tmp
     # a second call (a resumed run) reads the decisions: nothing scored, nothing averaged again
     before = run.unet_path("semi2i").stat().st_mtime_ns
     calls.clear()
-    assert guard(run, ["semi2i", "colormapgan"]) == records and calls == []
+    assert guard(run, ["semi2i", "colormapgan"], "weight_average") == records and calls == []
     assert run.unet_path("semi2i").stat().st_mtime_ns == before
 
 
@@ -128,7 +130,7 @@ def test_a_guard_interrupted_after_the_average_scores_and_averages_the_kept_fine
     semi2i = _checkpoint(tmp_path / "guard" / "unet_semi2i.pt", 1)  # moved aside ...
     save_checkpoint(run.unet_path("semi2i"), average_weights(source, semi2i))  # ... and averaged, no record yet
     scores.update({"source": [-0.2], "unet_semi2i.pt": [-0.5]})
-    guard(run, ["semi2i"])
+    guard(run, ["semi2i"], "weight_average")
     assert calls == ["unet_semi2i.pt"] and (tmp_path / "guard" / "semi2i.json").exists()
     published = load_checkpoint(run.unet_path("semi2i"))
     key = next(k for k, v in semi2i["model"].items() if v.is_floating_point())
@@ -153,8 +155,9 @@ def test_a_lead_within_the_draws_noise_is_no_lead(tmp_path, scored):
     _checkpoint(run.unet_path("semi2i"), 1)
     _checkpoint(run.unet_path("colormapgan"), 2)
     scores.update({"source": source, "unet_semi2i.pt": semi2i, "unet_colormapgan.pt": colormapgan})
-    records = guard(run, ["semi2i", "colormapgan"])
-    assert records["semi2i"]["weight_average"] == 0.5 and records["colormapgan"]["weight_average"] is None
+    records = guard(run, ["semi2i", "colormapgan"])  # the default: the source U-net
+    assert records["semi2i"]["maps_with"] == "source_unet" and records["colormapgan"]["maps_with"] == "fine_tune"
+    assert records["semi2i"]["weight_average"] == 0.0 and records["colormapgan"]["weight_average"] is None
     assert records["semi2i"]["draws_fine_tuned"] == semi2i and records["semi2i"]["draws_source_only"] == source
 
 
@@ -199,28 +202,102 @@ def test_a_new_fine_tune_forgets_the_old_decision_and_an_interrupted_one_is_not_
     assert not kept.exists() and not record.exists() and not score.exists()  # and scored anew
 
 
-def test_report_md_names_the_averaged_methods():
+def test_report_md_names_the_methods_that_fell_back():
     row = {"iou": {"x": 50.0}, "miou": 50.0, "pixel_accuracy": 60.0, "label_free": -0.1}
     report = {"source": "a", "target": "b", "classes": ["x"], "profile": "quick",
-              "methods": {"source_only": row, "semi2i": row, "colormapgan": row},
-              "finetune_guard": {"semi2i": {"weight_average": 0.5}, "colormapgan": {"weight_average": None}}}
+              "methods": {"source_only": row, "semi2i": row, "colormapgan": row, "gray_world": row},
+              "finetune_guard": {"semi2i": {"weight_average": 0.5}, "colormapgan": {"weight_average": None},  # before 2026-12-06
+                                 "gray_world": {"maps_with": "source_unet", "weight_average": 0.0}}}
     text = report_markdown(report)
     assert "clearly above the source U-net (unet.finetune_guard; their label-free score is capped at the source U-net's): semi2i." in text
+    assert "Mapped with the source U-net, as the label-free score did not rate their fine-tune clearly above it " \
+           "(unet.finetune_guard; their label-free score is the source U-net's): gray_world." in text
     report["finetune_guard"]["semi2i"]["weight_average"] = None
+    report["finetune_guard"]["gray_world"]["maps_with"] = "fine_tune"
     assert "finetune_guard" not in report_markdown(report)
 
 
 def test_an_averaged_method_is_reported_no_higher_than_the_source_unet(tmp_path):
-    assert trusted_score(-0.1, -0.3, averaged=True) == -0.3  # a lead the guard did not find clear
-    assert trusted_score(-0.5, -0.3, averaged=True) == -0.5  # behind: its own
-    assert trusted_score(-0.1, -0.3, averaged=False) == -0.1  # kept: its lead stands
+    assert trusted_score(-0.1, -0.3, "weight_average") == -0.3  # a lead the guard did not find clear
+    assert trusted_score(-0.5, -0.3, "weight_average") == -0.5  # behind: its own
+    assert trusted_score(-0.1, -0.3, "fine_tune") == -0.1  # kept: its lead stands
+    assert trusted_score(-0.5, -0.3, "source_unet") == trusted_score(-0.1, -0.3, "source_unet") == -0.3  # it is that U-net
     run = _Run(tmp_path, [])
     (tmp_path / "guard").mkdir()
     for method, share in (("semi2i", 0.5), ("colormapgan", None), ("gray_world", 0.5)):
         (tmp_path / "guard" / f"{method}.json").write_text(json.dumps({"weight_average": share, "label_free_source_only": -0.4}))
+    (tmp_path / "guard" / "cyclegan.json").write_text(json.dumps({"maps_with": "source_unet", "weight_average": 0.0,
+                                                                  "label_free_source_only": -0.4}))
     scores = {"source_only": {"label_free": -0.3}, "semi2i": {"label_free": -0.1}, "colormapgan": {"label_free": -0.2},
-              "gray_world": {"label_free": -0.6}, "histogram_matching": {"label_free": -0.05}}  # hist.: not guarded
+              "gray_world": {"label_free": -0.6}, "histogram_matching": {"label_free": -0.05},  # hist.: not guarded
+              "cyclegan": {"label_free": -0.7}}
     assert {m: reported_score(run, m, scores) for m in scores} == {
-        "source_only": -0.3, "semi2i": -0.3, "colormapgan": -0.2, "gray_world": -0.6, "histogram_matching": -0.05}
+        "source_only": -0.3, "semi2i": -0.3, "colormapgan": -0.2, "gray_world": -0.6, "histogram_matching": -0.05,
+        "cyclegan": -0.3}
     # without a source-only row (a config that leaves it out): the source U-net's score the guard decided on
     assert reported_score(run, "semi2i", {"semi2i": {"label_free": -0.1}}) == -0.4
+
+
+def test_the_source_unet_fallback_maps_with_the_source_weights_exactly(tmp_path, scored):
+    scores, _ = scored
+    run = _Run(tmp_path, ["semi2i"])
+    source = _checkpoint(run.unet_path("source_only"), 0)
+    semi2i = _checkpoint(run.unet_path("semi2i"), 1)
+    scores.update({"source": [-0.2, -0.3], "unet_semi2i.pt": [-0.5, -0.6]})
+    record = guard(run, ["semi2i"], "source_unet")["semi2i"]
+    assert maps_with(record) == "source_unet" and record["weight_average"] == 0.0 and "map with the source U-net" in record["rule"]
+    published, kept = load_checkpoint(run.unet_path("semi2i")), load_checkpoint(tmp_path / "guard" / "unet_semi2i.pt")
+    assert all(torch.equal(published["model"][k], v) for k, v in source["model"].items())  # bit for bit
+    assert all(torch.equal(kept["model"][k], v) for k, v in semi2i["model"].items())
+    assert published["step"] == semi2i["step"] and published["weight_average"] == 0.0
+
+
+def test_a_decision_under_another_setting_is_carried_over_and_the_method_mapped_again(tmp_path, scored):
+    """A run decided under ``weight_average`` resumed under ``source_unet``: the averaged method is republished
+    with the source U-net's weights and its map and score deleted (the segment stage maps it again); the kept one
+    is untouched; nothing is scored again. ``off`` then restores the fine-tune and forgets the decisions."""
+    scores, calls = scored
+    run = _Run(tmp_path, ["semi2i", "colormapgan"])
+    source = _checkpoint(run.unet_path("source_only"), 0)
+    semi2i = _checkpoint(run.unet_path("semi2i"), 1)
+    colormapgan = _checkpoint(run.unet_path("colormapgan"), 2)
+    scores.update({"source": [-0.2, -0.3, -0.1], "unet_semi2i.pt": [-0.5, -0.6, -0.4],
+                   "unet_colormapgan.pt": [-0.1, -0.15, -0.05]})
+    guard(run, ["semi2i", "colormapgan"], "weight_average")
+    for method in ("semi2i", "colormapgan"):  # mapped and scored under the old setting
+        (tmp_path / "maps" / method).mkdir(parents=True)
+        (tmp_path / "maps" / method / "job.json").write_text("{}")
+        (tmp_path / "scores").mkdir(exist_ok=True)
+        (tmp_path / "scores" / f"{method}.json").write_text("{}")
+    calls.clear()
+
+    records = guard(run, ["semi2i", "colormapgan"], "source_unet")
+    assert calls == [] and maps_with(records["semi2i"]) == "source_unet" and maps_with(records["colormapgan"]) == "fine_tune"
+    assert json.loads((tmp_path / "guard" / "semi2i.json").read_text()) == records["semi2i"]
+    assert records["semi2i"]["p_value"] == 1.0 and records["semi2i"]["weight_average"] == 0.0
+    assert all(torch.equal(load_checkpoint(run.unet_path("semi2i"))["model"][k], v) for k, v in source["model"].items())
+    assert not (tmp_path / "maps" / "semi2i").exists() and not (tmp_path / "scores" / "semi2i.json").exists()
+    assert (tmp_path / "maps" / "colormapgan" / "job.json").exists() and (tmp_path / "scores" / "colormapgan.json").exists()
+    assert guard(run, ["semi2i", "colormapgan"], "source_unet") == records  # settled: nothing moves
+
+    assert guard(run, ["semi2i", "colormapgan"], "off") == {} and calls == []
+    assert not (tmp_path / "guard" / "semi2i.json").exists() and not (tmp_path / "guard" / "unet_semi2i.pt").exists()
+    assert all(torch.equal(load_checkpoint(run.unet_path("semi2i"))["model"][k], v) for k, v in semi2i["model"].items())
+    assert json.loads((tmp_path / "label_free" / "semi2i.json").read_text())["checkpoint"] == str(run.unet_path("semi2i"))
+    assert all(torch.equal(load_checkpoint(run.unet_path("colormapgan"))["model"][k], v) for k, v in colormapgan["model"].items())
+    assert (tmp_path / "maps" / "colormapgan" / "job.json").exists()  # its map was made with the fine-tune: kept
+
+
+def test_a_fine_tune_moved_aside_is_put_back_when_a_new_decision_keeps_it(tmp_path, scored):
+    """A decision deleted by hand (to take it again under a new rule) after its fine-tune was moved aside: a
+    decision to keep the fine-tune maps with that fine-tune, not with the fallback published before."""
+    scores, _ = scored
+    run = _Run(tmp_path, ["colormapgan"])
+    source = _checkpoint(run.unet_path("source_only"), 0)
+    colormapgan = _checkpoint(tmp_path / "guard" / "unet_colormapgan.pt", 2)
+    save_checkpoint(run.unet_path("colormapgan"), average_weights(source, colormapgan))  # the old fallback
+    scores.update({"source": [-0.2, -0.3, -0.1], "unet_colormapgan.pt": [-0.1, -0.15, -0.05]})  # a clear lead
+    assert maps_with(guard(run, ["colormapgan"])["colormapgan"]) == "fine_tune"
+    assert not (tmp_path / "guard" / "unet_colormapgan.pt").exists()
+    assert all(torch.equal(load_checkpoint(run.unet_path("colormapgan"))["model"][k], v) for k, v in colormapgan["model"].items())
+    assert json.loads((tmp_path / "label_free" / "colormapgan.json").read_text())["checkpoint"] == str(run.unet_path("colormapgan"))

@@ -6,9 +6,10 @@ labels), or ``not_applicable`` (why it cannot run on this pair). A target withou
 report with ``label_free`` alone in each method's row. With several SemI2I seeds
 (``semi2i.seeds``) every seed has its row ``semi2i_seed<k>``, ``semi2i`` is the one chosen without
 labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`). With ``unet.finetune_guard``,
-``finetune_guard[m]`` (beside ``methods``) records whether the fine-tuned method ``m`` maps with its weight
-average with the source U-net and the two label-free scores that decided it (:mod:`semi2i.finetune_guard`); an
-averaged method's ``label_free`` is then its fine-tune's, capped at the source U-net's (since 2026-12-06).
+``finetune_guard[m]`` (beside ``methods``) records what the fine-tuned method ``m`` maps with (``maps_with``: its
+fine-tune, the source U-net, or the two's weight average) and the two label-free scores that decided it
+(:mod:`semi2i.finetune_guard`); a method that maps with the source U-net has the source U-net's ``label_free``, an
+averaged one its fine-tune's capped at the source U-net's (since 2026-12-06).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from semi2i.finetune_guard import guard_record, trusted_score
+from semi2i.finetune_guard import fell_back, guard_record, maps_with, trusted_score
 
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
@@ -71,14 +72,14 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
 
 
 def reported_score(run: "AdaptRun", method: str, label_free: Mapping[str, dict]) -> float:
-    """``methods[method]["label_free"]``: the method's score (``label_free/<method>.json``), capped at the source
-    U-net's where the fine-tune guard maps the method with a weight average (:func:`trusted_score`)."""
+    """``methods[method]["label_free"]``: the method's score (``label_free/<method>.json``); where the fine-tune
+    guard maps the method with a fallback, the source U-net's, or capped at it for a weight average (:func:`trusted_score`)."""
     score = label_free[method]["label_free"]
     record = guard_record(run, method)
-    if record is None or not record["weight_average"]:
+    if not fell_back(record):
         return score
     source = label_free["source_only"]["label_free"] if "source_only" in label_free else record["label_free_source_only"]
-    return trusted_score(score, source, averaged=True)
+    return trusted_score(score, source, maps_with(record))
 
 
 #: mIoU points between source-only and the target oracle below which there is no gap to close: a share of it

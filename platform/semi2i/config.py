@@ -27,9 +27,9 @@ STYLE_PATHS = ("normalised", "carried")
 #: ``finetune_lr_schedule``).
 FINETUNE_LR_SCHEDULES = ("constant", "cosine")
 #: What a fine-tune does when the label-free score does not rate it clearly above the source U-net
-#: (``UNetTrainConfig.finetune_guard``; semi2i.finetune_guard): nothing (the paper), or map with the two U-nets'
-#: weight average.
-FINETUNE_GUARDS = ("off", "weight_average")
+#: (``UNetTrainConfig.finetune_guard``; semi2i.finetune_guard): nothing (the paper), map with the two U-nets'
+#: weight average, or map with the source U-net itself.
+FINETUNE_GUARDS = ("off", "weight_average", "source_unet")
 #: How SemI2I applies Eq. 3 (``SemI2IConfig.lr_schedule``): once per epoch (the paper) or at every step.
 SEMI2I_LR_SCHEDULES = ("epoch", "step")
 #: Training arithmetic (``<section>.precision``): "bf16" autocasts forward passes and losses (weights,
@@ -198,9 +198,9 @@ class UNetTrainConfig:
     # Cross-entropy per pixel weighted by its class's frequency^-alpha in the training windows (0: plain
     # cross-entropy, the paper; 1: every class weighs the same in the loss; semi2i.training.class_balance)
     class_balance: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1], got {v}")] = 0.0
-    # Do no harm (semi2i.finetune_guard): "weight_average" maps with the average of the fine-tuned and the
-    # source U-net's weights unless the label-free score rates the fine-tune significantly higher (a paired
-    # t-test over its draws); "off": the paper
+    # Do no harm (semi2i.finetune_guard): unless the label-free score rates the fine-tune significantly higher
+    # than the source U-net (a paired t-test over its draws), "source_unet" maps with the source U-net itself,
+    # "weight_average" with the average of the two's weights; "off": the paper
     finetune_guard: Annotated[Str, one_of(FINETUNE_GUARDS)] = "off"
 
 

@@ -1,4 +1,4 @@
-"""Do no harm: a fine-tune that the label-free score says moved away from the target is softened.
+"""Do no harm: a fine-tune that the label-free score does not show closer to the target is not used.
 
 Every stylizing method fine-tunes the source U-net on its stylized source. Where the stylized imagery is
 *farther* from the target than the original source (a generator that painted content the target does not
@@ -7,10 +7,8 @@ fine-tune can only teach the U-net a wrong appearance: on the mild Dubai pair th
 source U-net they started from in 23 of 24 cases (4 methods, the six runs of stops 50-53). The label-free score
 (:mod:`semi2i.domain_distance`: the Fréchet distance between a U-net's training imagery and the target in its
 own deepest features) sees exactly that comparison without target labels, so the guard asks it: when the
-method's fine-tuned U-net does not score *clearly* higher than the source U-net, the method maps with the average of the two
-U-nets' weights instead (WiSE-FT, Wortsman et al., CVPR 2022: the weight-space average of a model before and
-after fine-tuning keeps much of the fine-tune's gain and of the original's robustness; 0.5 is their choice
-when no labelled target data can set the mix). "Clearly": the score is the mean over draws of random patches
+method's fine-tuned U-net does not score *clearly* higher than the source U-net, the method maps with a fallback
+instead (below). "Clearly": the score is the mean over draws of random patches
 (:data:`semi2i.domain_distance.DRAWS`), and one draw's score moves between draws by as much as the gaps the guard
 must judge (docs/label-free-selection.md, "How much of the score is the draw"); so the fine-tune is kept only when
 it leads the source U-net in a one-sided paired t-test over the draws (both U-nets are scored on the same places)
@@ -19,10 +17,21 @@ far (every SemI2I run of the main and reverse pairs), nothing changes. The signa
 (jobs/configs/dubai-bright-control.yaml) it rated a SemI2I fine-tune that lost 5.7 mIoU to source-only the closest
 to the target (docs/adaptation-study.md, "Do no harm").
 
-Files (``unet.finetune_guard: weight_average``): ``guard/<method>.json`` records both scores and the decision;
-an averaged method keeps its fine-tuned U-net as ``guard/unet_<method>.pt`` and maps with the average, written
-to ``unet_<method>.pt`` (the name every later stage and the report use). Its label-free score in the report stays
-its fine-tune's (:func:`semi2i.label_free.scored_unet` says why).
+What the method maps with instead (``unet.finetune_guard``): ``source_unet``, the source U-net itself (the
+quick profile since 2026-12-06: over 39 firings on record the average mapped 1.60 mIoU *below* source-only on
+average and 9.79 at worst, 21 times below and 18 above, docs/adaptation-study.md; with no evidence that the change
+helps, "do no harm" keeps what the user had), or ``weight_average``, the average of the two U-nets' weights
+(WiSE-FT, Wortsman et al., CVPR 2022: the weight-space average of a model before and after fine-tuning keeps much
+of the fine-tune's gain and of the original's robustness; 0.5 is their choice when no labelled target data can
+set the mix; the quick profile's from 2026-12-05 to 2026-12-06).
+
+Files: ``guard/<method>.json`` records both scores, the test and the decision (``maps_with``: ``fine_tune``,
+``weight_average`` or ``source_unet``; ``weight_average``: the fine-tuned weights' share in what is mapped, 0.5 or 0,
+None when the fine-tune is kept). A method that falls back keeps its fine-tuned U-net as ``guard/unet_<method>.pt``
+and maps with the fallback's weights, written to ``unet_<method>.pt`` (the name every later stage and the report
+use). The report's label-free score for it is the source U-net's where it maps with it, else no higher than that
+(:func:`trusted_score`). A resumed run whose setting changed since a decision carries the decision over to the new
+fallback (or back to the fine-tune for ``off``) and maps that method again (:func:`guard`).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import threading
 from typing import TYPE_CHECKING, Sequence
 
@@ -50,6 +60,9 @@ log = logging.getLogger(__name__)
 
 #: the fine-tuned weights' share of the average (WiSE-FT's mixing coefficient without target labels)
 FINE_TUNED_SHARE = 0.5
+#: the fine-tuned weights' share in what a method maps with when its fine-tune shows no clear lead, per
+#: ``unet.finetune_guard`` value (a share of 0 is the source U-net's weights, exactly)
+FALLBACK_SHARES = {"weight_average": FINE_TUNED_SHARE, "source_unet": 0.0}
 #: the one-sided p-value below which the fine-tune's lead over the source U-net counts (the conventional 5 %)
 SIGNIFICANCE = 0.05
 #: the methods a guard never touches: nothing fine-tuned from the source U-net
@@ -79,18 +92,32 @@ def lead_p_value(fine_tuned: Sequence[float], source: Sequence[float]) -> float:
     return float(ttest_1samp(lead, 0.0, alternative="greater").pvalue)
 
 
-def trusted_score(fine_tuned: float, source: float, averaged: bool) -> float:
-    """The label-free score a report gives a method: its fine-tune's, but no higher than the source U-net's where
-    the guard averaged it. The guard found no clear lead there, so a lead in the mean is not evidence the report
-    may rank on (the weight average itself is no measure: :func:`semi2i.label_free.scored_unet`)."""
-    return min(fine_tuned, source) if averaged else fine_tuned
+def maps_with(record: dict) -> str:
+    """What a decision maps the method with: ``fine_tune``, ``weight_average`` or ``source_unet`` (a record
+    written before 2026-12-06 says it by its share alone)."""
+    return record.get("maps_with") or ("weight_average" if record.get("weight_average") else "fine_tune")
 
 
-def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
+def fell_back(record: dict | None) -> bool:
+    """Whether the guard maps the method with something other than its fine-tune."""
+    return record is not None and maps_with(record) != "fine_tune"
+
+
+def trusted_score(fine_tuned: float, source: float, mapped_with: str) -> float:
+    """The label-free score a report gives a method: its fine-tune's where it is kept; the source U-net's where
+    the method maps with the source U-net (it *is* that U-net); for a weight average, its fine-tune's but no higher
+    than the source U-net's. The guard found no clear lead there, so a lead in the mean is not evidence the
+    report may rank on (the weight average itself is no measure: :func:`semi2i.label_free.scored_unet`)."""
+    return {"fine_tune": fine_tuned, "source_unet": source}.get(mapped_with, min(fine_tuned, source))
+
+
+def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet") -> dict[str, dict]:
     """Decide, for each fine-tuned method of ``methods`` (fine-tuned from the source U-net: the two cities have
-    the same bands), whether it maps with its fine-tuned U-net or the average with the source U-net; returns ``{method: record}`` (also ``guard/<method>.json``). Each
-    decision is taken once: a resumed run reads it (also one taken before 2026-12-06 by comparing one draw's
-    scores: its maps were made with it), and a fine-tuned U-net moved aside is found there."""
+    the same bands), whether it maps with its fine-tuned U-net or, under ``setting`` (``unet.finetune_guard``),
+    the fallback; returns ``{method: record}`` (also ``guard/<method>.json``). Each decision is taken once: a
+    resumed run reads it (also one taken before 2026-12-06 by comparing one draw's scores: its maps were made with
+    it), and a fine-tuned U-net moved aside is found there. A decision taken under another setting is carried over
+    to this one (:func:`_carry_over`); ``off`` takes no new decisions."""
     todo: dict[str, tuple[str, str]] = {}
     records: dict[str, dict] = {}
     for method in methods:
@@ -98,7 +125,11 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
             continue
         record_path = run.path("guard", f"{method}.json")
         if record_path.exists():
-            records[method] = json.loads(record_path.read_text())
+            record = _carry_over(run, method, json.loads(record_path.read_text()), setting)
+            if record is not None:
+                records[method] = record
+            continue
+        if setting == "off":
             continue
         fine_tuned = scored_unet(run, method)  # the fine-tune, moved aside or not
         training = training_store(run, method)
@@ -111,23 +142,57 @@ def guard(run: "AdaptRun", methods: Sequence[str]) -> dict[str, dict]:
         source = score_methods(run, ["source_only"])["source_only"]
     score = functools.partial(score_unet, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
     results = placement.run_each(score, list(todo.values()), stage="finetune_guard", num_gpus=1 if run.cfg.gpu else 0)
+    fallback = {"weight_average": "the average of the two's weights", "source_unet": "the source U-net"}[setting]
     for method, result in zip(todo, results):
         p_value = lead_p_value(result["draws"], source["draws"])
-        averaged = not p_value < SIGNIFICANCE
+        mapped_with = "fine_tune" if p_value < SIGNIFICANCE else setting
         record = {"label_free_fine_tuned": result["label_free"], "label_free_source_only": source["label_free"],
-                  "weight_average": FINE_TUNED_SHARE if averaged else None, "p_value": round(p_value, 4),
-                  "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
+                  "maps_with": mapped_with, "weight_average": FALLBACK_SHARES.get(mapped_with),
+                  "p_value": round(p_value, 4), "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
                   "rule": f"keep the fine-tune when its label-free lead over the source U-net is significant "
-                          f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else average with it"}
-        if averaged:
-            _average(run, method)
-        # the report's score, not computed again; its U-net named where it now is (moved aside when averaged)
+                          f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else map with {fallback}"}
+        if mapped_with != "fine_tune":
+            _publish_fallback(run, method, FALLBACK_SHARES[mapped_with])
+        elif run.path("guard", f"unet_{method}.pt").exists():  # moved aside by an earlier decision: back in place
+            os.replace(run.path("guard", f"unet_{method}.pt"), run.unet_path(method))
+        # the report's score, not computed again; its U-net named where it now is (moved aside on a fallback)
         write_text(run.path("label_free", f"{method}.json"), json.dumps({**result, "checkpoint": str(scored_unet(run, method))}, indent=1))
         write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
-        log.info("finetune guard: %s %s (label-free %.4f, source-only %.4f, p %.3f)", method,
-                 "maps with the weight average" if averaged else "kept", result["label_free"], source["label_free"], p_value)
+        log.info("finetune guard: %s maps with %s (label-free %.4f, source-only %.4f, p %.3f)", method,
+                 mapped_with, result["label_free"], source["label_free"], p_value)
         records[method] = record
     return records
+
+
+def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dict | None:
+    """``record`` under ``setting``: unchanged where the method maps as the setting would have it; else the
+    method's U-net is published anew (the fallback's weights, or its fine-tune back for ``off``), its map and
+    score are deleted so that the segment stage maps it again, and the record is rewritten (deleted for ``off``:
+    no decision stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
+    wanted = "fine_tune" if setting == "off" or not fell_back(record) else setting
+    if maps_with(record) == wanted and setting != "off":
+        return record
+    path = run.path("guard", f"{method}.json")
+    if maps_with(record) != wanted:
+        run.path("scores", f"{method}.json").unlink(missing_ok=True)  # first: a kill from here on redoes it all
+        shutil.rmtree(run.path("maps", method), ignore_errors=True)
+        if wanted == "fine_tune":
+            kept = run.path("guard", f"unet_{method}.pt")
+            if kept.exists():
+                os.replace(kept, run.unet_path(method))
+            score = run.path("label_free", f"{method}.json")
+            if score.exists():  # the same fine-tune's score, named where its U-net now is
+                write_text(score, json.dumps({**json.loads(score.read_text()), "checkpoint": str(run.unet_path(method))}, indent=1))
+        else:
+            _publish_fallback(run, method, FALLBACK_SHARES[wanted])
+        log.info("finetune guard: %s decided under another setting; now maps with %s (unet.finetune_guard: %s)",
+                 method, wanted, setting)
+    if setting == "off":
+        path.unlink()
+        return None
+    record = {**record, "maps_with": wanted, "weight_average": FALLBACK_SHARES.get(wanted)}
+    write_text(path, json.dumps(record, indent=1))
+    return record
 
 
 def guard_record(run: "AdaptRun", method: str) -> dict | None:
@@ -153,11 +218,12 @@ def prepare_fine_tune(run: "AdaptRun", method: str) -> bool:
     return True
 
 
-def _average(run: "AdaptRun", method: str) -> None:
-    """Move the fine-tuned U-net aside (once), then publish the average under the method's U-net name."""
+def _publish_fallback(run: "AdaptRun", method: str, share: float) -> None:
+    """Move the fine-tuned U-net aside (once), then publish the fallback (``share`` of the fine-tune's weights,
+    the rest the source U-net's) under the method's U-net name."""
     published, kept = run.unet_path(method), run.path("guard", f"unet_{method}.pt")
     if not kept.exists():
         kept.parent.mkdir(parents=True, exist_ok=True)
         os.replace(published, kept)
-    state = average_weights(load_checkpoint(run.unet_path("source_only")), load_checkpoint(kept))
+    state = average_weights(load_checkpoint(run.unet_path("source_only")), load_checkpoint(kept), share)
     save_checkpoint(published, state)

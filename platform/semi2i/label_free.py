@@ -36,12 +36,13 @@ def training_store(run: "AdaptRun", method: str) -> Path | None:
 
 
 def scored_unet(run: "AdaptRun", method: str) -> Path | None:
-    """The U-net whose score is the method's: its fine-tune, also where the fine-tune guard maps with an average
-    (kept as ``guard/unet_<method>.pt``, :mod:`semi2i.finetune_guard`). An average of two U-nets' weights was
+    """The U-net whose score is the method's file's: its fine-tune, also where the fine-tune guard maps with a
+    fallback (kept as ``guard/unet_<method>.pt``, :mod:`semi2i.finetune_guard`). An average of two U-nets' weights was
     trained on no imagery, and its own features are no measure: on the main Dubai pair the average of histogram
     matching's fine-tune (9.64 mIoU) scored -0.04, above every other method, ColorMapGAN's 41.22 included (-0.07).
     So an averaged method's file holds its fine-tune's score, and the report caps it at the source U-net's
-    (:func:`semi2i.finetune_guard.trusted_score`): it is trusted no more than the lower of its two parents."""
+    (:func:`semi2i.finetune_guard.trusted_score`): it is trusted no more than the lower of its two parents (a
+    method mapped with the source U-net itself gets that U-net's score)."""
     for path in (run.path("guard", f"unet_{method}.pt"), run.unet_path(method)):
         if path.exists():
             return path

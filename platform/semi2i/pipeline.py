@@ -344,8 +344,8 @@ class AdaptRun(RunFolder):
                                  overlap=p.overlap, seed=self.cfg.seed, checkpoint_every=max(1, p.unet.train_steps // 4)))
         fit_unets(jobs, self.run_dir, name, scaling or self.scaling)
         # before any map is drawn with them; only fine-tunes that started from the source U-net have one to fall back to
-        if p.unet.finetune_guard == "weight_average" and source.num_bands == target.num_bands:
-            guard(self, stylized)
+        if source.num_bands == target.num_bands:  # "off" takes no decision but undoes those of an earlier setting
+            guard(self, stylized, p.unet.finetune_guard)
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from semi2i.finetune_guard import maps_with
+
 
 def report_markdown(report: dict) -> str:
     classes = report["classes"]
@@ -45,7 +47,12 @@ def report_markdown(report: dict) -> str:
         lines += ["", "Tone order of each stylized source (Spearman ρ of pixel brightness before/after; 1 = order kept, "
                   "< 0 = tones inverted): " + ", ".join(f"{n} {v:.2f}" + (" **(inverted)**" if v < 0 else "")
                                                       for n, v in orders.items()) + "."]
-    averaged = [name for name, decision in report.get("finetune_guard", {}).items() if decision["weight_average"]]
+    decisions = report.get("finetune_guard", {})
+    on_source = [name for name, decision in decisions.items() if maps_with(decision) == "source_unet"]
+    averaged = [name for name, decision in decisions.items() if maps_with(decision) == "weight_average"]
+    if on_source:
+        lines += ["", "Mapped with the source U-net, as the label-free score did not rate their fine-tune clearly above it "
+                  "(unet.finetune_guard; their label-free score is the source U-net's): " + ", ".join(on_source) + "."]
     if averaged:
         lines += ["", "Mapped with the average of the fine-tuned and the source U-net's weights, as the label-free score "
                   "did not rate the fine-tune clearly above the source U-net (unet.finetune_guard; their label-free score is "
