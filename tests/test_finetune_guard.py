@@ -257,13 +257,19 @@ def test_a_decision_under_another_setting_is_carried_over_and_the_method_mapped_
     with the source U-net's weights and its map and score deleted (the segment stage maps it again); the kept one
     is untouched; nothing is scored again. ``off`` then restores the fine-tune and forgets the decisions."""
     scores, calls = scored
-    run = _Run(tmp_path, ["semi2i", "colormapgan"])
+    run = _Run(tmp_path, ["semi2i", "colormapgan", "semi2i_seed1"])
     source = _checkpoint(run.unet_path("source_only"), 0)
     semi2i = _checkpoint(run.unet_path("semi2i"), 1)
     colormapgan = _checkpoint(run.unet_path("colormapgan"), 2)
+    _checkpoint(run.unet_path("semi2i_seed1"), 3)
     scores.update({"source": [-0.2, -0.3, -0.1], "unet_semi2i.pt": [-0.5, -0.6, -0.4],
-                   "unet_colormapgan.pt": [-0.1, -0.15, -0.05]})
+                   "unet_colormapgan.pt": [-0.1, -0.15, -0.05], "unet_semi2i_seed1.pt": [-0.5, -0.6, -0.4]})
     guard(run, ["semi2i", "colormapgan"], "weight_average")
+    # a SemI2I seed of a K-seed run: the choice among seeds compared its map, so it is taken again when that changes
+    guard(run, ["semi2i_seed1"], "weight_average")
+    (tmp_path / "semi2i_choice.json").write_text("{}")
+    guard(run, ["semi2i_seed1"], "source_unet")
+    assert not (tmp_path / "semi2i_choice.json").exists()
     for method in ("semi2i", "colormapgan"):  # mapped and scored under the old setting
         (tmp_path / "maps" / method).mkdir(parents=True)
         (tmp_path / "maps" / method / "job.json").write_text("{}")

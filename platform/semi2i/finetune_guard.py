@@ -167,8 +167,8 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
 def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dict | None:
     """``record`` under ``setting``: unchanged where the method maps as the setting would have it; else the
     method's U-net is published anew (the fallback's weights, or its fine-tune back for ``off``), its map and
-    score are deleted so that the segment stage maps it again, and the record is rewritten (deleted for ``off``:
-    no decision stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
+    score are deleted so that the segment stage maps it again (and, for a SemI2I seed, the choice among the seeds
+    is taken again: :mod:`semi2i.semi2i_seeds`), and the record is rewritten (deleted for ``off``: no decision stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
     wanted = "fine_tune" if setting == "off" or not fell_back(record) else setting
     if maps_with(record) == wanted and setting != "off":
         return record
@@ -176,6 +176,8 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dic
     if maps_with(record) != wanted:
         run.path("scores", f"{method}.json").unlink(missing_ok=True)  # first: a kill from here on redoes it all
         shutil.rmtree(run.path("maps", method), ignore_errors=True)
+        if method.startswith("semi2i_seed"):  # the choice among seeds compared their maps and linked one as semi2i
+            run.path("semi2i_choice.json").unlink(missing_ok=True)
         if wanted == "fine_tune":
             kept = run.path("guard", f"unet_{method}.pt")
             if kept.exists():
