@@ -153,8 +153,8 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
                           f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else map with {fallback}"}
         if mapped_with != "fine_tune":
             _publish_fallback(run, method, FALLBACK_SHARES[mapped_with])
-        elif run.path("guard", f"unet_{method}.pt").exists():  # moved aside by an earlier decision: back in place
-            os.replace(run.path("guard", f"unet_{method}.pt"), run.unet_path(method))
+        else:  # moved aside by an earlier decision: back in place
+            _restore_fine_tune(run, method)
         # the report's score, not computed again; its U-net named where it now is (moved aside on a fallback)
         write_text(run.path("label_free", f"{method}.json"), json.dumps({**result, "checkpoint": str(scored_unet(run, method))}, indent=1))
         write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
@@ -168,7 +168,8 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dic
     """``record`` under ``setting``: unchanged where the method maps as the setting would have it; else the
     method's U-net is published anew (the fallback's weights, or its fine-tune back for ``off``), its map and
     score are deleted so that the segment stage maps it again (and, for a SemI2I seed, the choice among the seeds
-    is taken again: :mod:`semi2i.semi2i_seeds`), and the record is rewritten (deleted for ``off``: no decision stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
+    is taken again: :mod:`semi2i.semi2i_seeds`), and the record is rewritten (deleted for ``off``: no decision
+    stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
     wanted = "fine_tune" if setting == "off" or not fell_back(record) else setting
     if maps_with(record) == wanted and setting != "off":
         return record
@@ -179,9 +180,7 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dic
         if method.startswith("semi2i_seed"):  # the choice among seeds compared their maps and linked one as semi2i
             run.path("semi2i_choice.json").unlink(missing_ok=True)
         if wanted == "fine_tune":
-            kept = run.path("guard", f"unet_{method}.pt")
-            if kept.exists():
-                os.replace(kept, run.unet_path(method))
+            _restore_fine_tune(run, method)
             score = run.path("label_free", f"{method}.json")
             if score.exists():  # the same fine-tune's score, named where its U-net now is
                 write_text(score, json.dumps({**json.loads(score.read_text()), "checkpoint": str(run.unet_path(method))}, indent=1))
@@ -218,6 +217,13 @@ def prepare_fine_tune(run: "AdaptRun", method: str) -> bool:
     run.path("label_free", f"{method}.json").unlink(missing_ok=True)
     kept.unlink(missing_ok=True)
     return True
+
+
+def _restore_fine_tune(run: "AdaptRun", method: str) -> None:
+    """Put a fine-tuned U-net that a fallback moved aside back under the method's U-net name (if it was moved)."""
+    kept = run.path("guard", f"unet_{method}.pt")
+    if kept.exists():
+        os.replace(kept, run.unet_path(method))
 
 
 def _publish_fallback(run: "AdaptRun", method: str, share: float) -> None:
