@@ -46,6 +46,7 @@ def test_three_seeds_from_two_files_give_the_bars_worked_out_by_hand(tmp_path):
     assert "| mean (spread) | 10.00 (2.00) | 15.00 (2.00) | 15.00 (8.00) | 37.67 (3.00) | 40.67 (6.00) |" in text
     assert ("SemI2I − ColorMapGAN (means): +3.00 (met); SemI2I's worst seed − best simple baseline seed: +18.00 (met); "
             "SemI2I spread 6.00 (met)") in text
+    assert "SemI2I − source-only (means; the mild pair's bar): +30.67 (met)" in text
     ranking = m.label_free_ranking(read)
     assert "| a -> b | - | 15 | 3 | 1.00 | 0.00 | 0.00 | met |" in ranking
     # Seed 2's score put ColorMapGAN (39) below SemI2I (38): the pick loses 1 there, the mean 1 / 3.
