@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,14 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 
 UTM40 = CRS.from_epsg(32640)
+
+
+def load_study(name: str):
+    """A script of studies/ as a module: the folder is no package, so its scripts are loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "studies" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _free_port() -> int:

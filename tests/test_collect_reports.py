@@ -1,19 +1,15 @@
 """studies/collect_reports.py --rows: committed rows read back into the SemI2I and label-free issues' bars."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_study
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("collect_reports", REPO / "studies" / "collect_reports.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study("collect_reports")
 
 
 def _rows(seed: int, mious: dict, scores: dict) -> list[dict]:

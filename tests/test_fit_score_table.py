@@ -1,18 +1,12 @@
 """studies/fit_score_table.py: each candidate's ρ and pick loss on a case worked out by hand."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_study
 
 
 def _table():
-    spec = importlib.util.spec_from_file_location("fit_score_table", REPO / "studies" / "fit_score_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study("fit_score_table")
 
 
 def test_the_bound_breaks_a_near_tie_of_distances_by_the_fit():
