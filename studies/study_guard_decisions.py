@@ -28,7 +28,6 @@ from pathlib import Path
 import yaml
 from scipy.stats import spearmanr
 
-from finished_runs import written_rows
 from semi2i.data.store import CityStore
 from semi2i.finetune_guard import SIGNIFICANCE, UNGUARDED
 from semi2i.mapping import map_region
@@ -140,7 +139,7 @@ def main() -> None:
     if args.runs:
         args.out.mkdir(parents=True, exist_ok=True)
         results = args.out / "results.jsonl"
-        done = {run for run, in written_rows(results, "run")}
+        done = {json.loads(line)["run"] for line in results.read_text().splitlines()} if results.exists() else set()
         for run in args.runs:
             if str(run) in done:
                 continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,7 @@ UTM40 = CRS.from_epsg(32640)
 
 
 def load_study(name: str):
-    """A script of studies/ as a module: the folder is no package, so its scripts are loaded by path (and the
-    folder is put on the path, for the helpers they share, as running them from it does)."""
-    if str(REPO / "studies") not in sys.path:
-        sys.path.append(str(REPO / "studies"))
+    """A script of studies/ as a module: the folder is no package, so its scripts are loaded by path."""
     spec = importlib.util.spec_from_file_location(name, REPO / "studies" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
