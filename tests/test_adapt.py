@@ -118,6 +118,16 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
         wanted = [*(pct(m["iou"][c]) for c in TINY["classes"]), f"**{pct(m['miou'])}**", pct(m["pixel_accuracy"]),
                   f"{m['label_free']:.4f}"]
         assert rows[name] == wanted, (name, rows[name], wanted)
+    # the source U-net's fit on its own city (semi2i.source_fit): a 3-step U-net leaves classes unlearned, so the
+    # quick profile's two retrains ran (seeds 1000, 2000) and the best attempt is what every method started from
+    fit = report["source_fit"]
+    assert fit == json.loads((tmp_path / "run" / "source_fit.json").read_text())
+    assert [a["seed"] for a in fit["attempts"]] == [0, 1000, 2000][:len(fit["attempts"])]
+    assert len(fit["attempts"]) == 3 or not fit["attempts"][-1]["unlearned"]
+    assert fit["attempts"][fit["chosen"]] == {k: v for k, v in fit.items() if k not in ("chosen", "attempts", "rule")}
+    assert (tmp_path / "run" / "unet_source.pt").read_bytes() == \
+        (tmp_path / "run" / "source_fit" / f"unet_source_try{fit['chosen']}.pt").read_bytes()
+    assert "Source U-net on its own city (source labels)" in (tmp_path / "run" / "report.md").read_text()
     # the preview: six panels (source, stylized source, target, ground truth, two predictions) and a legend
     assert Image.open(tmp_path / "run" / "previews" / "adaptation.png").size == (6 * 256, 256 + 18 + 22)
 
@@ -125,7 +135,7 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     places = json.loads((tmp_path / "run" / "placement.json").read_text())
     assert places["driver"]["pid"] == os.getpid()
     assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free",
-                                     "finetune_guard", "previews"}
+                                     "finetune_guard", "previews", "source_fit"}
     assert ran_off_the_driver(places["stages"]) == []
     # SemI2I's chain ran beside the other methods' (semi2i.lanes: the test cluster has room for both)
     assert {"lanes", "training/semi2i", "segment/semi2i", "training/others", "segment/others"} <= set(run.timings)

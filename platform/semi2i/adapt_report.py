@@ -9,7 +9,9 @@ labels and ``semi2i_choice`` says which and why (:mod:`semi2i.semi2i_seeds`). Wi
 ``finetune_guard[m]`` (beside ``methods``) records what the fine-tuned method ``m`` maps with (``maps_with``: its
 fine-tune, the source U-net, or the two's weight average) and the two label-free scores that decided it
 (:mod:`semi2i.finetune_guard`); a method that maps with the source U-net has the source U-net's ``label_free``, an
-averaged one its fine-tune's capped at the source U-net's (since 2026-12-06).
+averaged one its fine-tune's capped at the source U-net's (since 2026-12-06). ``source_fit`` (beside ``methods``)
+is the source U-net's fit on its own city's labels, per class, with the classes it did not learn and its retrains
+(:mod:`semi2i.source_fit`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
     guarded = {m: record for m in methods if (record := guard_record(run, m)) is not None}
     if guarded:  # labels or not (it needs none); beside ``methods``, whose rows keep their keys
         report["finetune_guard"] = guarded
+    fit = run.path("source_fit.json")
+    if fit.exists():  # the source U-net's fit on its own city and its retrains (semi2i.source_fit); labels or not
+        report["source_fit"] = json.loads(fit.read_text())
     choice = run.path("semi2i_choice.json")
     if choice.exists():
         report["semi2i_choice"] = json.loads(choice.read_text())

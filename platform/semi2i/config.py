@@ -202,6 +202,9 @@ class UNetTrainConfig:
     # than the source U-net (a paired t-test over its draws), "source_unet" maps with the source U-net itself,
     # "weight_average" with the average of the two's weights; "off": the paper
     finetune_guard: Annotated[Str, one_of(FINETUNE_GUARDS)] = "off"
+    # Train the source U-net again (seed + 1000·k) up to this many times while it leaves a class of its own city
+    # unlearned (finds < 5 % of its pixels; semi2i.source_fit): every method starts from it. 0: the paper
+    source_retrains: NonNegInt = 0
 
 
 @settings

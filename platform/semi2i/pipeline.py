@@ -11,6 +11,7 @@ run that was interrupted resumes where it stopped. The run folder::
 
     stores/{source,target}.zarr          ingested cities
     unet_source.pt, unet_<method>.pt     U-nets (source-only, fine-tuned per stylizer, target oracle)
+    source_fit.json, source_fit/         the source U-net's fit on its own city, each attempt (semi2i.source_fit)
     semi2i.pt                            SemI2I training state (weights, optimizers, global stats)
     colormapgan.pt, cyclegan.pt          the GAN baselines' training states (same Ray Train loop)
     stylized/<method>/                   the stylized source: GeoTIFFs + store.zarr (source labels)
@@ -50,6 +51,7 @@ from semi2i.label_free import score_methods
 from semi2i.lanes import adapt_lanes, run_lanes
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, seed_trainings
+from semi2i.source_fit import train_checked_source_unet
 from semi2i.training.distributed import Scaling, fit_colormapgan, fit_cyclegan, fit_semi2i, fit_unet, fit_unets, unet_job
 from semi2i.trainings import Training, run_trainings
 
@@ -253,9 +255,11 @@ class AdaptRun(RunFolder):
         run_trainings(self.trainings(["semi2i"]), self.scaling)
 
     def _fit_unet_source(self, scaling: Scaling) -> None:
+        """The source U-net, checked for a class of the source it did not learn (retrained then: semi2i.source_fit)."""
         p = self.cfg.profile
-        fit_unet(p.unet, [self.store("source").path], self.run_dir, stage="unet_source", output="unet_source.pt",
-                 overlap=p.overlap, seed=self.cfg.seed, scaling=scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+        train = functools.partial(fit_unet, p.unet, [self.store("source").path], self.run_dir, overlap=p.overlap,
+                                  scaling=scaling, checkpoint_every=max(1, p.unet.train_steps // 4))
+        train_checked_source_unet(self, train)
 
     def _gan_training(self, method: str, fit: Any) -> list[Training]:
         if method not in self.cfg.methods or self.path(f"{method}.pt").exists():

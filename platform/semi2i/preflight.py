@@ -189,9 +189,10 @@ def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path
                           "keeps what does not depend on SemI2I)")
 
 
-#: U-net settings that do not change the trained weights' meaning: the arithmetic, the memory layout, and the
-#: fine-tune guard (a decision after training, which carries itself over to a changed setting: semi2i.finetune_guard).
-_UNET_BOOKKEEPING = {"precision", "tf32", "channels_last", "finetune_guard"}
+#: U-net settings that do not change the trained weights' meaning: the arithmetic, the memory layout, the
+#: fine-tune guard (a decision after training, which carries itself over to a changed setting: semi2i.finetune_guard)
+#: and the source U-net's retrains (a choice among trainings of these settings; source_fit.json records it).
+_UNET_BOOKKEEPING = {"precision", "tf32", "channels_last", "finetune_guard", "source_retrains"}
 #: ... and those a U-net trained from scratch (the source U-net, the oracle) never used.
 _FINETUNE_ONLY = {"finetune_steps", "finetune_lr_schedule"}
 _FROM_SCRATCH = {"unet_source.pt", "unet_target_oracle.pt"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from semi2i.finetune_guard import maps_with
+from semi2i.source_fit import MIN_RECALL
 
 
 def report_markdown(report: dict) -> str:
@@ -47,6 +48,8 @@ def report_markdown(report: dict) -> str:
         lines += ["", "Tone order of each stylized source (Spearman ρ of pixel brightness before/after; 1 = order kept, "
                   "< 0 = tones inverted): " + ", ".join(f"{n} {v:.2f}" + (" **(inverted)**" if v < 0 else "")
                                                       for n, v in orders.items()) + "."]
+    if fit := report.get("source_fit"):
+        lines += ["", source_fit_line(fit)]
     decisions = report.get("finetune_guard", {})
     on_source = [name for name, decision in decisions.items() if maps_with(decision) == "source_unet"]
     averaged = [name for name, decision in decisions.items() if maps_with(decision) == "weight_average"]
@@ -58,6 +61,18 @@ def report_markdown(report: dict) -> str:
                   "did not rate the fine-tune clearly above the source U-net (unet.finetune_guard; their label-free score is "
                   "capped at the source U-net's): " + ", ".join(averaged) + "."]
     return "\n".join(lines) + "\n"
+
+
+def source_fit_line(fit: dict) -> str:
+    """What report.md says of the source U-net's fit on its own city (semi2i.source_fit)."""
+    tries = len(fit["attempts"])
+    line = f"Source U-net on its own city (source labels): mIoU {fit['miou']:.2f}"
+    if tries > 1:
+        line += f", attempt {fit['chosen'] + 1} of {tries} (seed {fit['seed']}; unet.source_retrains)"
+    if fit["unlearned"]:
+        return line + (f". **Not learned: {', '.join(fit['unlearned'])}** (found on less than {MIN_RECALL:.0%} of its pixels there): "
+                       "no method's map can be trusted for it.")
+    return line + ", every class learned."
 
 
 def pct(value: float | None) -> str:
