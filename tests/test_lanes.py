@@ -78,6 +78,21 @@ def test_a_failed_lane_lets_the_other_finish_and_its_error_is_raised():
     assert ran == ["b1", "b2"] and "first/a" not in timings and set(timings) == {"first/b", "second/b"}
 
 
+def test_a_failed_publication_after_a_step_fails_its_lane_not_silently():
+    """``after`` (the run folder's publication) raising used to end its lane's thread unnoticed: the lane's later
+    stages never ran and the run went on to report without them."""
+    ran = []
+
+    def after(where):
+        if "a1" in ran and "a2" not in ran:
+            raise FileNotFoundError("unet_semi2i.pt.tmp")
+
+    lanes = [Lane("a", [("first", lambda: ran.append("a1")), ("second", lambda: ran.append("a2"))])]
+    with pytest.raises(FileNotFoundError, match="unet_semi2i.pt.tmp"):
+        run_lanes(lanes, timings={}, after=after)
+    assert ran == ["a1"]
+
+
 def test_gate_opens_after_its_step_even_when_it_fails():
     gate, ran = Gate(), []
 

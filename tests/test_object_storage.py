@@ -109,6 +109,24 @@ def test_map_region_to_s3_killed_and_resumed_equals_an_uninterrupted_run(tmp_pat
         map_region(src, ckpt, out, **options)
 
 
+def test_publishing_skips_a_file_gone_since_the_listing_and_never_uploads_hidden_ones(tmp_path, bucket, monkeypatch):
+    """Two lanes write one local copy while each publishes it after its stages: a file another lane renames away
+    between the listing and the upload is skipped (the next publication has what replaced it), not an error."""
+    from semi2i.checkpoints import save_checkpoint
+    from semi2i.remote_run import RemoteRun
+
+    monkeypatch.setenv("SEMI2I_SCRATCH", str(tmp_path / "scratch"))
+    run = RemoteRun(f"{bucket}/runs/r")
+    (run.local / "scores").mkdir()
+    (run.local / "scores" / "a.json").write_text("{}")
+    save_checkpoint(run.local / "unet_a.pt", {"w": 1})  # its temporary name is hidden: never listed
+    files = locations.Location.files  # the local copy's listing names a file that is gone when it is read
+    monkeypatch.setattr(locations.Location, "files", lambda self: files(self) + ([] if self.remote else ["unet_b.pt.tmp"]))
+    assert run.publish() == 2
+    assert sorted(locations.location(run.url).files()) == ["scores/a.json", "unet_a.pt"]
+    assert run.publish() == 0  # nothing changed since: the vanished file left no trace in the state either
+
+
 def _torch_bytes(state: dict) -> bytes:
     import io
 

@@ -43,7 +43,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden: a run folder's publisher never uploads it half-written
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path

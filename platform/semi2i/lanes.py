@@ -92,16 +92,16 @@ def run_lanes(lanes: list[Lane], *, timings: dict[str, float],
             started = time.perf_counter()
             try:
                 step()
+                with lock:  # a failed publication fails the lane too: the pool would swallow it silently
+                    if after is not None:
+                        after(where)
+                    key = f"{stage}/{lane.name}"
+                    timings[key] = time.perf_counter() - started
             except BaseException as exc:
                 with lock:
                     failures.append(exc)
                 log.error("lane %s: stage %s failed: %s", lane.name, stage, exc)
                 return
-            with lock:
-                if after is not None:
-                    after(where)
-                key = f"{stage}/{lane.name}"
-                timings[key] = time.perf_counter() - started
             log.info("stage %s: %.1f s", key, timings[key])
 
     log.info("lanes side by side: %s", "; ".join(f"{lane.name}: {' -> '.join(s for s, _ in lane.steps)}" for lane in lanes))

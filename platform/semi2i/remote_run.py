@@ -72,8 +72,12 @@ class RemoteRun:
         locations.location(self.local / STATE_FILE).write_text(json.dumps(state))
 
     @staticmethod
-    def _signature(path: Path) -> list[int]:
-        st = path.stat()
+    def _signature(path: Path) -> list[int] | None:
+        """Size and modification time; None for a file that is gone."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
         return [st.st_size, st.st_mtime_ns]
 
     def pull(self) -> int:
@@ -97,8 +101,10 @@ class RemoteRun:
         """Upload what changed in the local copy since the last publication, commit objects last;
         returns the file count."""
         state = self._state()
-        changed = [rel for rel in locations.location(self.local).files()
-                   if not _hidden(rel) and state.get(rel) != self._signature(self.local / rel)]
+        # a file gone since the listing (None) was another lane's temporary (semi2i.lanes): nothing to publish
+        signatures = {rel: self._signature(self.local / rel) for rel in locations.location(self.local).files()
+                      if not _hidden(rel)}
+        changed = [rel for rel, signature in signatures.items() if signature is not None and state.get(rel) != signature]
         if not changed:
             return 0
         # a complete output that changes disappears first (its commit object), so no mix is ever visible
@@ -108,8 +114,11 @@ class RemoteRun:
                 if commit not in changed:
                     changed.append(commit)
         for rel in sorted(changed, key=lambda r: (_rank(r), r)):
-            (self.remote / rel).upload(self.local / rel)
-            state[rel] = self._signature(self.local / rel)
+            try:
+                (self.remote / rel).upload(self.local / rel)
+            except FileNotFoundError:  # gone since the listing (as above): the next publication sees what replaced it
+                continue
+            state[rel] = signatures.get(rel) or self._signature(self.local / rel)
         self._save_state(state)
         return len(changed)
 

@@ -130,6 +130,6 @@ def choose(attempts: list[dict]) -> int:
 
 def _publish(attempt: Path, published: Path) -> None:
     """Copy ``attempt`` to ``published`` atomically: a later stage never sees half a checkpoint."""
-    partial = published.with_name(published.name + ".partial")
+    partial = published.with_name(f".{published.name}.partial")  # hidden: never published (semi2i.remote_run)
     shutil.copyfile(attempt, partial)
     os.replace(partial, published)
