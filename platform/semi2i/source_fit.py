@@ -26,14 +26,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from semi2i import placement
+from semi2i import locations, placement
 from semi2i.locations import write_text
 
 if TYPE_CHECKING:
@@ -70,15 +68,16 @@ def measure_fit(checkpoint: str, store: str, patches: int = PATCHES, seed: int =
 
 def fit_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict:
     """:func:`measure_fit`'s numbers from a confusion matrix (rows: the labels, columns: the predictions)."""
-    hits, labelled, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    from semi2i.metrics import scores
+
+    labelled = cm.sum(1)
     share = labelled / max(cm.sum(), 1)
-    recall = hits / np.maximum(labelled, 1)
-    iou = hits / np.maximum(labelled + predicted - hits, 1)
-    present = labelled > 0
+    recall = np.diag(cm) / np.maximum(labelled, 1)
     unlearned = [c for c, s, r in zip(class_names, share, recall) if s >= MIN_SHARE and r < MIN_RECALL]
     pct = lambda values: {c: round(100 * float(v), 2) for c, v in zip(class_names, values)}  # noqa: E731
-    return {"iou": pct(iou), "recall": pct(recall), "share": pct(share),
-            "miou": round(100 * float(iou[present].mean()), 2) if present.any() else 0.0, "unlearned": unlearned}
+    fit = scores(cm, class_names)  # the IoUs and mIoU as every report computes them (percent)
+    return {"iou": {c: None if v is None else round(v, 2) for c, v in fit["iou"].items()}, "recall": pct(recall),
+            "share": pct(share), "miou": round(fit["miou"] or 0.0, 2), "unlearned": unlearned}
 
 
 def train_checked_source_unet(run: "AdaptRun", train: Callable[..., object]) -> dict:
@@ -116,7 +115,8 @@ def train_checked_source_unet(run: "AdaptRun", train: Callable[..., object]) -> 
                     "(raise unet.source_retrains, unet.train_steps or unet.class_balance)", ", ".join(record["unlearned"]),
                     len(attempts), "it" if len(record["unlearned"]) == 1 else "them")
     write_text(run.path("source_fit.json"), json.dumps(record, indent=1))
-    _publish(run.path(f"source_fit/unet_source_try{chosen}.pt"), run.unet_path("source_only"))
+    # a copy renamed into place: a later stage never sees half a checkpoint
+    locations.location(run.unet_path("source_only")).upload(run.path(f"source_fit/unet_source_try{chosen}.pt"))
     return record
 
 
@@ -127,9 +127,3 @@ def choose(attempts: list[dict]) -> int:
             return k
     return max(range(len(attempts)), key=lambda k: (attempts[k]["miou"], -k))
 
-
-def _publish(attempt: Path, published: Path) -> None:
-    """Copy ``attempt`` to ``published`` atomically: a later stage never sees half a checkpoint."""
-    partial = published.with_name(f".{published.name}.partial")  # hidden: never published (semi2i.remote_run)
-    shutil.copyfile(attempt, partial)
-    os.replace(partial, published)
