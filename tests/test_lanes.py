@@ -128,6 +128,9 @@ class FakeRun:
     def stage_segment(self, methods=None, *, map_pieces=None):
         self.calls.append(("segment", tuple(methods), map_pieces))
 
+    def stage_label_free(self, methods=None):
+        self.calls.append(("label_free", tuple(methods)))
+
 
 ALL_STAGES = ["ingest", "unet_source", "colormapgan", "semi2i", "stylize", "finetune", "segment", "report"]
 METHODS = ["source_only", "histogram_matching", "colormapgan", "semi2i", "target_oracle"]
@@ -147,13 +150,16 @@ def test_adapt_lanes_split_semi2i_from_the_rest(two_core_cluster):
     run = FakeRun(METHODS)
     lanes = adapt_lanes(run, ALL_STAGES)
     assert [(lane.name, [s for s, _ in lane.steps]) for lane in lanes] == [
-        ("semi2i", ["training", "stylize", "finetune", "segment"]), ("others", ["training", "stylize", "finetune", "segment"])]
+        ("semi2i", ["training", "stylize", "finetune", "segment", "label_free"]),
+        ("others", ["training", "stylize", "finetune", "segment", "label_free"])]
     run_lanes(lanes, timings={})
     others = ("source_only", "histogram_matching", "colormapgan", "target_oracle")
     assert set(run.calls) == {
         ("train", ("semi2i",), 1, 0.5), ("stylize", ("semi2i",)), ("finetune", ("semi2i",), "finetune_semi2i"),
-        ("segment", ("semi2i",), 2), ("train", ("unet_source", "colormapgan"), 1, 0.5), ("stylize", others),
-        ("finetune", others, "finetune"), ("segment", others, 2)}
+        ("segment", ("semi2i",), 2), ("label_free", ("semi2i",)), ("train", ("unet_source", "colormapgan"), 1, 0.5),
+        ("stylize", others), ("finetune", others, "finetune"), ("segment", others, 2), ("label_free", others)}
+    # each lane scores its methods last, after its maps: the report then only reads the scores
+    assert run.calls.index(("segment", others, 2)) < run.calls.index(("label_free", others))
     # (a mapping's pieces run two at once, one CPU each: a piece of both CPUs would wait for the other lane)
     # SemI2I's fine-tune starts from the source U-net: never before the other lane's trainings
     assert run.calls.index(("train", ("unet_source", "colormapgan"), 1, 0.5)) < \

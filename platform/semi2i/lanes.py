@@ -2,8 +2,8 @@
 
 After ingest, an adapt run is two chains that meet only at the report:
 
-    semi2i:     train SemI2I (each seed) -> stylize with it -> fine-tune -> map the target
-    baselines:  train the source U-net and the GAN baselines -> stylize with them -> fine-tune, oracle -> map
+    semi2i:     train SemI2I (each seed) -> stylize with it -> fine-tune -> map the target -> label-free scores
+    baselines:  train the source U-net and the GAN baselines -> stylize with them -> fine-tune, oracle -> map -> scores
 
 (the SemI2I fine-tune starts from the source U-net, the one edge between them). Stage after stage, every
 stage waits for the slowest method in it. In lanes, each chain runs its own stages one after the other, and
@@ -171,5 +171,9 @@ def adapt_lanes(run: "AdaptRun", stages: list[str]) -> list[Lane] | None:
             lane.append(("finetune", after_others_trained(finetune) if lane is lane_semi2i else finetune))
         if "segment" in stages:
             lane.append(("segment", functools.partial(run.stage_segment, methods, map_pieces=map_pieces)))
-    lanes = [Lane("semi2i", lane_semi2i), Lane("others", lane_others)]
-    return lanes if all(lane.steps for lane in lanes) else None
+    if not (lane_semi2i and lane_others):
+        return None
+    if "report" in stages:  # each lane scores its methods for the report, so that neither waits for the other
+        for lane, methods in ((lane_semi2i, semi2i), (lane_others, others)):
+            lane.append(("label_free", functools.partial(run.stage_label_free, methods)))
+    return [Lane("semi2i", lane_semi2i), Lane("others", lane_others)]

@@ -376,7 +376,13 @@ class AdaptRun(RunFolder):
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
 
-    # 7. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score
+    # 7. label-free scores (the guard's are kept from the fine-tunes; the oracle's and source-only's are computed here)
+    def stage_label_free(self, methods: list[str] | None = None) -> None:
+        """``label_free/<method>.json`` of the report's ``methods`` (default all) not yet scored: a lane's last step,
+        so that scores no fine-tune needed (the oracle's) overlap the other lane instead of delaying the report."""
+        score_methods(self, [m for m in self.report_methods if methods is None or m in methods])
+
+    # 8. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score
     def stage_report(self) -> None:
         seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in self._available_methods()]
         if seeds and seeds != ["semi2i"]:
