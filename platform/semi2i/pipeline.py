@@ -376,7 +376,7 @@ class AdaptRun(RunFolder):
             result = {"method": method, "checkpoint": str(self.unet_path(method)), "maps": str(out), **score_maps(target, out)}
             write_text(score_path, json.dumps(result, indent=1))
 
-    # 7. label-free scores (the guard's are kept from the fine-tunes; the oracle's and source-only's are computed here)
+    # 7. label-free scores (the fine-tune stage's guard scored source-only and the fine-tunes; the oracle is left for here)
     def stage_label_free(self, methods: list[str] | None = None) -> None:
         """``label_free/<method>.json`` of the report's ``methods`` (default all) not yet scored: a lane's last step,
         so that scores no fine-tune needed (the oracle's) overlap the other lane instead of delaying the report."""
