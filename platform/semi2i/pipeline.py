@@ -377,10 +377,10 @@ class AdaptRun(RunFolder):
             write_text(score_path, json.dumps(result, indent=1))
 
     # 7. label-free scores (the fine-tune stage's guard scored source-only and the fine-tunes; the oracle is left for here)
-    def stage_label_free(self, methods: list[str] | None = None) -> None:
-        """``label_free/<method>.json`` of the report's ``methods`` (default all) not yet scored: a lane's last step,
-        so that scores no fine-tune needed (the oracle's) overlap the other lane instead of delaying the report."""
-        score_methods(self, [m for m in self.report_methods if methods is None or m in methods])
+    def stage_label_free(self, methods: list[str]) -> None:
+        """``label_free/<method>.json`` of the report's ``methods`` not yet scored: a lane's last step, so that
+        scores no fine-tune needed (the oracle's) overlap the other lane instead of delaying the report."""
+        score_methods(self, [m for m in self.report_methods if m in methods])
 
     # 8. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score
     def stage_report(self) -> None:
