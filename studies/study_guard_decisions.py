@@ -29,18 +29,21 @@ import yaml
 from scipy.stats import spearmanr
 
 from semi2i.data.store import CityStore
-from semi2i.finetune_guard import SIGNIFICANCE, UNGUARDED
+from semi2i.finetune_guard import SIGNIFICANCE, UNGUARDED, threshold
 from semi2i.mapping import map_region
 from semi2i.pipeline import score_maps
 
 log = logging.getLogger("study_guard_decisions")
 
-#: the rules compared: whether each keeps the fine-tune, given the one-sided p-value of its lead and its mean lead
+#: the rules compared: whether each keeps the fine-tune, given the one-sided p-value of its lead, its mean lead and
+#: how many fine-tunes the guard decided on in the same run
 RULES = {
-    f"lead significant (p < {SIGNIFICANCE}; the product)": lambda p, lead: p < SIGNIFICANCE,
-    "lead in the mean (no test)": lambda p, lead: lead > 0,
-    f"not significantly behind (p < {1 - SIGNIFICANCE})": lambda p, lead: p < 1 - SIGNIFICANCE,
-    "always keep (off, the paper)": lambda p, lead: True,
+    f"lead significant at {SIGNIFICANCE} over the run's fine-tunes (p < {SIGNIFICANCE}/m, Bonferroni; the product since "
+    "2026-12-07)": lambda p, lead, m: p < threshold(m),
+    f"lead significant at {SIGNIFICANCE} each (p < {SIGNIFICANCE}; the product 2026-12-06)": lambda p, lead, m: p < SIGNIFICANCE,
+    "lead in the mean (no test)": lambda p, lead, m: lead > 0,
+    f"not significantly behind (p < {1 - SIGNIFICANCE})": lambda p, lead, m: p < 1 - SIGNIFICANCE,
+    "always keep (off, the paper)": lambda p, lead, m: True,
 }
 
 
@@ -97,12 +100,15 @@ def candidate_ranking(rows: list[dict]) -> list[dict]:
 def rule_outcomes(rows: list[dict]) -> list[dict]:
     """Per rule: its harms (a kept fine-tune below the source U-net) and false alarms (a fallback from a fine-tune
     above it), their counts and mIoU, and the mean mIoU gained over source-only by the methods it decides on."""
+    family = defaultdict(int)  # the fine-tunes each run's guard decided on (its rows)
+    for r in rows:
+        family[r["run"]] += 1
     table = []
     for name, keeps in RULES.items():
         harms, alarms, gains = [], [], []
         for r in rows:
             gain = r["miou_fine_tuned"] - r["miou_source_only"]
-            kept = keeps(r["p_value"], r["mean_lead"])
+            kept = keeps(r["p_value"], r["mean_lead"], family[r["run"]])
             gains.append(gain if kept else 0.0)
             if kept and gain < 0:
                 harms.append(-gain)

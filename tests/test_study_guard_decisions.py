@@ -39,7 +39,8 @@ def test_the_candidates_are_each_runs_source_unet_and_its_fine_tunes():
 def test_each_rule_counts_its_harms_and_false_alarms():
     m = load_study("study_guard_decisions")
     by_rule = {t["rule"].split(" (")[0]: t for t in m.rule_outcomes(ROWS)}
-    product = by_rule["lead significant"]
+    product = by_rule["lead significant at 0.05 over the run's fine-tunes"]
+    assert by_rule["lead significant at 0.05 each"] == {**product, "rule": by_rule["lead significant at 0.05 each"]["rule"]}
     # keeps r1/m1 (+10) only; falls back from r2/m1 (+20) and r2/m2 (+5): two false alarms, 25 given up; no harm
     assert (product["harms"], product["false_alarms"], product["alarm_miou"]) == (0, 2, 25.0)
     assert product["mean_gain"] == pytest.approx(10 / 4)
@@ -50,3 +51,15 @@ def test_each_rule_counts_its_harms_and_false_alarms():
     assert (behind["harms"], behind["false_alarms"], behind["alarm_miou"]) == (1, 1, 20.0)
     always = by_rule["always keep"]
     assert (always["harms"], always["false_alarms"], always["mean_gain"]) == (1, 0, pytest.approx((10 - 4 + 20 + 5) / 4))
+
+
+def test_the_product_tests_at_five_percent_over_a_runs_fine_tunes():
+    """Three fine-tunes in one run: each is tested at 0.05 / 3 = 0.0167 (Bonferroni). A lead at p 0.02 that maps 8
+    below the source U-net is kept by a test at 5 % each (a harm of 8) and set aside by the product."""
+    m = load_study("study_guard_decisions")
+    rows = [_row("r", "m1", 0.001, 0.5, -0.5, 60.0, -1.0, 50.0), _row("r", "m2", 0.02, 0.2, -0.8, 42.0, -1.0, 50.0),
+            _row("r", "m3", 0.6, -0.1, -1.1, 45.0, -1.0, 50.0)]
+    by_rule = {t["rule"].split(" (")[0]: t for t in m.rule_outcomes(rows)}
+    product, each = by_rule["lead significant at 0.05 over the run's fine-tunes"], by_rule["lead significant at 0.05 each"]
+    assert (product["harms"], product["false_alarms"], product["mean_gain"]) == (0, 0, pytest.approx(10 / 3))
+    assert (each["harms"], each["harm_miou"], each["mean_gain"]) == (1, 8.0, pytest.approx((10 - 8) / 3))

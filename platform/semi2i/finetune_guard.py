@@ -12,8 +12,12 @@ instead (below). "Clearly": the score is the mean over draws of random patches
 (:data:`semi2i.domain_distance.DRAWS`), and one draw's score moves between draws by as much as the gaps the guard
 must judge (docs/label-free-selection.md, "How much of the score is the draw"); so the fine-tune is kept only when
 it leads the source U-net in a one-sided paired t-test over the draws (both U-nets are scored on the same places)
-at :data:`SIGNIFICANCE`: the burden of proof is on the change, as "do no harm" asks. Where the fine-tune leads by
-far (every SemI2I run of the main and reverse pairs), nothing changes. The signal is not a law: on a control pair with no sensor shift
+at :data:`SIGNIFICANCE` for the whole run: the burden of proof is on the change, as "do no harm" asks. A run guards
+several fine-tunes (four on the Dubai configs) and the user is handed the best-scored of those kept, so one test at
+5 % per fine-tune would keep a noise lead somewhere in up to 1 − 0.95⁴ ≈ 19 % of runs; each test is therefore taken at
+:data:`SIGNIFICANCE` divided by the number of fine-tunes the run guards (Bonferroni: at most a 5 % chance that any of
+them is kept on noise, since 2026-12-07; :func:`threshold`). Where the fine-tune leads by far (every SemI2I run of the
+main and reverse pairs), nothing changes. The signal is not a law: on a control pair with no sensor shift
 (jobs/configs/dubai-bright-control.yaml) it rated a SemI2I fine-tune that lost 5.7 mIoU to source-only the closest
 to the target (docs/adaptation-study.md, "Do no harm").
 
@@ -63,8 +67,11 @@ FINE_TUNED_SHARE = 0.5
 #: the fine-tuned weights' share in what a method maps with when its fine-tune shows no clear lead, per
 #: ``unet.finetune_guard`` value (a share of 0 is the source U-net's weights, exactly)
 FALLBACK_SHARES = {"weight_average": FINE_TUNED_SHARE, "source_unet": 0.0}
-#: the one-sided p-value below which the fine-tune's lead over the source U-net counts (the conventional 5 %)
+#: the chance, over all the fine-tunes of one run, that the guard keeps one on a lead that is noise (the conventional
+#: 5 %; each test's p-value must be below this over the number of tests: :func:`threshold`)
 SIGNIFICANCE = 0.05
+#: what each fallback is, in a decision's words
+_FALLBACK_NAMES = {"weight_average": "the average of the two's weights", "source_unet": "the source U-net"}
 #: the methods a guard never touches: nothing fine-tuned from the source U-net
 UNGUARDED = ("source_only", "target_oracle")
 #: the two lanes guard at once: one of them scores the source U-net (label_free/source_only.json), the other reads it
@@ -92,6 +99,19 @@ def lead_p_value(fine_tuned: Sequence[float], source: Sequence[float]) -> float:
     return float(ttest_1samp(lead, 0.0, alternative="greater").pvalue)
 
 
+def threshold(family: int) -> float:
+    """The p-value below which one fine-tune's lead counts when the run guards ``family`` fine-tunes: Bonferroni's
+    :data:`SIGNIFICANCE` / ``family``, which holds the run-wide chance of a kept noise lead to :data:`SIGNIFICANCE`
+    whatever the tests' dependence, and needs no other decision of the run (the two lanes decide apart)."""
+    return SIGNIFICANCE / max(family, 1)
+
+
+def _rule(significance: float, family: int, fallback: str) -> str:
+    return (f"keep the fine-tune when its label-free lead over the source U-net is significant (one-sided paired t-test "
+            f"over the draws, p < {SIGNIFICANCE}/{family} = {significance:.4g}: Bonferroni over the {family} fine-tune(s) "
+            f"this run guards), else map with {_FALLBACK_NAMES[fallback]}")
+
+
 def maps_with(record: dict) -> str:
     """What a decision maps the method with: ``fine_tune``, ``weight_average`` or ``source_unet`` (a record
     written before 2026-12-06 says it by its share alone)."""
@@ -116,8 +136,12 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
     the same bands), whether it maps with its fine-tuned U-net or, under ``setting`` (``unet.finetune_guard``),
     the fallback; returns ``{method: record}`` (also ``guard/<method>.json``). Each decision is taken once: a
     resumed run reads it (also one taken before 2026-12-06 by comparing one draw's scores: its maps were made with
-    it), and a fine-tuned U-net moved aside is found there. A decision taken under another setting is carried over
-    to this one (:func:`_carry_over`); ``off`` takes no new decisions."""
+    it), and a fine-tuned U-net moved aside is found there. A decision taken under another setting, or at another
+    p-value threshold (before 2026-12-07 every test was at 5 %; a run that now guards more or fewer fine-tunes), is
+    carried over to this one (:func:`_carry_over`); ``off`` takes no new decisions. The run's family of tests is
+    ``run.guarded_methods()``, all of its fine-tunes, not only ``methods`` (a lane decides on its own)."""
+    family = len(run.guarded_methods())
+    significance = threshold(family)
     todo: dict[str, tuple[str, str]] = {}
     records: dict[str, dict] = {}
     for method in methods:
@@ -125,7 +149,7 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
             continue
         record_path = run.path("guard", f"{method}.json")
         if record_path.exists():
-            record = _carry_over(run, method, json.loads(record_path.read_text()), setting)
+            record = _carry_over(run, method, json.loads(record_path.read_text()), setting, family)
             if record is not None:
                 records[method] = record
             continue
@@ -142,15 +166,14 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
         source = score_methods(run, ["source_only"])["source_only"]
     score = functools.partial(score_unet, target=str(run.path("stores", "target.zarr")), device="cuda" if run.cfg.gpu else "cpu")
     results = placement.run_each(score, list(todo.values()), stage="finetune_guard", num_gpus=1 if run.cfg.gpu else 0)
-    fallback = {"weight_average": "the average of the two's weights", "source_unet": "the source U-net"}[setting]
     for method, result in zip(todo, results):
         p_value = lead_p_value(result["draws"], source["draws"])
-        mapped_with = "fine_tune" if p_value < SIGNIFICANCE else setting
+        mapped_with = "fine_tune" if p_value < significance else setting
         record = {"label_free_fine_tuned": result["label_free"], "label_free_source_only": source["label_free"],
                   "maps_with": mapped_with, "weight_average": FALLBACK_SHARES.get(mapped_with),
-                  "p_value": round(p_value, 4), "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
-                  "rule": f"keep the fine-tune when its label-free lead over the source U-net is significant "
-                          f"(one-sided paired t-test over the draws, p < {SIGNIFICANCE}), else map with {fallback}"}
+                  "p_value": round(p_value, 4), "significance": significance, "family": family,
+                  "draws_fine_tuned": result["draws"], "draws_source_only": source["draws"],
+                  "rule": _rule(significance, family, setting)}
         if mapped_with != "fine_tune":
             _publish_fallback(run, method, FALLBACK_SHARES[mapped_with])
         else:  # moved aside by an earlier decision: back in place
@@ -158,20 +181,27 @@ def guard(run: "AdaptRun", methods: Sequence[str], setting: str = "source_unet")
         # the report's score, not computed again; its U-net named where it now is (moved aside on a fallback)
         write_text(run.path("label_free", f"{method}.json"), json.dumps({**result, "checkpoint": str(scored_unet(run, method))}, indent=1))
         write_text(run.path("guard", f"{method}.json"), json.dumps(record, indent=1))
-        log.info("finetune guard: %s maps with %s (label-free %.4f, source-only %.4f, p %.3f)", method,
-                 mapped_with, result["label_free"], source["label_free"], p_value)
+        log.info("finetune guard: %s maps with %s (label-free %.4f, source-only %.4f, p %.4f, needs < %.4g)", method,
+                 mapped_with, result["label_free"], source["label_free"], p_value, significance)
         records[method] = record
     return records
 
 
-def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dict | None:
-    """``record`` under ``setting``: unchanged where the method maps as the setting would have it; else the
-    method's U-net is published anew (the fallback's weights, or its fine-tune back for ``off``), its map and
-    score are deleted so that the segment stage maps it again (and, for a SemI2I seed, the choice among the seeds
-    is taken again: :mod:`semi2i.semi2i_seeds`), and the record is rewritten (deleted for ``off``: no decision
-    stands). The test is the same under either fallback, so a kept fine-tune stays kept."""
-    wanted = "fine_tune" if setting == "off" or not fell_back(record) else setting
-    if maps_with(record) == wanted and setting != "off":
+def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str, family: int) -> dict | None:
+    """``record`` under ``setting`` and the run's ``family`` of tests: unchanged where the method maps as the setting
+    and the threshold would have it; else the method's U-net is published anew (the fallback's weights, or its
+    fine-tune back), its map and score are deleted so that the segment stage maps it again (and, for a SemI2I seed,
+    the choice among the seeds is taken again: :mod:`semi2i.semi2i_seeds`), and the record is rewritten (deleted
+    for ``off``: no decision stands). The test is the same under either fallback, so only a new threshold (a record
+    of before 2026-12-07 was taken at 5 %) can turn a kept fine-tune into a fallback or back; its p-value is on
+    record, so nothing is scored again. A record without one (before 2026-12-06) stands as taken."""
+    significance = threshold(family)
+    recorded = record.get("significance", SIGNIFICANCE)
+    kept = not fell_back(record)
+    if record.get("p_value") is not None and recorded != significance:
+        kept = record["p_value"] < significance
+    wanted = "fine_tune" if setting == "off" or kept else setting
+    if maps_with(record) == wanted and setting != "off" and (recorded == significance or record.get("p_value") is None):
         return record
     path = run.path("guard", f"{method}.json")
     if maps_with(record) != wanted:
@@ -186,12 +216,14 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str) -> dic
                 write_text(score, json.dumps({**json.loads(score.read_text()), "checkpoint": str(run.unet_path(method))}, indent=1))
         else:
             _publish_fallback(run, method, FALLBACK_SHARES[wanted])
-        log.info("finetune guard: %s decided under another setting; now maps with %s (unet.finetune_guard: %s)",
-                 method, wanted, setting)
+        log.info("finetune guard: %s decided under another setting or threshold; now maps with %s "
+                 "(unet.finetune_guard: %s, p %s, needs < %.4g)", method, wanted, setting, record.get("p_value"), significance)
     if setting == "off":
         path.unlink()
         return None
     record = {**record, "maps_with": wanted, "weight_average": FALLBACK_SHARES.get(wanted)}
+    if record.get("p_value") is not None:
+        record.update(significance=significance, family=family, rule=_rule(significance, family, setting))
     write_text(path, json.dumps(record, indent=1))
     return record
 

@@ -351,6 +351,16 @@ class AdaptRun(RunFolder):
         if source.num_bands == target.num_bands:  # "off" takes no decision but undoes those of an earlier setting
             guard(self, stylized, p.unet.finetune_guard)
 
+    def guarded_methods(self) -> list[str]:
+        """The fine-tunes the do-no-harm guard decides on in this run, whichever lane it runs in (its family of tests,
+        :func:`semi2i.finetune_guard.threshold`): every stylizing candidate, less a GAN that this run neither trains
+        (``--skip``) nor has; none where the cities' bands differ (no fine-tune starts from the source U-net)."""
+        if self.store("source").num_bands != self.store("target").num_bands:
+            return []
+        return [m for m in self.candidates if base_method(m) in STYLIZED_METHODS
+                and not (base_method(m) in GAN_METHODS and base_method(m) in self.skip and not self.path(f"{m}.pt").exists()
+                         and not self.path("stylized", m, "store.zarr").exists())]
+
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]
 
