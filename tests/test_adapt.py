@@ -243,7 +243,8 @@ def test_bad_config_fails_before_any_work(tmp_path):
 
 
 def test_shipped_configs_validate(shared_data):
-    for name in ("demo", "dubai-bright-to-sensor", "dubai-sensor-to-bright", "dubai-bright-to-dark", "dubai-dark-to-bright"):
+    for name in ("demo", "dubai-bright-to-sensor", "dubai-sensor-to-bright", "dubai-bright-to-dark", "dubai-dark-to-bright",
+                 "dubai-dark-to-sensor"):
         cfg = load_adapt_config(REPO / "jobs" / "configs" / f"{name}.yaml")
         assert cfg.name == name and cfg.classes == ["building", "road", "vegetation", "water", "land"]
 

@@ -199,8 +199,8 @@ class UNetTrainConfig:
     # cross-entropy, the paper; 1: every class weighs the same in the loss; semi2i.training.class_balance)
     class_balance: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1], got {v}")] = 0.0
     # Do no harm (semi2i.finetune_guard): unless the label-free score rates the fine-tune significantly higher
-    # than the source U-net (a paired t-test over its draws), "source_unet" maps with the source U-net itself,
-    # "weight_average" with the average of the two's weights; "off": the paper
+    # than the source U-net (a paired t-test over its draws, at 5 % over all the run's fine-tunes), "source_unet"
+    # maps with the source U-net itself, "weight_average" with the average of the two's weights; "off": the paper
     finetune_guard: Annotated[Str, one_of(FINETUNE_GUARDS)] = "off"
     # Train the source U-net again (seed + 1000·k) up to this many times while it leaves a class of its own city
     # unlearned (finds < 5 % of its pixels; semi2i.source_fit): every method starts from it. 0: the paper
