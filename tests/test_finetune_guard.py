@@ -353,3 +353,30 @@ def test_each_test_is_at_five_percent_over_the_runs_fine_tunes_and_an_older_deci
     record = guard(run, ["colormapgan"])["colormapgan"]
     assert calls == [] and maps_with(record) == "fine_tune" and record["significance"] == 0.05 and record["family"] == 1
     assert all(torch.equal(load_checkpoint(run.unet_path("colormapgan"))["model"][k], v) for k, v in colormapgan["model"].items())
+
+
+def test_the_family_is_every_fine_tune_of_the_run_less_a_gan_it_neither_trains_nor_has(tmp_path):
+    """AdaptRun.guarded_methods, the number the guard divides 5 % by: both lanes' fine-tunes; a GAN whose training
+    stage is skipped counts only when the folder has it (trained before, or reused); none when the bands differ."""
+    import yaml
+
+    from semi2i.adapt_config import load_adapt_config
+    from semi2i.pipeline import AdaptRun
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "c", "profile": "quick", "synthetic": {"size": 96, "rasters": 1, "seed": 2},
+                                      "classes": ["a", "b"]}))
+    cfg = load_adapt_config(config)
+    bands = {"source": 3, "target": 3}
+    run = AdaptRun(cfg, tmp_path / "run", skip=("cyclegan",))
+    run.store = lambda city: types.SimpleNamespace(num_bands=bands[city])
+    stylizing = [m for m in cfg.methods if m not in ("source_only", "target_oracle")]
+    assert "cyclegan" in stylizing and run.guarded_methods() == [m for m in stylizing if m != "cyclegan"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "cyclegan.pt").write_bytes(b"")  # trained before this --skip
+    assert run.guarded_methods() == stylizing
+    trains = AdaptRun(cfg, tmp_path / "other")  # no --skip: its CycleGAN is still to train, and counts
+    trains.store = run.store
+    assert trains.guarded_methods() == stylizing
+    bands["target"] = 4
+    assert run.guarded_methods() == []
