@@ -339,6 +339,8 @@ def test_each_test_is_at_five_percent_over_the_runs_fine_tunes_and_an_older_deci
     older.update(maps_with="fine_tune", weight_average=None)
     finetune_guard._restore_fine_tune(run, "colormapgan")
     (tmp_path / "two" / "guard" / "colormapgan.json").write_text(json.dumps(older))
+    score = tmp_path / "two" / "label_free" / "colormapgan.json"
+    score.write_text(json.dumps({**json.loads(score.read_text()), "checkpoint": str(run.unet_path("colormapgan"))}))
     for folder in ("maps/colormapgan", "scores"):
         (tmp_path / "two" / folder).mkdir(parents=True, exist_ok=True)
     (tmp_path / "two" / "scores" / "colormapgan.json").write_text("{}")
@@ -347,11 +349,13 @@ def test_each_test_is_at_five_percent_over_the_runs_fine_tunes_and_an_older_deci
     assert calls == [] and maps_with(record) == "source_unet" and record["significance"] == 0.025
     assert json.loads((tmp_path / "two" / "guard" / "colormapgan.json").read_text()) == record
     assert not (tmp_path / "two" / "maps" / "colormapgan").exists() and not (tmp_path / "two" / "scores" / "colormapgan.json").exists()
+    assert json.loads(score.read_text())["checkpoint"] == str(tmp_path / "two" / "guard" / "unet_colormapgan.pt")  # moved aside
     assert guard(run, ["colormapgan"]) == {"colormapgan": record}  # settled
 
     run.methods = ["colormapgan"]  # the run now guards one fine-tune (say, --skip semi2i on a fresh folder)
     record = guard(run, ["colormapgan"])["colormapgan"]
     assert calls == [] and maps_with(record) == "fine_tune" and record["significance"] == 0.05 and record["family"] == 1
+    assert json.loads(score.read_text())["checkpoint"] == str(run.unet_path("colormapgan"))
     assert all(torch.equal(load_checkpoint(run.unet_path("colormapgan"))["model"][k], v) for k, v in colormapgan["model"].items())
 
 

@@ -211,11 +211,11 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str, family
             run.path("semi2i_choice.json").unlink(missing_ok=True)
         if wanted == "fine_tune":
             _restore_fine_tune(run, method)
-            score = run.path("label_free", f"{method}.json")
-            if score.exists():  # the same fine-tune's score, named where its U-net now is
-                write_text(score, json.dumps({**json.loads(score.read_text()), "checkpoint": str(run.unet_path(method))}, indent=1))
         else:
             _publish_fallback(run, method, FALLBACK_SHARES[wanted])
+        score = run.path("label_free", f"{method}.json")
+        if score.exists():  # the same fine-tune's score, named where its U-net now is
+            write_text(score, json.dumps({**json.loads(score.read_text()), "checkpoint": str(scored_unet(run, method))}, indent=1))
         log.info("finetune guard: %s decided under another setting or threshold; now maps with %s "
                  "(unet.finetune_guard: %s, p %s, needs < %.4g)", method, wanted, setting, record.get("p_value"), significance)
     if setting == "off":
