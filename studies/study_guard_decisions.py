@@ -70,7 +70,7 @@ def decision_rows(run: Path, out: Path) -> list[dict]:
             miou = score_maps(target, maps)["miou"]
         draws_lead = [a - b for a, b in zip(record["draws_fine_tuned"], record["draws_source_only"])]
         rows.append({"run": str(run), "pair": f"{report['source']} -> {report['target']}", "method": method,
-                     "maps_with": record["maps_with"], "p_value": record["p_value"],
+                     "maps_with": record["maps_with"], "p_value": record["p_value"], "family": record.get("family"),
                      "mean_lead": round(statistics.mean(draws_lead), 6),
                      "label_free_fine_tuned": record["label_free_fine_tuned"],
                      "label_free_source_only": record["label_free_source_only"],
@@ -100,15 +100,15 @@ def candidate_ranking(rows: list[dict]) -> list[dict]:
 def rule_outcomes(rows: list[dict]) -> list[dict]:
     """Per rule: its harms (a kept fine-tune below the source U-net) and false alarms (a fallback from a fine-tune
     above it), their counts and mIoU, and the mean mIoU gained over source-only by the methods it decides on."""
-    family = defaultdict(int)  # the fine-tunes each run's guard decided on (its rows)
+    counted = defaultdict(int)  # the fine-tunes each run's guard decided on: its rows (rows before 2026-12-07)
     for r in rows:
-        family[r["run"]] += 1
+        counted[r["run"]] += 1
     table = []
     for name, keeps in RULES.items():
         harms, alarms, gains = [], [], []
         for r in rows:
             gain = r["miou_fine_tuned"] - r["miou_source_only"]
-            kept = keeps(r["p_value"], r["mean_lead"], family[r["run"]])
+            kept = keeps(r["p_value"], r["mean_lead"], r.get("family") or counted[r["run"]])
             gains.append(gain if kept else 0.0)
             if kept and gain < 0:
                 harms.append(-gain)

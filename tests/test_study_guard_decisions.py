@@ -63,3 +63,6 @@ def test_the_product_tests_at_five_percent_over_a_runs_fine_tunes():
     product, each = by_rule["lead significant at 0.05 over the run's fine-tunes"], by_rule["lead significant at 0.05 each"]
     assert (product["harms"], product["false_alarms"], product["mean_gain"]) == (0, 0, pytest.approx(10 / 3))
     assert (each["harms"], each["harm_miou"], each["mean_gain"]) == (1, 8.0, pytest.approx((10 - 8) / 3))
+    # a row that carries its run's family (written since 2026-12-07) is tested by it, not by the rows counted
+    alone = m.rule_outcomes([{**rows[1], "family": 1}])
+    assert alone[0]["harms"] == 1 and alone[0]["harm_miou"] == 8.0
