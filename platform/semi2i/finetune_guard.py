@@ -196,12 +196,11 @@ def _carry_over(run: "AdaptRun", method: str, record: dict, setting: str, family
     of before 2026-12-07 was taken at 5 %) can turn a kept fine-tune into a fallback or back; its p-value is on
     record, so nothing is scored again. A record without one (before 2026-12-06) stands as taken."""
     significance = threshold(family)
-    recorded = record.get("significance", SIGNIFICANCE)
-    kept = not fell_back(record)
-    if record.get("p_value") is not None and recorded != significance:
-        kept = record["p_value"] < significance
+    # taken at another threshold (before 2026-12-07 every record was at 5 %): decided again from its p-value
+    stale = record.get("p_value") is not None and record.get("significance", SIGNIFICANCE) != significance
+    kept = record["p_value"] < significance if stale else not fell_back(record)
     wanted = "fine_tune" if setting == "off" or kept else setting
-    if maps_with(record) == wanted and setting != "off" and (recorded == significance or record.get("p_value") is None):
+    if maps_with(record) == wanted and setting != "off" and not stale:
         return record
     path = run.path("guard", f"{method}.json")
     if maps_with(record) != wanted:

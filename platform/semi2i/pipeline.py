@@ -317,11 +317,15 @@ class AdaptRun(RunFolder):
         methods = [m for m in self.candidates if base_method(m) in STYLIZED_METHODS and (only is None or m in only)]
         if source.num_bands != target.num_bands:
             methods = [m for m in methods if m not in PER_BAND_METHODS]
-        untrained = [m for m in methods if base_method(m) in GAN_METHODS and not self.path(f"{m}.pt").exists()
-                     and not self.path("stylized", m, "store.zarr").exists()]
+        untrained = [m for m in methods if self._untrained_gan(m)]
         if untrained:  # e.g. --skip cyclegan on a fresh run folder
             log.warning("no trained %s in %s (training stage skipped?): left out", ", ".join(untrained), self.run_dir)
         return [m for m in methods if m not in untrained]
+
+    def _untrained_gan(self, method: str) -> bool:
+        """A GAN method with neither its generator nor its stylized source in the folder."""
+        return (base_method(method) in GAN_METHODS and not self.path(f"{method}.pt").exists()
+                and not self.path("stylized", method, "store.zarr").exists())
 
     # 5. fine-tune (and the target oracle)
     def stage_finetune(self, methods: list[str] | None = None, *, name: str = "finetune",
@@ -358,8 +362,7 @@ class AdaptRun(RunFolder):
         if self.store("source").num_bands != self.store("target").num_bands:
             return []
         return [m for m in self.candidates if base_method(m) in STYLIZED_METHODS
-                and not (base_method(m) in GAN_METHODS and base_method(m) in self.skip and not self.path(f"{m}.pt").exists()
-                         and not self.path("stylized", m, "store.zarr").exists())]
+                and not (base_method(m) in self.skip and self._untrained_gan(m))]
 
     def _available_methods(self) -> list[str]:
         return [m for m in self.candidates if self.unet_path(m).exists()]
