@@ -23,7 +23,7 @@ from semi2i.finetune_guard import SIGNIFICANCE, lead_p_value
 from semi2i.adapt_config import load_adapt_config
 from semi2i.metrics import scores
 from semi2i.pipeline import AdaptRun
-from semi2i.report_table import pct
+from semi2i.report_table import label_free_pick, pct
 
 TINY = {
     "name": "tiny",
@@ -104,6 +104,13 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
             assert any(not torch.equal(fine_tuned[k], source_unet[k]) for k in fine_tuned if fine_tuned[k].is_floating_point())
             # so it maps as source-only does, pixel for pixel
             assert report["methods"][name]["iou"] == report["methods"]["source_only"]["iou"]
+    # the pick and how sure the score is of it: the runner-up maps with another U-net than the pick's
+    pick = report["label_free_pick"]
+    assert pick["method"] == label_free_pick(report["methods"])
+    if pick["runner_up"] is not None:
+        on_source = {m for m, d in report["finetune_guard"].items() if d["maps_with"] == "source_unet"} | {"source_only"}
+        assert not {pick["method"], pick["runner_up"]} <= on_source and 0 <= pick["p_value"] <= 1
+        assert pick["significant"] == (pick["p_value"] < SIGNIFICANCE)
     # every stylized source carries its tone check; per-band baselines are monotone maps of the source
     for name in ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"):
         assert -1 <= report["methods"][name]["tone_order"] <= 1
@@ -244,7 +251,7 @@ def test_bad_config_fails_before_any_work(tmp_path):
 
 def test_shipped_configs_validate(shared_data):
     for name in ("demo", "dubai-bright-to-sensor", "dubai-sensor-to-bright", "dubai-bright-to-dark", "dubai-dark-to-bright",
-                 "dubai-dark-to-sensor"):
+                 "dubai-dark-to-sensor", "dubai-sensor-to-dark"):
         cfg = load_adapt_config(REPO / "jobs" / "configs" / f"{name}.yaml")
         assert cfg.name == name and cfg.classes == ["building", "road", "vegetation", "water", "land"]
 

@@ -1,10 +1,11 @@
 """The label-free score (semi2i.domain_distance, semi2i.label_free): the Fréchet distance by hand, the score
 falls as the training imagery moves away from the target, patches are drawn reproducibly and around
-nodata, and an adapt run on an unlabelled target reports the score alone."""
+nodata, the pick says how sure it is, and an adapt run on an unlabelled target reports the score alone."""
 
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 import yaml
 
 from conftest import write_raster
+from semi2i.adapt_report import pick_evidence
 from semi2i.data.ingest import ingest_city
 from semi2i.data.normalize import BandStats
 from semi2i.domain_distance import feature_distances, frechet, sample_patches, store_distance
@@ -102,6 +104,36 @@ def test_unlabelled_report_table_and_pick():
              for line in report_markdown(report).splitlines() if line.startswith("| ") and "---" not in line}
     assert table == {"method": "label-free", "source_only": "-0.9000", "semi2i": "-0.2000", "gray_world": "-0.5000",
                      "cyclegan": "not applicable"}
+
+
+def test_the_pick_says_whether_its_lead_over_the_runner_up_is_significant(tmp_path):
+    """Three draws by hand: t = mean / (sd / sqrt 3) of the per-draw leads, and with 2 degrees of freedom the one-sided
+    p = 1/2 - t / (2 sqrt(2 + t^2))."""
+    run = types.SimpleNamespace(path=lambda *parts: tmp_path.joinpath(*parts))
+    (tmp_path / "guard").mkdir()
+    (tmp_path / "guard" / "gray_world.json").write_text(json.dumps({"maps_with": "source_unet"}))
+    source, semi2i = [-1.0, -1.2, -0.8], [-0.2, -0.3, -0.1]
+    free = {"source_only": {"draws": source}, "semi2i": {"draws": semi2i}, "colormapgan": {"draws": [-0.25, -0.2, -0.3]},
+            "gray_world": {"draws": [-0.1, -0.1, -0.1]}, "target_oracle": {"draws": [0.0, 0.0, 0.0]}}
+    rows = {"source_only": {"label_free": -1.0}, "semi2i": {"label_free": -0.2}, "colormapgan": {"label_free": -0.25},
+            "gray_world": {"label_free": -1.0}, "target_oracle": {"label_free": 0.0}}
+    # leads 0.05, -0.1, 0.2: mean 0.05, sd 0.15, t = 0.5774, p = 0.3110; gray world maps with the source U-net (its
+    # draws are source-only's, whatever its set-aside fine-tune scored) and the oracle saw labels: neither is a rival
+    evidence = pick_evidence(run, rows, free)
+    assert evidence == {"method": "semi2i", "runner_up": "colormapgan", "lead": pytest.approx(0.05),
+                        "p_value": pytest.approx(0.3110, abs=1e-4), "significant": False}
+    line = report_markdown({"source": "a", "target": "b", "classes": [], "profile": "quick", "methods": rows,
+                            "label_free_pick": evidence})
+    assert "**semi2i**" in line and "over colormapgan, the runner-up, is **not** significant" in line and "p = 0.3110" in line
+    # leads 0.3, 0.3, 0.6: mean 0.4, sd 0.1732, t = 4, p = 1/2 - 4 / (2 sqrt 18) = 0.0286
+    free["colormapgan"]["draws"] = [-0.5, -0.6, -0.7]
+    rows["colormapgan"]["label_free"] = -0.6
+    assert pick_evidence(run, rows, free)["p_value"] == pytest.approx(0.0286, abs=1e-4)
+    assert pick_evidence(run, rows, free)["significant"] is True
+    # every other method maps with the source U-net: the pick has no rival to be tested against
+    only = {m: rows[m] for m in ("source_only", "gray_world")}
+    assert pick_evidence(run, only, free) == {"method": "source_only", "runner_up": None, "lead": None, "p_value": None,
+                                              "significant": None}
 
 
 @pytest.mark.slow

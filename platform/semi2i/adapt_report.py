@@ -11,7 +11,8 @@ fine-tune, the source U-net, or the two's weight average) and the two label-free
 (:mod:`semi2i.finetune_guard`); a method that maps with the source U-net has the source U-net's ``label_free``, an
 averaged one its fine-tune's capped at the source U-net's (since 2026-12-06). ``source_fit`` (beside ``methods``)
 is the source U-net's fit on its own city's labels, per class, with the classes it did not learn and its retrains
-(:mod:`semi2i.source_fit`).
+(:mod:`semi2i.source_fit`). ``label_free_pick`` (beside ``methods``, since 2026-12-07) names the method the platform
+would trust without target labels and whether the score can tell it from the runner-up (:func:`pick_evidence`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from semi2i.finetune_guard import fell_back, guard_record, maps_with, trusted_score
+import numpy as np
+
+from semi2i.finetune_guard import SIGNIFICANCE, fell_back, guard_record, lead_p_value, maps_with, trusted_score
+from semi2i.report_table import label_free_pick
 
 if TYPE_CHECKING:
     from semi2i.pipeline import AdaptRun
@@ -70,6 +74,8 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
     choice = run.path("semi2i_choice.json")
     if choice.exists():
         report["semi2i_choice"] = json.loads(choice.read_text())
+    if (pick := pick_evidence(run, rows, label_free)) is not None:
+        report["label_free_pick"] = pick
     closed = gap_closed(rows)
     if closed is not None:
         report["semi2i_gap_closed"] = closed
@@ -85,6 +91,42 @@ def reported_score(run: "AdaptRun", method: str, label_free: Mapping[str, dict])
         return score
     source = label_free["source_only"]["label_free"] if "source_only" in label_free else record["label_free_source_only"]
     return trusted_score(score, source, maps_with(record))
+
+
+def reported_draws(run: "AdaptRun", method: str, label_free: Mapping[str, dict]) -> list[float] | None:
+    """The per-draw scores behind ``methods[method]["label_free"]``, with the guard's fallback applied draw by draw
+    (the source U-net's draws; for a weight average the lower of the two in each draw). None: no draws kept."""
+    draws = label_free[method].get("draws")
+    record = guard_record(run, method)
+    if not draws or not fell_back(record):
+        return draws
+    source = label_free["source_only"]["draws"] if "source_only" in label_free else record["draws_source_only"]
+    return list(source) if maps_with(record) == "source_unet" else list(np.minimum(draws, source))
+
+
+def pick_evidence(run: "AdaptRun", rows: Mapping[str, dict], label_free: Mapping[str, dict]) -> dict | None:
+    """``report["label_free_pick"]``: the method the report trusts without target labels (the best label-free score,
+    the oracle left out: :func:`semi2i.report_table.label_free_pick`), the runner-up, and the one-sided p-value of the
+    pick's lead over it in a paired t-test over the score's draws (the same patches for every U-net of a run).
+
+    Why: a user without labels cannot see whether the pick won by a margin or by the draw. Where p >= 0.05 the score
+    does not separate the two, and on the committed runs such near ties hid mIoU gaps of up to 14.7 points
+    (docs/label-free-selection.md, "How sure is the pick?"). The runner-up is the best-scored method that maps with
+    another U-net: methods the guard maps with the source U-net are source-only's model, and SemI2I's chosen seed is
+    its seed's row, so their identical draws are passed over. None without at least one method with draws."""
+    scored = {m: row for m, row in rows.items() if "label_free" in row and m != "target_oracle"}
+    draws = {m: d for m in scored if m in label_free and (d := reported_draws(run, m, label_free))}
+    pick = label_free_pick(scored)
+    if pick not in draws:
+        return None
+    others = [m for m in draws if list(draws[m]) != list(draws[pick])]
+    evidence = {"method": pick, "runner_up": None, "lead": None, "p_value": None, "significant": None}
+    if others:
+        runner_up = max(others, key=lambda m: scored[m]["label_free"])
+        p = lead_p_value(draws[pick], draws[runner_up])
+        evidence.update(runner_up=runner_up, lead=round(float(np.mean(np.subtract(draws[pick], draws[runner_up]))), 6),
+                        p_value=round(p, 4), significant=p < SIGNIFICANCE)
+    return evidence
 
 
 #: mIoU points between source-only and the target oracle below which there is no gap to close: a share of it

@@ -35,6 +35,8 @@ def report_markdown(report: dict) -> str:
     if pick := label_free_pick(rows):
         lines += ["", f"Without target labels the platform would trust **{pick}** (the highest label-free score; "
                   "the oracle, trained on the target's labels, is left out)."]
+        if (evidence := report.get("label_free_pick") or {}).get("runner_up"):
+            lines[-1] += " " + pick_evidence_line(evidence)
     if choice := report.get("semi2i_choice"):
         lines += ["", f"SemI2I: {choice['chosen']} (seed {choice['seed']}) was chosen without target labels "
                   f"({choice['criterion']})."]
@@ -73,6 +75,15 @@ def source_fit_line(fit: dict) -> str:
         return line + (f". **Not learned: {', '.join(fit['unlearned'])}** (found on less than {MIN_RECALL:.0%} of its pixels there): "
                        "no method's map can be trusted for it.")
     return line + ", every class learned."
+
+
+def pick_evidence_line(evidence: dict) -> str:
+    """How sure the score is of its pick (:func:`semi2i.adapt_report.pick_evidence`)."""
+    test = f"one-sided paired t-test over the score's draws, p = {evidence['p_value']:.4f}"
+    if evidence["significant"]:
+        return f"Its lead over {evidence['runner_up']}, the runner-up, is significant ({test})."
+    return (f"Its lead over {evidence['runner_up']}, the runner-up, is **not** significant ({test}): the score does not "
+            "separate the two, so their order is a hint.")
 
 
 def pct(value: float | None) -> str:
