@@ -34,6 +34,7 @@ from semi2i.data.store import CityStore
 from semi2i.finetune_guard import UNGUARDED, maps_with
 from semi2i.metrics import confusion_matrix, mean_iou
 from semi2i.models.precision import autocast
+from semi2i.report_table import label_free_pick
 from semi2i.segment import SegmentationModel
 
 ENSEMBLES = ("all_kept", "top2", "tied_with_best")
@@ -92,8 +93,8 @@ def run_row(run: Path) -> dict:
 
 
 def pick(row: dict) -> str:
-    """The product's pick: the best label-free score among source-only and the kept fine-tunes (a tie: source-only)."""
-    return max(["source_only", *row["kept"]], key=lambda m: row["label_free"][m])
+    """The product's pick (:func:`semi2i.report_table.label_free_pick`) among source-only and the kept fine-tunes."""
+    return label_free_pick({m: {"label_free": row["label_free"][m]} for m in ["source_only", *row["kept"]]})
 
 
 def markdown(rows: list[dict]) -> str:

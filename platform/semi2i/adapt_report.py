@@ -89,8 +89,7 @@ def reported_score(run: "AdaptRun", method: str, label_free: Mapping[str, dict])
     record = guard_record(run, method)
     if not fell_back(record):
         return score
-    source = label_free["source_only"]["label_free"] if "source_only" in label_free else record["label_free_source_only"]
-    return trusted_score(score, source, maps_with(record))
+    return trusted_score(score, _source_unet(label_free, record, "label_free"), maps_with(record))
 
 
 def reported_draws(run: "AdaptRun", method: str, label_free: Mapping[str, dict]) -> list[float] | None:
@@ -100,8 +99,14 @@ def reported_draws(run: "AdaptRun", method: str, label_free: Mapping[str, dict])
     record = guard_record(run, method)
     if not draws or not fell_back(record):
         return draws
-    source = label_free["source_only"]["draws"] if "source_only" in label_free else record["draws_source_only"]
+    source = _source_unet(label_free, record, "draws")
     return list(source) if maps_with(record) == "source_unet" else list(np.minimum(draws, source))
+
+
+def _source_unet(label_free: Mapping[str, dict], record: dict, key: str):
+    """The source U-net's ``key`` (``label_free`` or ``draws``): the run's source-only score, else the one the guard
+    decided on (a config may leave source-only out)."""
+    return label_free["source_only"][key] if "source_only" in label_free else record[f"{key}_source_only"]
 
 
 def pick_evidence(run: "AdaptRun", rows: Mapping[str, dict], label_free: Mapping[str, dict]) -> dict | None:
