@@ -129,7 +129,11 @@ def test_the_pick_says_whether_its_lead_over_the_runner_up_is_significant(tmp_pa
     free["colormapgan"]["draws"] = [-0.5, -0.6, -0.7]
     rows["colormapgan"]["label_free"] = -0.6
     assert pick_evidence(run, rows, free)["p_value"] == pytest.approx(0.0286, abs=1e-4)
-    assert pick_evidence(run, rows, free)["significant"] is True
+    assert (evidence := pick_evidence(run, rows, free))["significant"] is True
+    line = report_markdown({"source": "a", "target": "b", "classes": [], "profile": "quick", "methods": rows,
+                            "label_free_pick": evidence})
+    assert "over colormapgan, the runner-up, is significant" in line and "p = 0.0286" in line
+    assert "can still get wrong between two methods that both adapted" in line  # agreeing draws are not a right order
     # every other method maps with the source U-net: the pick has no rival to be tested against
     only = {m: rows[m] for m in ("source_only", "gray_world")}
     assert pick_evidence(run, only, free) == {"method": "source_only", "runner_up": None, "lead": None, "p_value": None,
