@@ -4,7 +4,8 @@ Agreement (a candidate's mean mIoU of map against map with the others) ranked th
 (docs/label-free-selection.md, "Why they fail with five candidates"): the fine-tunes that did not adapt map alike, and
 where the guard maps them with the source U-net their maps are identical. This asks the question again among the
 fine-tunes the guard kept (`maps_with: fine_tune`), where the label-free score is weakest: with three or more of them,
-pick the one that agrees most with the others; with fewer, the score's pick stands. Reads each run's published maps
+pick the one that agrees most with the others; with fewer, the score's pick stands. A third column is no score at all:
+SemI2I whenever the guard kept its fine-tune (the platform's method as a prior), else the score's pick. Reads each run's published maps
 (`maps/<method>/cog`, every second pixel) and its report; prints each run's picks and the mIoU each loses.
 
     cd studies && python study_adapted_agreement.py ../runs/s66/synthetic/*-s? ../runs/s61/main-s? ... --out rows.jsonl
@@ -56,22 +57,22 @@ def run_row(run: Path) -> dict:
     score_pick = label_free_pick({m: methods[m] for m in candidates})  # the report's pick
     return {"run": "/".join(run.parts[-2:]), "pair": f"{report['source']} -> {report['target']}",
             "miou": {m: methods[m]["miou"] for m in candidates}, "adapted": adapted, "agreement": agreement,
-            "score_pick": score_pick, "agreement_pick": max(agreement, key=agreement.get) if agreement else score_pick}
+            "score_pick": score_pick, "agreement_pick": max(agreement, key=agreement.get) if agreement else score_pick,
+            "semi2i_pick": "semi2i" if "semi2i" in adapted else score_pick}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | adapted | score's pick (loss) | agreement's pick (loss) |", "|---|---|---|---|"]
-    losses = {"score_pick": [], "agreement_pick": []}
+    lines = ["| run | adapted | score's pick (loss) | agreement's pick (loss) | SemI2I when kept (loss) |", "|---|---|---|---|---|"]
+    losses = {"score_pick": [], "agreement_pick": [], "semi2i_pick": []}
     for row in rows:
         best = max(row["miou"].values())
         cells = []
         for key in losses:
             losses[key].append(loss := best - row["miou"][row[key]])
             cells.append(f"{row[key]} ({loss:.2f})")
-        lines.append(f"| {row['run']} | {len(row['adapted'])} | {cells[0]} | {cells[1]} |")
-    lines.append(f"| mean / worst over {len(rows)} runs | | {statistics.mean(losses['score_pick']):.2f} / "
-                 f"{max(losses['score_pick']):.2f} | {statistics.mean(losses['agreement_pick']):.2f} / "
-                 f"{max(losses['agreement_pick']):.2f} |")
+        lines.append(f"| {row['run']} | {len(row['adapted'])} | {' | '.join(cells)} |")
+    summary = " | ".join(f"{statistics.mean(v):.2f} / {max(v):.2f}" for v in losses.values())
+    lines.append(f"| mean / worst over {len(rows)} runs | | {summary} |")
     return "\n".join(lines)
 
 

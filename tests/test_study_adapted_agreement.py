@@ -17,9 +17,9 @@ def test_map_miou_counts_only_the_classes_either_map_holds_and_skips_nodata():
 def test_each_pick_loses_the_best_candidates_miou_minus_its_own():
     m = load_study("study_adapted_agreement")
     rows = [{"run": "r1", "miou": {"source_only": 5.0, "semi2i": 50.0, "colormapgan": 30.0}, "adapted": ["semi2i", "colormapgan"],
-             "score_pick": "colormapgan", "agreement_pick": "semi2i"},
+             "score_pick": "colormapgan", "agreement_pick": "semi2i", "semi2i_pick": "semi2i"},
             {"run": "r2", "miou": {"source_only": 40.0, "semi2i": 10.0}, "adapted": [], "score_pick": "source_only",
-             "agreement_pick": "source_only"}]
+             "agreement_pick": "source_only", "semi2i_pick": "source_only"}]
     lines = m.table(rows).splitlines()
-    assert lines[2] == "| r1 | 2 | colormapgan (20.00) | semi2i (0.00) |"
-    assert lines[-1] == "| mean / worst over 2 runs | | 10.00 / 20.00 | 0.00 / 0.00 |"
+    assert lines[2] == "| r1 | 2 | colormapgan (20.00) | semi2i (0.00) | semi2i (0.00) |"
+    assert lines[-1] == "| mean / worst over 2 runs | | 10.00 / 20.00 | 0.00 / 0.00 | 0.00 / 0.00 |"
