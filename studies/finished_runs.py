@@ -1,6 +1,6 @@
 """What the studies that redo part of a finished ``jobs/adapt.py`` run share: the run's config as adapt would load
-it now (refused when its U-net settings have changed since, as the comparison would be void) and the rows a
-study already wrote (a re-run skips them)."""
+it now (refused when its U-net settings have changed since, as the comparison would be void), the rows a
+study already wrote (a re-run skips them), and reading and appending JSON-lines rows."""
 
 from __future__ import annotations
 
@@ -29,3 +29,17 @@ def written_rows(results: Path, *keys: str) -> set[tuple]:
     if not results.exists():
         return set()
     return {tuple(row[k] for k in keys) for row in map(json.loads, results.read_text().splitlines())}
+
+
+def read_rows(files: list[Path]) -> list[dict]:
+    """Every row of the JSON-lines ``files``, in order (blank lines skipped)."""
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+
+
+def append_row(results: Path | None, row: dict) -> None:
+    """Add ``row`` to the JSON-lines file ``results`` (its folder made if needed); None: nowhere."""
+    if results is None:
+        return
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -82,14 +82,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append each run's row to this JSON-lines file")
     parser.add_argument("--rows", nargs="*", type=Path, default=[], help="rows written before: tabulate them")
     args = parser.parse_args()
-    rows = [json.loads(line) for f in args.rows for line in f.read_text().splitlines() if line.strip()]
+    from finished_runs import append_row, read_rows  # here: the tests import the tables' functions without studies/ on the path
+    rows = read_rows(args.rows)
     for run in args.runs:
         if not (run / "report.json").is_file():
             continue
         rows.append(row := run_row(run))
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_row(args.out, row)
     print(table(rows))
 
 

@@ -14,7 +14,6 @@ prints, per pair, Spearman ρ with the candidates' mIoU and the pick loss for th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -78,13 +77,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rows", nargs="*", type=Path, default=[], help="rows written before: tabulate them")
     args = parser.parse_args()
-    decisions = [json.loads(line) for f in args.decisions for line in f.read_text().splitlines() if line.strip()]
-    rows = [json.loads(line) for f in args.rows for line in f.read_text().splitlines() if line.strip()]
+    from finished_runs import append_row, read_rows  # here: the tests import the tables' functions without studies/ on the path
+    decisions, rows = read_rows(args.decisions), read_rows(args.rows)
     for run in args.runs:
         rows.append(row := run_row(run, decisions))
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_row(args.out, row)
     print(table(rows))
 
 
