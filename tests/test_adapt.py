@@ -105,12 +105,20 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
             # so it maps as source-only does, pixel for pixel
             assert report["methods"][name]["iou"] == report["methods"]["source_only"]["iou"]
     # the pick and how sure the score is of it: the runner-up maps with another U-net than the pick's
-    pick = report["label_free_pick"]
-    assert pick["method"] == label_free_pick(report["methods"])
+    # (since 2026-12-07 by the maps' agreement with the colour-blind reference, the quick profile's unet.reference_steps)
+    pick, agreement = report["label_free_pick"], report["reference_agreement"]
+    kept = json.loads((tmp_path / "run" / "reference" / "agreement.json").read_text())
+    assert set(agreement) == set(report["methods"]) and kept["steps"] == 400 and kept["seed"] == 0
+    for name, value in agreement.items():
+        assert value == kept["methods"][name]["agreement"] and 0 <= value <= 100
+    assert load_checkpoint(tmp_path / "run" / "reference" / "unet.pt")["steps"] == 400
+    on_source = {m for m, d in report["finetune_guard"].items() if d["maps_with"] == "source_unet"} | {"source_only"}
+    assert len({agreement[m] for m in on_source}) == 1  # one map, one agreement
+    assert pick["by"] == "reference_agreement" and pick["method"] == label_free_pick(report["methods"], agreement)
+    assert pick["method"] == max((m for m in agreement if m != "target_oracle"), key=agreement.get)
     if pick["runner_up"] is not None:
-        on_source = {m for m, d in report["finetune_guard"].items() if d["maps_with"] == "source_unet"} | {"source_only"}
-        assert not {pick["method"], pick["runner_up"]} <= on_source and 0 <= pick["p_value"] <= 1
-        assert pick["significant"] == (pick["p_value"] < SIGNIFICANCE)
+        assert not {pick["method"], pick["runner_up"]} <= on_source and pick["p_value"] is None
+        assert pick["lead"] == round(agreement[pick["method"]] - agreement[pick["runner_up"]], 4) > 0
     # every stylized source carries its tone check; per-band baselines are monotone maps of the source
     for name in ("histogram_matching", "gray_world", "colormapgan", "cyclegan", "semi2i"):
         assert -1 <= report["methods"][name]["tone_order"] <= 1
@@ -126,7 +134,7 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
             for line in (tmp_path / "run" / "report.md").read_text().splitlines() if line.startswith("| ") and "---" not in line}
     for name, m in report["methods"].items():
         wanted = [*(pct(m["iou"][c]) for c in TINY["classes"]), f"**{pct(m['miou'])}**", pct(m["pixel_accuracy"]),
-                  f"{m['label_free']:.4f}"]
+                  f"{m['label_free']:.4f}", pct(report["reference_agreement"][name])]
         assert rows[name] == wanted, (name, rows[name], wanted)
     # the source U-net's fit on its own city (semi2i.source_fit): a 3-step U-net leaves classes unlearned, so the
     # quick profile's two retrains ran (seeds 1000, 2000) and the best attempt is what every method started from
@@ -145,7 +153,7 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
     places = json.loads((tmp_path / "run" / "placement.json").read_text())
     assert places["driver"]["pid"] == os.getpid()
     assert set(places["stages"]) == {"ingest", "stylize", "tone_check", "map", "publish", "score", "label_free",
-                                     "finetune_guard", "previews", "source_fit"}
+                                     "finetune_guard", "previews", "source_fit", "reference"}
     assert ran_off_the_driver(places["stages"]) == []
     # SemI2I's chain ran beside the other methods' (semi2i.lanes: the test cluster has room for both)
     # and each lane scored its methods last (the oracle's score too, which no fine-tune's guard computes)
@@ -162,7 +170,7 @@ def test_tiny_demo_end_to_end_and_resume(tiny_demo):
         assert f.crs == target.rasters[0].crs and f.transform == target.rasters[0].transform and f.nodata == 255
 
     # resume: a second run finds every output and trains nothing
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("*.pt")}
+    stamps = {p: p.stat().st_mtime_ns for p in [*(tmp_path / "run").glob("*.pt"), *(tmp_path / "run" / "reference").glob("*")]}
     again = AdaptRun(load_adapt_config(config), tmp_path / "run")
     assert again.run() == report
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

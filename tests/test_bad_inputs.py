@@ -579,3 +579,7 @@ def test_three_band_source_to_one_band_target_end_to_end(tmp_path, ray_session):
     assert "| source_only | - | - | - | - | - | not applicable | - |" in md and "Not applicable to this pair" in md
     assert not (tmp_path / "run" / "maps" / "source_only").exists() and (tmp_path / "run" / "maps" / "semi2i" / "job.json").exists()
     assert (tmp_path / "run" / "previews" / "adaptation.png").exists()
+    # no colour-blind reference: a U-net trained on the 3-band source cannot read the 1-band target; the label-free
+    # score picks instead
+    assert "reference_agreement" not in report and not (tmp_path / "run" / "reference").exists()
+    assert report["label_free_pick"]["by"] == "label_free"

@@ -120,7 +120,7 @@ def test_the_pick_says_whether_its_lead_over_the_runner_up_is_significant(tmp_pa
     # leads 0.05, -0.1, 0.2: mean 0.05, sd 0.15, t = 0.5774, p = 0.3110; gray world maps with the source U-net (its
     # draws are source-only's, whatever its set-aside fine-tune scored) and the oracle saw labels: neither is a rival
     evidence = pick_evidence(run, rows, free)
-    assert evidence == {"method": "semi2i", "runner_up": "colormapgan", "lead": pytest.approx(0.05),
+    assert evidence == {"method": "semi2i", "by": "label_free", "runner_up": "colormapgan", "lead": pytest.approx(0.05),
                         "p_value": pytest.approx(0.3110, abs=1e-4), "significant": False}
     line = report_markdown({"source": "a", "target": "b", "classes": [], "profile": "quick", "methods": rows,
                             "label_free_pick": evidence})
@@ -136,7 +136,7 @@ def test_the_pick_says_whether_its_lead_over_the_runner_up_is_significant(tmp_pa
     assert "can still get wrong between two methods that both adapted" in line  # agreeing draws are not a right order
     # every other method maps with the source U-net: the pick has no rival to be tested against
     only = {m: rows[m] for m in ("source_only", "gray_world")}
-    assert pick_evidence(run, only, free) == {"method": "source_only", "runner_up": None, "lead": None, "p_value": None,
+    assert pick_evidence(run, only, free) == {"method": "source_only", "by": "label_free", "runner_up": None, "lead": None, "p_value": None,
                                               "significant": None}
 
 

@@ -13,6 +13,10 @@ averaged one its fine-tune's capped at the source U-net's (since 2026-12-06). ``
 is the source U-net's fit on its own city's labels, per class, with the classes it did not learn and its retrains
 (:mod:`semi2i.source_fit`). ``label_free_pick`` (beside ``methods``, since 2026-12-07) names the method the platform
 would trust without target labels and whether the score can tell it from the runner-up (:func:`pick_evidence`).
+``reference_agreement`` (beside ``methods``, since 2026-12-07, with ``unet.reference_steps``) holds each method's
+agreement with the colour-blind reference map of the target, the mIoU in percent of its map against that map
+(:mod:`semi2i.colour_blind`), labels or not; where it is present the pick is the method that agrees best, and
+``label_free_pick["by"]`` says which score picked.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ if TYPE_CHECKING:
 REPORT_NOTES = {"target_oracle": "upper bound: trained on the target's own labels, not an adaptation method"}
 
 
-def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[str, dict] | None = None) -> dict:
+def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[str, dict] | None = None,
+                 agreement: Mapping[str, float] | None = None) -> dict:
     """The report of a finished run over ``methods`` (the config's, with SemI2I's seed rows expanded);
-    ``label_free``: :func:`semi2i.label_free.score_methods` of them."""
+    ``label_free``: :func:`semi2i.label_free.score_methods` of them; ``agreement``: their maps' agreement with the
+    colour-blind reference (:func:`semi2i.colour_blind.agreements`)."""
     target = run.store("target")
-    label_free = label_free or {}
+    label_free, agreement = label_free or {}, agreement or {}
     rows: dict[str, dict] = {}
     for method in methods:
         if why := run.not_applicable(method):
@@ -74,7 +80,10 @@ def build_report(run: "AdaptRun", methods: Sequence[str], label_free: Mapping[st
     choice = run.path("semi2i_choice.json")
     if choice.exists():
         report["semi2i_choice"] = json.loads(choice.read_text())
-    if (pick := pick_evidence(run, rows, label_free)) is not None:
+    agreed = {m: agreement[m] for m in rows if m in agreement and "not_applicable" not in rows[m]}
+    if agreed:  # labels or not; beside ``methods``, whose rows keep their keys
+        report["reference_agreement"] = agreed
+    if (pick := pick_evidence(run, rows, label_free, agreed)) is not None:
         report["label_free_pick"] = pick
     closed = gap_closed(rows)
     if closed is not None:
@@ -109,23 +118,34 @@ def _source_unet(label_free: Mapping[str, dict], record: dict, key: str):
     return label_free["source_only"][key] if "source_only" in label_free else record[f"{key}_source_only"]
 
 
-def pick_evidence(run: "AdaptRun", rows: Mapping[str, dict], label_free: Mapping[str, dict]) -> dict | None:
-    """``report["label_free_pick"]``: the method the report trusts without target labels (the best label-free score,
-    the oracle left out: :func:`semi2i.report_table.label_free_pick`), the runner-up, and the one-sided p-value of the
-    pick's lead over it in a paired t-test over the score's draws (the same patches for every U-net of a run).
+def pick_evidence(run: "AdaptRun", rows: Mapping[str, dict], label_free: Mapping[str, dict],
+                  agreement: Mapping[str, float] | None = None) -> dict | None:
+    """``report["label_free_pick"]``: the method the report trusts without target labels, the oracle left out
+    (:func:`semi2i.report_table.label_free_pick`), which score picked it (``by``), the runner-up and the lead.
 
-    Why: a user without labels cannot see whether the pick won by a margin or by the draw. Where p >= 0.05 the score
-    does not separate the two, and on the committed runs such near ties hid mIoU gaps of up to 14.7 points
-    (docs/label-free-selection.md, "How sure is the pick?"). The runner-up is the best-scored method that maps with
-    another U-net: methods the guard maps with the source U-net are source-only's model, and SemI2I's chosen seed is
-    its seed's row, so their identical draws are passed over. None without at least one method with draws."""
-    scored = {m: row for m, row in rows.items() if "label_free" in row and m != "target_oracle"}
+    By the colour-blind reference (``agreement``, where the run has one): the lead is in agreement points and
+    there is no test (one reference map); the runner-up is the best other method whose map agrees differently (a
+    method the guard maps with the source U-net has source-only's map). By the label-free score: the lead is over its
+    draws, with the one-sided p-value of a paired t-test over them (the same patches for every U-net of a run). Why:
+    a user without labels cannot see whether the pick won by a margin or by the draw; where p >= 0.05 the score does
+    not separate the two, and on the committed runs such near ties hid mIoU gaps of up to 14.7 points
+    (docs/label-free-selection.md, "How sure is the pick?"). None without a method to pick."""
+    scored = {m: row for m, row in rows.items() if m != "target_oracle"}
+    agreed = {m: a for m, a in (agreement or {}).items() if m in scored}
+    pick = label_free_pick(scored, agreed)
+    if pick is None:
+        return None
+    if agreed:
+        others = [m for m in agreed if agreed[m] != agreed[pick]]
+        runner_up = max(others, key=agreed.get) if others else None
+        return {"method": pick, "by": "reference_agreement", "runner_up": runner_up,
+                "lead": round(agreed[pick] - agreed[runner_up], 4) if runner_up else None, "p_value": None,
+                "significant": None}
     draws = {m: d for m in scored if m in label_free and (d := reported_draws(run, m, label_free))}
-    pick = label_free_pick(scored)
     if pick not in draws:
         return None
     others = [m for m in draws if list(draws[m]) != list(draws[pick])]
-    evidence = {"method": pick, "runner_up": None, "lead": None, "p_value": None, "significant": None}
+    evidence = {"method": pick, "by": "label_free", "runner_up": None, "lead": None, "p_value": None, "significant": None}
     if others:
         runner_up = max(others, key=lambda m: scored[m]["label_free"])
         p = lead_p_value(draws[pick], draws[runner_up])

@@ -205,6 +205,10 @@ class UNetTrainConfig:
     # Train the source U-net again (seed + 1000·k) up to this many times while it leaves a class of its own city
     # unlearned (finds < 5 % of its pixels; semi2i.source_fit): every method starts from it. 0: the paper
     source_retrains: NonNegInt = 0
+    # Steps of the colour-blind reference U-net (semi2i.colour_blind): trained on the source with each patch's colours
+    # randomly rotated, its map of the target is what the report's label-free pick compares each method's map with.
+    # 0: none, and the pick is the label-free score's (the paper has neither)
+    reference_steps: NonNegInt = 0
 
 
 @settings

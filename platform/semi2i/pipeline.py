@@ -19,6 +19,7 @@ run that was interrupted resumes where it stopped. The run folder::
     scores/<method>.json                 confusion matrix + IoU per method
     label_free/<method>.json             the label-free score of each method's U-net (semi2i.label_free)
     guard/<method>.json, guard/unet_*.pt the do-no-harm decision and a fine-tune averaged away (semi2i.finetune_guard)
+    reference/                           the colour-blind reference U-net and each map's agreement with it (semi2i.colour_blind)
     report.json, report.md, previews/    the comparison (report.json is a contract other tools read)
     tensorboard/, ray/                   training curves and Ray Train's checkpoints
 """
@@ -48,6 +49,7 @@ from semi2i.remote_run import RemoteRun
 from semi2i.adapt_report import build_report
 from semi2i.finetune_guard import guard, prepare_fine_tune
 from semi2i.label_free import score_methods
+from semi2i.colour_blind import agreements
 from semi2i.lanes import adapt_lanes, run_lanes
 from semi2i.report_table import report_markdown
 from semi2i.semi2i_seeds import base_method, choose, seed_methods, seed_trainings
@@ -395,13 +397,15 @@ class AdaptRun(RunFolder):
         scores no fine-tune needed (the oracle's) overlap the other lane instead of delaying the report."""
         score_methods(self, [m for m in self.report_methods if m in methods])
 
-    # 8. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score
+    # 8. report (after, with several SemI2I seeds, the choice among them) with each method's label-free score and its
+    # map's agreement with the colour-blind reference
     def stage_report(self) -> None:
         seeds = [m for m in seed_methods(self.cfg.profile.semi2i.seeds) if m in self._available_methods()]
         if seeds and seeds != ["semi2i"]:
             placement.run_one(functools.partial(choose, self, seeds), stage="choose_seed")
         label_free = score_methods(self, self.report_methods)  # label_free/<method>.json, labels or not
-        report = build_report(self, self.report_methods, label_free)
+        agreement = agreements(self, self.report_methods)  # reference/agreement.json, labels or not
+        report = build_report(self, self.report_methods, label_free, agreement)
         write_text(self.path("report.json"), json.dumps(report, indent=1))
         markdown = report_markdown(report)
         write_text(self.path("report.md"), markdown)

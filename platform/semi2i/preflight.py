@@ -190,9 +190,10 @@ def _check_semi2i_settings(path: Path, stored: dict, current: Any, run_dir: Path
 
 
 #: U-net settings that do not change the trained weights' meaning: the arithmetic, the memory layout, the
-#: fine-tune guard (a decision after training, which carries itself over to a changed setting: semi2i.finetune_guard)
-#: and the source U-net's retrains (a choice among trainings of these settings; source_fit.json records it).
-_UNET_BOOKKEEPING = {"precision", "tf32", "channels_last", "finetune_guard", "source_retrains"}
+#: fine-tune guard (a decision after training, which carries itself over to a changed setting: semi2i.finetune_guard),
+#: the source U-net's retrains (a choice among trainings of these settings; source_fit.json records it) and the
+#: colour-blind reference's steps (its own U-net, checked by semi2i.colour_blind).
+_UNET_BOOKKEEPING = {"precision", "tf32", "channels_last", "finetune_guard", "source_retrains", "reference_steps"}
 #: ... and those a U-net trained from scratch (the source U-net, the oracle) never used.
 _FINETUNE_ONLY = {"finetune_steps", "finetune_lr_schedule"}
 _FROM_SCRATCH = {"unet_source.pt", "unet_target_oracle.pt"}

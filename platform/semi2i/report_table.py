@@ -13,28 +13,37 @@ def report_markdown(report: dict) -> str:
     classes = report["classes"]
     rows = report["methods"]
     free = any("label_free" in m for m in rows.values())
+    agreement = report.get("reference_agreement") or {}
+    agree = bool(agreement)
     title = f"# {report['source']} -> {report['target']} ({report['profile']} profile, seed {report.get('seed', 0)})"
     if not any("miou" in m for m in rows.values()) and free:  # a target without labels: the label-free scores alone
         lines = [title, "", "The target has no labels: each method's label-free score (higher = better; "
-                 "docs/label-free-selection.md says how well it tracks mIoU).", "", "| method | label-free |", "|---|---|"]
+                 "docs/label-free-selection.md says how well it tracks mIoU)"
+                 + ("; reference agreement: the mIoU of its map against the colour-blind reference map." if agree else "."),
+                 "", "| method | label-free |" + (" reference agreement |" if agree else ""), "|---|---|" + ("---|" if agree else "")]
         lines += [f"| {name} | " + ("not applicable" if "not_applicable" in m else f"{m['label_free']:.4f}") + " |"
-                  for name, m in rows.items()]
+                  + (f" {pct(agreement.get(name))} |" if agree else "") for name, m in rows.items()]
     else:
         lines = [title, "", "IoU in percent on the target's labels (ignore pixels excluded)"
-                 + ("; label-free: the score computed without them (higher = better)." if free else "."), "",
-                 "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |" + (" label-free |" if free else ""),
-                 "|---" * (len(classes) + 3 + free) + "|"]
+                 + ("; label-free: the score computed without them (higher = better)" if free else "")
+                 + ("; reference agreement: the mIoU of the method's map against the colour-blind reference map, also "
+                    "computed without them" if agree else "") + ".", "",
+                 "| method | " + " | ".join(classes) + " | mIoU | pixel acc. |" + (" label-free |" if free else "")
+                 + (" reference agreement |" if agree else ""),
+                 "|---" * (len(classes) + 3 + free + agree) + "|"]
         for name, m in rows.items():
             extra = (" " + (f"{m['label_free']:.4f}" if "label_free" in m else "-") + " |") if free else ""
+            extra += (" " + (pct(agreement[name]) if name in agreement else "-") + " |") if agree else ""
             if "not_applicable" in m:
                 lines.append(f"| {name} | " + " | ".join("-" for _ in classes) + " | not applicable | - |" + extra)
                 continue
             cells = [pct(m["iou"].get(c)) for c in classes]
             label = f"{name} (upper bound)" if name == "target_oracle" else name
             lines.append(f"| {label} | " + " | ".join(cells) + f" | **{pct(m['miou'])}** | {pct(m['pixel_accuracy'])} |" + extra)
-    if pick := label_free_pick(rows):
-        lines += ["", f"Without target labels the platform would trust **{pick}** (the highest label-free score; "
-                  "the oracle, trained on the target's labels, is left out)."]
+    if pick := label_free_pick(rows, agreement):
+        why = ("its map agrees best with the colour-blind reference map" if agree else "the highest label-free score")
+        lines += ["", f"Without target labels the platform would trust **{pick}** ({why}; the oracle, trained on the "
+                  "target's labels, is left out)."]
         if (evidence := report.get("label_free_pick") or {}).get("runner_up"):
             lines[-1] += " " + pick_evidence_line(evidence)
     if choice := report.get("semi2i_choice"):
@@ -79,6 +88,9 @@ def source_fit_line(fit: dict) -> str:
 
 def pick_evidence_line(evidence: dict) -> str:
     """How sure the score is of its pick (:func:`semi2i.adapt_report.pick_evidence`)."""
+    if evidence.get("by") == "reference_agreement":
+        return (f"It agrees with the reference {evidence['lead']:.2f} points more than {evidence['runner_up']}, the "
+                "runner-up (one reference map: no test; docs/label-free-selection.md says how well this tracks mIoU).")
     test = f"one-sided paired t-test over the score's draws, p = {evidence['p_value']:.4f}"
     if evidence["significant"]:
         # beyond the draws' noise is not a right order: on pairs no study used, 4 of 7 such picks mapped 22.84-61.66
@@ -93,8 +105,12 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
 
 
-def label_free_pick(rows: dict[str, dict]) -> str | None:
-    """The method with the highest label-free score, the oracle left out (None: no scores); a tie goes to the
-    method listed first, source-only in a report (a guard-averaged method can tie with it: its score is capped)."""
-    scored = {n: m["label_free"] for n, m in rows.items() if "label_free" in m and n != "target_oracle"}
+def label_free_pick(rows: dict[str, dict], agreement: dict[str, float] | None = None) -> str | None:
+    """The method the platform would trust without target labels, the oracle left out (None: no scores): the one
+    whose map agrees best with the colour-blind reference where ``agreement`` (report["reference_agreement"],
+    :mod:`semi2i.colour_blind`) is given, else the highest ``label_free`` score. A tie goes to the method listed
+    first, source-only in a report (a method the guard maps with the source U-net has its map and its score)."""
+    scored = ({n: agreement[n] for n in rows if n in agreement} if agreement else
+              {n: m["label_free"] for n, m in rows.items() if "label_free" in m})
+    scored.pop("target_oracle", None)
     return max(scored, key=scored.get) if scored else None
