@@ -48,7 +48,7 @@ def run_row(run: Path, scratch: Path, steps: int) -> dict:
             "reference_miou": result.get("reference_miou"), "seconds": round(time.perf_counter() - started, 1),
             "miou": {m: v["miou"] for m, v in methods.items()}, "label_free": {m: v["label_free"] for m, v in methods.items()},
             "agreement": agreement, "score_pick": label_free_pick({m: {"label_free": v["label_free"]} for m, v in methods.items()}),
-            "anchor_pick": label_free_pick({m: {"reference_agreement": a} for m, a in agreement.items()})}
+            "anchor_pick": label_free_pick({m: {} for m in methods}, agreement)}
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -57,18 +57,27 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(set(a)) > 1 and len(set(b)) > 1 else float("nan")
 
 
+def picks(row: dict) -> dict[str, str]:
+    """The two picks of a row, by the product's rule (:func:`semi2i.report_table.label_free_pick`): the label-free
+    score's and the reference agreement's."""
+    from semi2i.report_table import label_free_pick
+
+    return {"score_pick": label_free_pick({m: {"label_free": v} for m, v in row["label_free"].items()}),
+            "anchor_pick": label_free_pick({m: {} for m in row["miou"]}, row["agreement"])}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| run | reference mIoU | ρ(agreement, mIoU) | score's pick (loss) | reference's pick (loss) |",
              "|---|---|---|---|---|"]
     losses = {"score_pick": [], "anchor_pick": []}
     for row in rows:
-        best = max(row["miou"].values())
+        best, picked = max(row["miou"].values()), picks(row)
         names = list(row["miou"])
         rho = spearman([row["agreement"][n] for n in names], [row["miou"][n] for n in names])
         cells = []
         for key in losses:
-            losses[key].append(loss := best - row["miou"][row[key]])
-            cells.append(f"{row[key]} ({loss:.2f})")
+            losses[key].append(loss := best - row["miou"][picked[key]])
+            cells.append(f"{picked[key]} ({loss:.2f})")
         lines.append(f"| {row['run']} | {row['reference_miou']:.2f} | {rho:.2f} | {' | '.join(cells)} |")
     summary = " | ".join(f"{statistics.mean(v):.2f} / {max(v):.2f}" for v in losses.values())
     lines.append(f"| mean / worst over {len(rows)} runs | | | {summary} |")
@@ -86,7 +95,7 @@ def pair_table(rows: list[dict]) -> str:
         agree, score, miou = (list(v) for v in zip(*points))
         cells = []
         for key in ("score_pick", "anchor_pick"):
-            loss = [max(row["miou"].values()) - row["miou"][row[key]] for row in group]
+            loss = [max(row["miou"].values()) - row["miou"][picks(row)[key]] for row in group]
             cells.append(f"{statistics.mean(loss):.2f} / {max(loss):.2f}")
         lines.append(f"| {pair} | {len(group)} | {statistics.mean(r['reference_miou'] for r in group):.2f} | "
                      f"{spearman(agree, miou):.2f} ({len(points)}) | {spearman(score, miou):.2f} | {' | '.join(cells)} |")
