@@ -173,5 +173,8 @@ def test_adapt_on_an_unlabelled_target_reports_the_label_free_score_alone(tmp_pa
     # the do-no-harm guard needs no target labels either: it decided both fine-tunes
     assert set(report["finetune_guard"]) == {"histogram_matching", "gray_world"}
     md = (tmp_path / "run" / "report.md").read_text()
-    assert "The target has no labels" in md and f"**{label_free_pick(report['methods'])}**" in md
+    # the colour-blind reference needs no target labels: every method's map is measured, and the pick is by it
+    assert set(report["reference_agreement"]) == set(cfg["methods"]) and report["label_free_pick"]["by"] == "reference_agreement"
+    pick = label_free_pick(report["methods"], report["reference_agreement"])
+    assert "The target has no labels" in md and f"**{pick}**" in md and "| method | label-free | reference agreement |" in md
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
